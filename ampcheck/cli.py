@@ -1,0 +1,140 @@
+"""The ``ampcheck`` command line.
+
+``ampcheck run`` is the main job (today: the embedded synthetic data set and its summary; the
+check battery joins it as it lands). ``ampcheck synth`` writes a synthetic data set. Errors that
+are the user's to fix print one line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from . import __version__
+from .errors import AmpcheckError, ConfigError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _add_synth_options(p: argparse.ArgumentParser) -> None:
+    from .data.synthetic import SIZES
+
+    p.add_argument("--size", choices=list(SIZES), default="ci",
+                   help="preset: ci (64 px, 2,000 images), paper (128 px, 50,000), tiny "
+                        "(32 px, 48); default ci")
+    p.add_argument("--n", type=_positive_int, help="number of images (overrides the preset)")
+    p.add_argument("--box", type=_positive_int, metavar="D", help="image size in pixels (even)")
+    p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
+    p.add_argument("--snr", type=_positive_float,
+                   help="signal-to-noise ratio (default 0.1; 'inf' for noiseless)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _synth_config(args: argparse.Namespace):
+    from .data.synthetic import SynthConfig
+
+    return SynthConfig.preset(args.size, n=args.n, D=args.box, apix=args.apix, snr=args.snr,
+                              seed=args.seed)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import generate
+
+    result = generate(args.out, _synth_config(args), force=args.force,
+                      show_progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .data.synthetic import GENERATOR_VERSION, generate
+
+    out = Path(args.out)
+    data_dir = out / "data"
+    cfg = _synth_config(args)
+    manifest_path = data_dir / "manifest.json"
+    if manifest_path.is_file() and not args.force:
+        manifest = json.loads(manifest_path.read_text())
+        if (manifest.get("generator_version") == GENERATOR_VERSION
+                and manifest.get("config") == _jsonable(asdict(cfg))):
+            print(f"Reusing the synthetic data set in {data_dir} (same configuration).")
+            return 0
+        raise ConfigError(f"{data_dir} holds a data set made with other settings; "
+                          "use --force to replace it or --out for another directory")
+    result = generate(data_dir, cfg, force=args.force, show_progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=float))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ampcheck",
+        description="Does your VAE's encoder really amortize inference? Checks from a cryo-EM "
+                    "case study, for any VAE.")
+    parser.add_argument("--version", action="version", version=f"ampcheck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the main job on the embedded synthetic data set",
+                         description="Generate the embedded synthetic data set (ci size by "
+                                     "default) and summarise it.")
+    run.add_argument("--out", default="ampcheck-out", help="output directory (default "
+                                                          "./ampcheck-out)")
+    run.add_argument("--force", action="store_true", help="replace existing outputs")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_synth_options(run)
+    run.set_defaults(func=_cmd_run)
+
+    synth = sub.add_parser("synth", help="write a synthetic heterogeneous cryo-EM data set",
+                           description="Write particles.mrcs, poses.pkl, ctf.pkl, truth.npz, "
+                                       "volumes/ and manifest.json to --out.")
+    synth.add_argument("--out", required=True, help="output directory (must not exist or be "
+                                                    "empty, unless --force)")
+    synth.add_argument("--force", action="store_true", help="replace an existing directory")
+    synth.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_synth_options(synth)
+    synth.set_defaults(func=_cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        return args.func(args)
+    except AmpcheckError as err:
+        print(f"ampcheck: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ampcheck: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Cryo-EM image formation: lattices, Fourier/Hartley transforms, CTF, rotations, volumes, I/O."""

@@ -1,0 +1,1 @@
+"""Data sets: synthetic heterogeneous particles, real particle stacks, transforms and twins."""

@@ -1,0 +1,356 @@
+"""Particle images with poses and CTF, served lazily and preprocessed as cryoDRGN does.
+
+:class:`ParticleDataset` reads images from an :class:`~ampcheck.cryoem.io.ImageStack` on demand
+(so a stack larger than memory trains with bounded memory) and turns each real-space image
+``(D, D)`` into the symmetrised, normalised centred Hartley image ``(D+1, D+1)`` that cryoDRGN
+trains on, exactly as cryoDRGN 4.3.1's ``ImageDataset._process``:
+
+1. multiply by a soft circular window (1 inside ``window_r``, 0 beyond 0.99 of the half box);
+2. invert the contrast (``x -1``; on by default, as ``cryodrgn train_vae --invert-data``);
+3. centred 2-D Hartley transform, then pad to ``(D+1, D+1)`` (:func:`symmetrize_ht`);
+4. ``(h - 0) / std``, with ``std`` the standard deviation of the Hartley images of an evenly
+   strided sample of up to 1,000 images (cryoDRGN's ``estimate_normalization``, which neither
+   windows nor needs to invert its sample), unless ``norm=(mean, std)`` is given.
+
+Poses come in as the files hold them (translations in fractions of the box) and go out in pixels
+(``fraction * D``), as cryoDRGN uses them. CTF rows whose ``D`` column differs from the stack's
+(a downsampled stack) are rescaled to the stack's size at the same box size in Å, as cryoDRGN's
+``load_ctf_for_training`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ampcheck.cryoem.fft import ht2_center, symmetrize_ht
+from ampcheck.cryoem.io import (
+    ImageStack,
+    _check_ctf,
+    _check_poses,
+    read_ctf,
+    read_poses,
+    read_stack,
+    read_star_particles,
+)
+from ampcheck.cryoem.lattice import radial_window
+from ampcheck.errors import ConfigError, InputError
+
+__all__ = ["ParticleDataset", "estimate_normalization"]
+
+PathLike = str | os.PathLike
+
+
+def _preprocess(imgs: torch.Tensor, window: torch.Tensor | None, invert: bool) -> torch.Tensor:
+    """Real-space images ``(B, D, D)`` -> symmetrised centred Hartley images ``(B, D+1, D+1)``."""
+    if window is not None:
+        imgs = imgs * window
+    if invert:
+        imgs = -imgs
+    return symmetrize_ht(ht2_center(imgs))
+
+
+def estimate_normalization(stack: ImageStack, n: int = 1000, chunk: int = 256
+                           ) -> tuple[float, float]:
+    """cryoDRGN's Hartley-space normalisation ``(0, std)`` of a stack.
+
+    ``std`` is the (unbiased) standard deviation over all pixels of the symmetrised centred
+    Hartley transforms of images ``0, s, 2s, ...`` with ``s = N // min(n, N)``, unwindowed (as
+    cryoDRGN 4.3.1; contrast inversion does not change it). Computed in chunks, in float64.
+    """
+    N = len(stack)
+    idx = np.arange(0, N, N // min(n, N))
+    count, mean, m2 = 0, 0.0, 0.0
+    for s in range(0, len(idx), chunk):
+        h = _preprocess(torch.from_numpy(stack.read(idx[s:s + chunk])), None, False).double()
+        c, cm = h.numel(), float(h.mean())
+        cm2 = float(((h - cm) ** 2).sum())
+        delta, total = cm - mean, count + c
+        m2 += cm2 + delta**2 * count * c / total  # Chan et al.'s parallel variance update
+        mean += delta * c / total
+        count = total
+    return 0.0, float(np.sqrt(m2 / max(count - 1, 1)))
+
+
+class ParticleDataset(Dataset):
+    """Particle images (lazy) with optional poses, CTF and ground truth.
+
+    Args:
+        stack: the images, ``N`` real-space ``(D, D)``.
+        rot: ``(N, 3, 3)`` rotation matrices. trans: ``(N, 2)`` translations, fractions of the box.
+        ctf: ``(N, 9)`` ``[D, apix, dfu, dfv, dfang, volt, cs, w, phase_shift]``.
+        truth: per-image ground truth, arrays with a leading ``N`` (e.g. ``z_continuous``).
+        invert: multiply images by -1 (cryoDRGN's ``--invert-data``; on by default).
+        window, window_r: the soft circular real-space window and its inner radius.
+        norm: ``(mean, std)`` for the Hartley images; estimated from the stack when None.
+        seed: the default seed of :meth:`split`.
+
+    Items (``ds[i]``) are dicts: ``y`` float32 ``(D+1, D+1)`` processed Hartley image, ``index``
+    (the image's index in the file), ``rot (3, 3)``, ``trans (2,)`` in pixels, ``ctf (9,)``;
+    parts not given are omitted. :meth:`get_batch` returns the same with a leading batch axis.
+    """
+
+    def __init__(self, stack: ImageStack, rot: np.ndarray | None = None,
+                 trans: np.ndarray | None = None, ctf: np.ndarray | None = None,
+                 truth: Mapping[str, np.ndarray] | None = None, *, invert: bool = True,
+                 window: bool = True, window_r: float = 0.85,
+                 norm: tuple[float, float] | None = None, seed: int = 0,
+                 _names: Mapping[str, str] | None = None):
+        names = {"stack": str(stack.path), "poses": "the poses", "ctf": "the CTF",
+                 "truth": "the ground truth", **(_names or {})}
+        N, D = len(stack), stack.D
+        self._stack = stack
+        self.invert, self.seed = bool(invert), int(seed)
+
+        def check_count(what: str, found: int, unit: str) -> None:
+            if found != N:
+                raise InputError(f"{names['stack']} has {N} images but {names[what]} has {found} "
+                                 f"{unit}; expected one per image")
+
+        self._rot = self._trans = self._ctf = None
+        if rot is not None:
+            self._rot, self._trans = _check_poses(names["poses"], np.asarray(rot),
+                                                  None if trans is None else np.asarray(trans),
+                                                  None)
+            check_count("poses", len(self._rot), "poses")
+        elif trans is not None:
+            raise InputError(f"{names['poses']}: translations given without rotations")
+        if ctf is not None:
+            self._ctf = self._rescale_ctf(_check_ctf(names["ctf"], np.asarray(ctf), None),
+                                          D, names["ctf"])
+            check_count("ctf", len(self._ctf), "CTF rows")
+        self._truth = {}
+        for key, value in (truth or {}).items():
+            value = np.asarray(value)
+            if value.ndim == 0:
+                raise InputError(f"{names['truth']}: {key!r} is a scalar; expected one value per "
+                                 "image")
+            check_count("truth", len(value), f"values of {key!r}")
+            self._truth[str(key)] = value
+        if window and not 0 < window_r <= 0.99:
+            raise ConfigError(f"window_r must be in (0, 0.99], got {window_r}")
+        self._window = (torch.from_numpy(radial_window(D, window_r, 0.99).astype(np.float32))
+                        if window else None)
+        if norm is None:
+            norm = estimate_normalization(stack)
+        mean, std = (float(x) for x in norm)
+        if not np.isfinite([mean, std]).all() or std <= 0:
+            raise InputError(f"{names['stack']}: normalisation (mean, std) = ({mean}, {std}); "
+                             "expected a finite mean and a positive std (are the images blank?)")
+        self._norm = (mean, std)
+        self._idx = np.arange(N)
+        _warn_apix_mismatch(self)
+
+    @staticmethod
+    def _rescale_ctf(ctf: np.ndarray, D: int, name: str) -> np.ndarray:
+        """Express CTF rows for ``D``-pixel images (same box in Å), as cryoDRGN does."""
+        if not len(ctf):
+            return ctf
+        box = ctf[:, 0].astype(np.float64) * ctf[:, 1]
+        if np.abs(box - box[0]).max() > 1e-3 * box[0]:
+            raise InputError(f"{name}: CTF rows describe boxes of different sizes (D x apix from "
+                             f"{box.min():.4g} to {box.max():.4g} Å); expected one box size")
+        ctf = ctf.copy()
+        ctf[:, 1] = box / D
+        ctf[:, 0] = D
+        return ctf
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_files(cls, particles: PathLike, poses: PathLike | None = None,
+                   ctf: PathLike | None = None, truth: PathLike | None = None,
+                   datadir: PathLike | None = None, **kw: Any) -> ParticleDataset:
+        """Open a stack (``.mrcs``, ``.txt``, ``.star``) with poses/CTF pickles and truth ``.npz``.
+
+        A ``.star`` supplies poses and CTF itself; ``poses`` / ``ctf`` files given override it.
+        ``kw`` go to the constructor.
+        """
+        stack = read_stack(particles, datadir)
+        rot = trans = ctf_params = None
+        names = {}
+        if Path(particles).suffix.lower() == ".star" and (poses is None or ctf is None):
+            sp = read_star_particles(particles)
+            rot, trans, ctf_params = sp.rot, sp.trans, sp.ctf
+            names = {"poses": str(particles), "ctf": str(particles)}
+        if poses is not None:
+            rot, trans = read_poses(poses)
+            names["poses"] = str(poses)
+        if ctf is not None:
+            ctf_params = read_ctf(ctf)
+            names["ctf"] = str(ctf)
+        truth_arrays = None
+        if truth is not None:
+            truth_arrays, names["truth"] = _load_truth(Path(truth)), str(truth)
+        return cls(stack, rot, trans, ctf_params, truth_arrays, _names=names, **kw)
+
+    @classmethod
+    def from_dir(cls, directory: PathLike, **kw: Any) -> ParticleDataset:
+        """Open the synthetic layout: ``particles.mrcs`` and, where present, ``poses.pkl``,
+        ``ctf.pkl`` and ``truth.npz`` (``z_continuous``, ``z_class``, ``hinge_deg``)."""
+        d = Path(directory)
+        if not (d / "particles.mrcs").is_file():
+            raise InputError(f"{d}: no particles.mrcs; expected a folder with particles.mrcs, "
+                             "poses.pkl, ctf.pkl and optionally truth.npz")
+
+        def opt(name: str) -> Path | None:
+            return d / name if (d / name).is_file() else None
+
+        return cls.from_files(d / "particles.mrcs", opt("poses.pkl"), opt("ctf.pkl"),
+                              opt("truth.npz"), **kw)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ParticleDataset:
+        """A view of images ``indices`` (of this dataset), sharing the stack and normalisation."""
+        sub = copy.copy(self)
+        sub._idx = self._idx[self._local(indices)]
+        return sub
+
+    def split(self, heldout_fraction: float, seed: int | None = None
+              ) -> tuple[ParticleDataset, ParticleDataset]:
+        """Seeded random split into disjoint ``(train, heldout)`` subsets that cover the dataset.
+
+        ``heldout`` holds ``round(heldout_fraction * n)`` images; both keep file order.
+        """
+        if not 0 < heldout_fraction < 1:
+            raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+        k = int(round(heldout_fraction * self.n))
+        if not 0 < k < self.n:
+            raise ConfigError(f"heldout_fraction {heldout_fraction} of {self.n} images leaves an "
+                              "empty training or held-out set")
+        perm = np.random.default_rng(self.seed if seed is None else seed).permutation(self.n)
+        return self.subset(np.sort(perm[k:])), self.subset(np.sort(perm[:k]))
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        if not isinstance(i, (int, np.integer)):
+            return self.get_batch(i)
+        item = self.get_batch([i])
+        item = {k: v[0] for k, v in item.items()}
+        item["index"] = int(item["index"])
+        return item
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """Items ``indices`` with a leading batch axis: ``y (B, D+1, D+1)``, ``index (B,)``,
+        ``rot (B, 3, 3)``, ``trans (B, 2)`` pixels, ``ctf (B, 9)``.
+
+        The images are read in one go (sorted, one memory-map read per file) and preprocessed
+        together in torch; the batch keeps the order asked for.
+        """
+        orig = self._idx[self._local(indices)]
+        imgs = torch.from_numpy(self._stack.read(orig))
+        mean, std = self._norm
+        out = {"y": (_preprocess(imgs, self._window, self.invert) - mean) / std,
+               "index": torch.from_numpy(orig.astype(np.int64))}
+        if self._rot is not None:
+            out["rot"] = torch.from_numpy(self._rot[orig])
+            if self._trans is not None:
+                out["trans"] = torch.from_numpy(self._trans[orig] * np.float32(self.D))
+        if self._ctf is not None:
+            out["ctf"] = torch.from_numpy(self._ctf[orig])
+        return out
+
+    def images(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Raw real-space images ``(B, D, D)`` float32, no preprocessing."""
+        return self._stack.read(self._idx[self._local(indices)])
+
+    def _local(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.nonzero(idx)[0]
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        n = len(self._idx)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"index out of range for a dataset of {n} images")
+        return idx % max(n, 1)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n(self) -> int:
+        """Number of images in this dataset (or view)."""
+        return len(self._idx)
+
+    @property
+    def D(self) -> int:
+        """Image side in pixels (even); processed images are ``(D+1, D+1)``."""
+        return self._stack.D
+
+    @property
+    def apix(self) -> float | None:
+        """Pixel size in Å: the CTF's (rescaled to this ``D``), else the stack header's."""
+        return float(self._ctf[0, 1]) if self._ctf is not None and len(self._ctf) \
+            else self._stack.apix
+
+    @property
+    def norm(self) -> tuple[float, float]:
+        """``(mean, std)`` of the Hartley images, shared by every view."""
+        return self._norm
+
+    @property
+    def stack(self) -> ImageStack:
+        return self._stack
+
+    @property
+    def indices(self) -> np.ndarray:
+        """``(n,)`` indices of this dataset's images in the file."""
+        return self._idx.copy()
+
+    @property
+    def rot(self) -> np.ndarray | None:
+        """``(n, 3, 3)`` float32 rotations, or None."""
+        return None if self._rot is None else self._rot[self._idx]
+
+    @property
+    def trans_frac(self) -> np.ndarray | None:
+        """``(n, 2)`` float32 translations in fractions of the box (batches give pixels)."""
+        return None if self._trans is None else self._trans[self._idx]
+
+    @property
+    def ctf(self) -> np.ndarray | None:
+        """``(n, 9)`` float32 CTF parameters (D and apix columns for this stack's ``D``)."""
+        return None if self._ctf is None else self._ctf[self._idx]
+
+    @property
+    def truth(self) -> dict[str, np.ndarray]:
+        """Per-image ground truth of this dataset's images (empty when none was given)."""
+        return {k: v[self._idx] for k, v in self._truth.items()}
+
+    def __repr__(self) -> str:
+        parts = [p for p, a in (("poses", self._rot), ("ctf", self._ctf)) if a is not None]
+        return (f"ParticleDataset({str(self._stack.path)!r}, n={self.n}, D={self.D}, "
+                f"apix={self.apix}, with={parts + sorted(self._truth)})")
+
+
+def _load_truth(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (expected a ground-truth .npz)")
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise InputError(f"{path}: could not read it as an .npz of per-image arrays ({e})") from e
+    if not isinstance(obj, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: holds a single array; expected an .npz of named per-image "
+                         "arrays")
+    with obj:
+        try:
+            return {k: obj[k] for k in obj.files}
+        except Exception as e:
+            raise InputError(f"{path}: could not read its arrays ({e})") from e
+
+
+def _warn_apix_mismatch(ds: ParticleDataset) -> None:
+    """Warn when the stack header's pixel size disagrees with the CTF's (the CTF's is used)."""
+    if ds._ctf is not None and ds.stack.apix and len(ds._ctf):
+        a = float(ds._ctf[0, 1])
+        if abs(a - ds.stack.apix) > 0.01 * a:
+            warnings.warn(f"{ds.stack.path}: header pixel size {ds.stack.apix} Å differs from "
+                          f"the CTF's {a:.4g} Å (for D = {ds.D}); the CTF's is used", stacklevel=3)

@@ -1,0 +1,382 @@
+"""Synthetic heterogeneous cryo-EM data with full ground truth (SPEC §2.1).
+
+The molecule is a pseudo-atomic assembly of Gaussian blobs in three domains:
+
+* a **core** that never moves;
+* an **arm** that swings about a hinge through the core (the *continuous* coordinate
+  ``z_continuous`` in [0, 1] maps linearly onto the hinge angle range);
+* a **subunit** bound to the core that is present or absent (the *discrete* coordinate
+  ``z_class``: 1 present, 0 absent — the assembly-intermediate flavour of EMPIAR-10076).
+
+Each image is an exact projection (Fourier slice of the analytic transform, see
+:mod:`ampcheck.cryoem.volumes`) of one conformation in a uniformly random pose, displaced in
+plane, modulated by its CTF, and buried in white Gaussian noise.
+
+Conventions of the files written (readable by cryoDRGN as they are):
+
+* **Contrast**: particles are white on a dark background — ``image = −CTF ⊛ projection`` —
+  as RELION writes extracted particles, so cryoDRGN's default sign inversion (and
+  :class:`~ampcheck.data.particles.ParticleDataset`'s) reads positive density.
+* **SNR** is the variance of the noiseless (CTF-modulated) signal inside the circular mask of
+  radius ``D/2`` over the noise variance. The noise level is set from a pilot of the first
+  ``min(n, 512)`` images; the manifest also records the SNR measured over the whole stack.
+* **Poses**: ``trans`` is what centres the particle (cryoDRGN and RELION's origin
+  convention): a particle displaced by ``+s`` pixels has ``trans = −s / D``.
+
+The same config and seed give the same bytes (on one machine). The stack is streamed to disk in
+chunks, so a paper-size set never needs the whole stack in memory, and the output directory is
+built beside the target and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .._progress import progress
+from ..cryoem import io
+from ..cryoem.rotations import random_rotations, rotation_about_axis
+from ..cryoem.volumes import BlobVolume, project_blobs_fourier, spectrum_to_images
+from ..errors import ConfigError, InputError
+
+GENERATOR_VERSION = 1
+BOX_ANGSTROMS = 192.0  # physical box edge; apix = BOX_ANGSTROMS / D unless given
+_CHUNK = 256  # images rendered per step; fixed so that output bytes do not depend on it
+_PILOT = 512  # images whose clean signal sets the noise level
+
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"n": 48, "D": 32},  # committed fixtures
+    "ci": {"n": 2000, "D": 64},  # seconds on 2 CPU cores
+    "paper": {"n": 50_000, "D": 128},  # for a GPU
+}
+
+DOMAIN_CORE, DOMAIN_ARM, DOMAIN_SUBUNIT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a synthetic data set (units in the names).
+
+    ``snr = inf`` gives noiseless images; ``hinge_range_deg = (a, a)`` with ``p_subunit`` 0 or 1
+    gives a homogeneous data set.
+    """
+
+    n: int = 2000
+    D: int = 64
+    apix: float | None = None  # Å/pixel; default BOX_ANGSTROMS / D
+    snr: float = 0.1
+    seed: int = 0
+    molecule_seed: int = 0
+    hinge_range_deg: tuple[float, float] = (-30.0, 30.0)
+    p_subunit: float = 0.5
+    max_shift_px: float | None = None  # uniform in [-m, m]²; default 0.04·D
+    defocus_range_angstroms: tuple[float, float] = (10_000.0, 30_000.0)
+    astigmatism_max_angstroms: float = 500.0
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.1
+    volume_grid: int = 5  # ground-truth volumes per class, at evenly spaced z_continuous
+
+    def __post_init__(self):
+        def bad(msg: str):
+            raise ConfigError(f"synthetic data: {msg}")
+
+        if int(self.n) != self.n or self.n < 2:
+            bad(f"n must be an integer >= 2, got {self.n}")
+        if int(self.D) != self.D or self.D < 16 or self.D % 2:
+            bad(f"box size D must be an even integer >= 16, got {self.D}")
+        if self.apix is not None and not self.apix > 0:
+            bad(f"apix must be positive, got {self.apix}")
+        if not self.snr > 0:
+            bad(f"snr must be positive (inf for noiseless), got {self.snr}")
+        lo, hi = self.hinge_range_deg
+        if not (-90 <= lo <= hi <= 90):
+            bad(f"hinge_range_deg must be (lo, hi) within [-90, 90], got {self.hinge_range_deg}")
+        if not 0 <= self.p_subunit <= 1:
+            bad(f"p_subunit must be in [0, 1], got {self.p_subunit}")
+        if self.max_shift_px is not None and not 0 <= self.max_shift_px <= self.D / 8:
+            bad(f"max_shift_px must be in [0, D/8 = {self.D / 8}], got {self.max_shift_px}")
+        dlo, dhi = self.defocus_range_angstroms
+        if not 0 < dlo <= dhi:
+            bad(f"defocus_range_angstroms must be 0 < lo <= hi, got {(dlo, dhi)}")
+        if not 0 <= self.amplitude_contrast < 1:
+            bad(f"amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
+        if self.volume_grid < 1:
+            bad(f"volume_grid must be >= 1, got {self.volume_grid}")
+
+    @classmethod
+    def preset(cls, size: str = "ci", **overrides) -> SynthConfig:
+        """The ``tiny``, ``ci`` or ``paper`` size, with any field overridden (None = keep)."""
+        if size not in SIZES:
+            raise ConfigError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+        fields = {**SIZES[size], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**fields)
+
+    @property
+    def pixel_size(self) -> float:
+        """Å per pixel."""
+        return self.apix if self.apix is not None else BOX_ANGSTROMS / self.D
+
+    @property
+    def shift_px(self) -> float:
+        return self.max_shift_px if self.max_shift_px is not None else 0.04 * self.D
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """The blob model of the molecule and its two kinds of heterogeneity.
+
+    Attributes:
+        reference: all blobs at hinge angle 0 with the subunit present.
+        domain: ``(K,)`` domain of each blob (core 0, arm 1, subunit 2).
+        hinge_pivot: ``(3,)`` Å, a point on the hinge axis.
+        hinge_axis: ``(3,)`` unit vector of the hinge axis.
+    """
+
+    reference: BlobVolume
+    domain: np.ndarray
+    hinge_pivot: np.ndarray
+    hinge_axis: np.ndarray
+
+    @classmethod
+    def default(cls, seed: int = 0) -> Assembly:
+        """A ~175-blob, 130 Å molecule that stays inside a 192 Å box at every conformation."""
+        rng = np.random.default_rng([seed, 7])
+
+        def ellipsoid(n, center, semi_axes):
+            d = rng.normal(size=(n, 3))
+            d /= np.linalg.norm(d, axis=1, keepdims=True)
+            r = rng.uniform(size=(n, 1)) ** (1 / 3)  # uniform in the volume
+            return np.asarray(center) + d * r * np.asarray(semi_axes)
+
+        parts = [
+            (DOMAIN_CORE, ellipsoid(90, (-12, 0, 0), (32, 26, 24))),
+            (DOMAIN_ARM, ellipsoid(50, (40, 0, 0), (20, 10, 10))),
+            (DOMAIN_SUBUNIT, ellipsoid(35, (-15, 0, 36), (13, 13, 13))),
+        ]
+        centers = np.concatenate([p for _, p in parts])
+        domain = np.concatenate([np.full(len(p), d) for d, p in parts])
+        # Pseudo-atoms of three widths (blobs of one width share a Fourier envelope).
+        sigmas = rng.choice([5.0, 6.0, 7.0], size=len(centers))
+        weights = rng.uniform(0.8, 1.2, size=len(centers))
+        return cls(BlobVolume(centers, sigmas, weights), domain,
+                   hinge_pivot=np.array([20.0, 0.0, 0.0]), hinge_axis=np.array([0.0, 0.0, 1.0]))
+
+    def centers(self, hinge_deg: np.ndarray) -> np.ndarray:
+        """``(B, K, 3)`` blob centres with the arm turned by ``hinge_deg`` ``(B,)`` degrees."""
+        hinge_deg = np.atleast_1d(np.asarray(hinge_deg, dtype=np.float64))
+        out = np.repeat(self.reference.centers[None], len(hinge_deg), axis=0)
+        arm = self.domain == DOMAIN_ARM
+        local = self.reference.centers[arm] - self.hinge_pivot
+        for b, angle in enumerate(hinge_deg):
+            out[b, arm] = local @ rotation_about_axis(self.hinge_axis, angle).T + self.hinge_pivot
+        return out
+
+    def weights(self, z_class: np.ndarray) -> np.ndarray:
+        """``(B, K)`` blob amplitudes: the subunit's are zero where ``z_class`` is 0."""
+        z_class = np.atleast_1d(np.asarray(z_class))
+        present = (self.domain != DOMAIN_SUBUNIT)[None, :] | (z_class[:, None] == 1)
+        return self.reference.weights[None, :] * present
+
+    def volume(self, hinge_deg: float, z_class: int) -> BlobVolume:
+        """The blob volume of one conformation (absent blobs dropped)."""
+        c = self.centers(np.array([hinge_deg]))[0]
+        w = self.weights(np.array([z_class]))[0]
+        keep = w > 0
+        return BlobVolume(c[keep], self.reference.sigmas[keep], w[keep])
+
+
+@dataclass(frozen=True)
+class ImageParameters:
+    """Per-image ground truth drawn before any image is rendered."""
+
+    rot: np.ndarray  # (N, 3, 3)
+    shift_px: np.ndarray  # (N, 2) particle displacement (dx, dy) in pixels
+    ctf: np.ndarray  # (N, 9) ctf.pkl rows
+    z_continuous: np.ndarray  # (N,) in [0, 1]
+    z_class: np.ndarray  # (N,) 0 or 1
+    hinge_deg: np.ndarray  # (N,)
+
+
+def draw_parameters(cfg: SynthConfig) -> ImageParameters:
+    """Draw poses, shifts, CTFs and conformations from independent seeded streams."""
+    pose_rng, shift_rng, ctf_rng, conf_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4))
+    n = cfg.n
+    rot = random_rotations(n, pose_rng)
+    shift = shift_rng.uniform(-cfg.shift_px, cfg.shift_px, size=(n, 2))
+    dfu = ctf_rng.uniform(*cfg.defocus_range_angstroms, size=n)
+    dfv = dfu - ctf_rng.uniform(0, cfg.astigmatism_max_angstroms, size=n)
+    dfang = ctf_rng.uniform(0, 180, size=n)
+    ctf = np.column_stack([
+        np.full(n, cfg.D), np.full(n, cfg.pixel_size), dfu, dfv, dfang,
+        np.full(n, cfg.voltage_kv), np.full(n, cfg.cs_mm), np.full(n, cfg.amplitude_contrast),
+        np.zeros(n)])
+    z = conf_rng.uniform(size=n)
+    z_class = (conf_rng.uniform(size=n) < cfg.p_subunit).astype(np.int64)
+    lo, hi = cfg.hinge_range_deg
+    return ImageParameters(rot, shift, ctf, z, z_class, lo + z * (hi - lo))
+
+
+def render_clean(assembly: Assembly, params: ImageParameters, idx: slice,
+                 cfg: SynthConfig) -> np.ndarray:
+    """Noiseless images ``(B, D, D)`` float64 for ``params[idx]``: ``−CTF ⊛ projection``."""
+    spec = project_blobs_fourier(assembly.centers(params.hinge_deg[idx]), assembly.reference.sigmas,
+                                 assembly.weights(params.z_class[idx]), params.rot[idx],
+                                 cfg.D, cfg.pixel_size, params.shift_px[idx])
+    return -spectrum_to_images(spec, cfg.D, cfg.pixel_size, params.ctf[idx])
+
+
+def _mask(D: int) -> np.ndarray:
+    ax = np.arange(D) - D // 2
+    return np.hypot(*np.meshgrid(ax, ax, indexing="ij")) <= D / 2
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """What :func:`generate` wrote and measured."""
+
+    out: Path
+    manifest: dict
+    seconds: float
+
+    def summary(self) -> str:
+        m = self.manifest
+        cls = m["truth"]["fraction_class1"]
+        lo, hi = m["hinge_range_deg"]
+        size = sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file())
+        lines = [
+            f"Synthetic heterogeneous data set in {self.out}",
+            f"  images    {m['n']:,} × {m['D']}×{m['D']} px at {m['apix']:.3f} Å/px "
+            f"(box {m['D'] * m['apix']:.0f} Å), {size / 2**20:.1f} MiB",
+            f"  noise     SNR {m['snr']:g} requested, {m['snr_measured']:.4g} measured "
+            f"(signal variance in the mask / noise variance)",
+            f"  hetero    continuous: hinge {lo:g}..{hi:g}°"
+            f"; discrete: subunit present in {100 * cls:.1f}% of images",
+            f"  poses     uniform on SO(3); shifts up to ±{m['max_shift_px']:.2f} px; "
+            f"defocus {m['defocus_range_angstroms'][0] / 1e4:g}–"
+            f"{m['defocus_range_angstroms'][1] / 1e4:g} µm, {m['voltage_kv']:g} kV",
+            f"  volumes   {len(m['volumes'])} ground-truth maps in volumes/",
+            f"  took      {self.seconds:.1f} s ({m['n'] / self.seconds:,.0f} images/s)",
+        ]
+        return "\n".join(lines)
+
+
+def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: bool = False,
+             show_progress: bool = True) -> SynthResult:
+    """Write a synthetic data set to the directory ``out`` (SPEC §2.1).
+
+    Files: ``particles.mrcs``, ``poses.pkl``, ``ctf.pkl``, ``truth.npz`` (``z_continuous``,
+    ``z_class``, ``hinge_deg``), ``volumes/*.mrc`` and ``manifest.json``. The set is built in a
+    temporary directory beside ``out`` and renamed into place when complete; an existing
+    non-empty ``out`` is replaced only with ``force=True``.
+    """
+    cfg = cfg or SynthConfig()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"{out}: directory exists and is not empty; choose another or use --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _write(tmp, cfg, show_progress)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SynthResult(out, manifest, time.perf_counter() - start)
+
+
+def _write(folder: Path, cfg: SynthConfig, show_progress: bool) -> dict:
+    D, apix = cfg.D, cfg.pixel_size
+    assembly = Assembly.default(cfg.molecule_seed)
+    params = draw_parameters(cfg)
+    mask = _mask(D)
+
+    pilot = render_clean(assembly, params, slice(0, min(cfg.n, _PILOT)), cfg)
+    signal_var = float(pilot[:, mask].var(axis=1).mean())
+    noise_std = 0.0 if math.isinf(cfg.snr) else math.sqrt(signal_var / cfg.snr)
+    noise_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(5)[4])
+
+    per_image_var = np.empty(cfg.n)
+    chunks = range(0, cfg.n, _CHUNK)
+    with io.StackWriter(folder / "particles.mrcs", cfg.n, D, apix) as stack:
+        for start in progress(chunks, len(chunks), "synthesising", unit="chunk",
+                              enabled=show_progress):
+            idx = slice(start, min(start + _CHUNK, cfg.n))
+            clean = pilot[idx] if idx.stop <= len(pilot) else render_clean(assembly, params,
+                                                                             idx, cfg)
+            per_image_var[idx] = clean[:, mask].var(axis=1)
+            noisy = clean + noise_std * noise_rng.standard_normal(clean.shape)
+            stack.write(start, noisy.astype(np.float32))
+
+    io.write_poses(folder / "poses.pkl", params.rot.astype(np.float32),
+                   (-params.shift_px / D).astype(np.float32))
+    io.write_ctf(folder / "ctf.pkl", params.ctf.astype(np.float32))
+    np.savez(folder / "truth.npz", z_continuous=params.z_continuous, z_class=params.z_class,
+             hinge_deg=params.hinge_deg)
+    volumes = _write_volumes(folder / "volumes", assembly, cfg, params.z_class.mean())
+
+    manifest = {
+        "generator": "ampcheck.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "ampcheck_version": __version__,
+        "config": asdict(cfg),  # exactly what reproduces these bytes
+        **asdict(cfg),
+        "apix": apix,
+        "max_shift_px": cfg.shift_px,
+        "snr_measured": float(per_image_var.mean() / noise_std**2) if noise_std else math.inf,
+        "noise_std": noise_std,
+        "signal_variance": signal_var,
+        "contrast": "white particles: image = -CTF * projection (cryoDRGN's default inverts)",
+        "snr_definition": "variance of the noiseless signal inside the circular mask of radius "
+                          "D/2 over the noise variance",
+        "files": {"particles": "particles.mrcs", "poses": "poses.pkl", "ctf": "ctf.pkl",
+                  "truth": "truth.npz"},
+        "truth": {"z_continuous": "uniform in [0, 1]; hinge_deg = lo + z * (hi - lo)",
+                  "z_class": "1 = subunit present",
+                  "fraction_class1": float(params.z_class.mean())},
+        "volumes": volumes,
+    }
+    with io.atomic_path(folder / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2, default=float) + "\n")
+    return manifest
+
+
+def _write_volumes(folder: Path, assembly: Assembly, cfg: SynthConfig, frac1: float) -> list:
+    """Ground-truth maps on a grid of conformations, and their dataset-weighted average."""
+    folder.mkdir()
+    lo, hi = cfg.hinge_range_deg
+    entries, average = [], np.zeros((cfg.D,) * 3)
+    zs = np.linspace(0.0, 1.0, cfg.volume_grid) if cfg.volume_grid > 1 else np.array([0.5])
+    for z_class in (0, 1):
+        for z in zs:
+            vol = assembly.volume(lo + z * (hi - lo), z_class).rasterize(cfg.D, cfg.pixel_size)
+            name = f"class{z_class}_z{z:.3f}.mrc"
+            io.write_mrc(folder / name, vol.astype(np.float32), cfg.pixel_size)
+            entries.append({"file": f"volumes/{name}", "z_continuous": float(z),
+                            "z_class": z_class, "hinge_deg": float(lo + z * (hi - lo))})
+            average += vol * (frac1 if z_class else 1 - frac1) / len(zs)
+    io.write_mrc(folder / "average.mrc", average.astype(np.float32), cfg.pixel_size)
+    entries.append({"file": "volumes/average.mrc", "z_continuous": None, "z_class": None,
+                    "hinge_deg": None, "note": "mean over the grid, classes weighted by the "
+                                               "fraction of images in each"})
+    return entries
+

@@ -1,0 +1,26 @@
+"""The exceptions ampcheck raises for problems a user can fix.
+
+Every error a user can cause (a bad file, a bad option, a bad configuration) is an
+:class:`AmpcheckError`; the command line prints its message and exits non-zero without a
+traceback. ``assert`` is kept for internal invariants only.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError"]
+
+
+class AmpcheckError(Exception):
+    """Base class of every error that is the user's to fix."""
+
+
+class InputError(AmpcheckError, ValueError):
+    """Input data is missing, malformed or inconsistent (names the file and what was expected)."""
+
+
+class UnsafePickleError(InputError):
+    """A pickle asked for something other than plain arrays, tuples, lists, dicts and scalars."""
+
+
+class ConfigError(AmpcheckError, ValueError):
+    """An option or configuration value is out of range or unknown."""
