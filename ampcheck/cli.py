@@ -61,7 +61,7 @@ def _synth_config(args: argparse.Namespace):
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate
 
-    result = generate(args.out, _synth_config(args), force=args.force,
+    result = generate(args.out, _synth_config(args), force=args.force, star=args.star,
                       show_progress=not args.quiet)
     print(result.summary())
     return 0
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "empty, unless --force)")
     synth.add_argument("--force", action="store_true", help="replace an existing directory")
     synth.add_argument("--quiet", action="store_true", help="no progress output")
+    synth.add_argument("--star", action="store_true",
+                       help="also write particles.star (RELION 3.1) describing the same particles")
     _add_synth_options(synth)
     synth.set_defaults(func=_cmd_synth)
     return parser

@@ -365,12 +365,17 @@ class StackWriter:
 
     def __enter__(self) -> StackWriter:
         with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_path(self.path))
-            self._mrc = mrcfile.new_mmap(tmp, shape=(self.n, self.D, self.D), mrc_mode=2,
-                                         overwrite=True)
-            stack.callback(self._mrc.close)
-            self._mrc.set_image_stack()
-            _set_header(self._mrc, self.apix)
+            self._tmp = stack.enter_context(atomic_path(self.path))
+            # mrcfile lays out the header (and a sparse data block); the images then go in with
+            # positioned writes, not through a memory map, so that written pages stay in the
+            # page cache instead of the process's resident memory.
+            with mrcfile.new_mmap(self._tmp, shape=(self.n, self.D, self.D), mrc_mode=2,
+                                  overwrite=True) as mrc:
+                mrc.set_image_stack()
+                _set_header(mrc, self.apix)
+                self._dtype = mrc.data.dtype
+                self._offset = mrc.header.nbytes + mrc.extended_header.nbytes
+            self._fh = stack.enter_context(open(self._tmp, "r+b"))
             self._written = np.zeros(self.n, dtype=bool)
             self._rewritten = False
             self._min, self._max, self._sum, self._sumsq = np.inf, -np.inf, 0.0, 0.0
@@ -390,7 +395,8 @@ class StackWriter:
         start, stop = int(start), int(start) + len(images)
         if start < 0 or stop > self.n:
             raise ValueError(f"images [{start}, {stop}) do not fit a stack of {self.n}")
-        self._mrc.data[start:stop] = images
+        self._fh.seek(self._offset + start * self.D * self.D * self._dtype.itemsize)
+        self._fh.write(np.ascontiguousarray(images, dtype=self._dtype).tobytes())
         self._rewritten |= bool(self._written[start:stop].any())
         self._written[start:stop] = True
         if images.size:
@@ -404,14 +410,16 @@ class StackWriter:
         if exc_type is not None:  # close and remove the temporary file; the error propagates
             stack.__exit__(exc_type, exc, tb)
             return
-        with stack:  # closes the map, then moves the file into place (or removes it on error)
+        with stack:  # closes the file, then moves it into place (or removes it on error)
             if not self._written.all():
                 missing = int((~self._written).sum())
                 raise ValueError(f"{self.path}: {missing} of {self.n} images were never written")
-            self._set_header_stats()
+            self._fh.flush()
+            with mrcfile.mmap(self._tmp, mode="r+") as mrc:
+                self._set_header_stats(mrc)
 
-    def _set_header_stats(self) -> None:
-        data, h = self._mrc.data, self._mrc.header
+    def _set_header_stats(self, mrc: Any) -> None:
+        data, h = mrc.data, mrc.header
         if self._rewritten:  # running sums double-count rewritten images: one pass instead
             self._min, self._max, self._sum, self._sumsq = np.inf, -np.inf, 0.0, 0.0
             for s in range(0, self.n, 1024):

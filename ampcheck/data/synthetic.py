@@ -54,7 +54,7 @@ _CHUNK = 256  # images rendered per step; fixed so that output bytes do not depe
 _PILOT = 512  # images whose clean signal sets the noise level
 
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"n": 48, "D": 32},  # committed fixtures
+    "tiny": {"n": 48, "D": 32, "volume_grid": 2},  # committed fixtures
     "ci": {"n": 2000, "D": 64},  # seconds on 2 CPU cores
     "paper": {"n": 50_000, "D": 128},  # for a GPU
 }
@@ -272,13 +272,14 @@ class SynthResult:
 
 
 def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: bool = False,
-             show_progress: bool = True) -> SynthResult:
+             star: bool = False, show_progress: bool = True) -> SynthResult:
     """Write a synthetic data set to the directory ``out`` (SPEC §2.1).
 
     Files: ``particles.mrcs``, ``poses.pkl``, ``ctf.pkl``, ``truth.npz`` (``z_continuous``,
-    ``z_class``, ``hinge_deg``), ``volumes/*.mrc`` and ``manifest.json``. The set is built in a
-    temporary directory beside ``out`` and renamed into place when complete; an existing
-    non-empty ``out`` is replaced only with ``force=True``.
+    ``z_class``, ``hinge_deg``), ``volumes/*.mrc`` and ``manifest.json``; with ``star=True`` also
+    ``particles.star``, the same particles, poses and CTF as RELION 3.1 describes them.
+    The set is built in a temporary directory beside ``out`` and renamed into place when
+    complete; an existing non-empty ``out`` is replaced only with ``force=True``.
     """
     cfg = cfg or SynthConfig()
     out = Path(out)
@@ -290,7 +291,7 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        manifest = _write(tmp, cfg, show_progress)
+        manifest = _write(tmp, cfg, star, show_progress)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -304,13 +305,15 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
     return SynthResult(out, manifest, time.perf_counter() - start)
 
 
-def _write(folder: Path, cfg: SynthConfig, show_progress: bool) -> dict:
+def _write(folder: Path, cfg: SynthConfig, star: bool, show_progress: bool) -> dict:
     D, apix = cfg.D, cfg.pixel_size
     assembly = Assembly.default(cfg.molecule_seed)
     params = draw_parameters(cfg)
     mask = _mask(D)
 
-    pilot = render_clean(assembly, params, slice(0, min(cfg.n, _PILOT)), cfg)
+    n_pilot = min(cfg.n, _PILOT)
+    pilot = np.concatenate([render_clean(assembly, params, slice(s, min(s + _CHUNK, n_pilot)), cfg)
+                            for s in range(0, n_pilot, _CHUNK)])
     signal_var = float(pilot[:, mask].var(axis=1).mean())
     noise_std = 0.0 if math.isinf(cfg.snr) else math.sqrt(signal_var / cfg.snr)
     noise_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(5)[4])
@@ -327,9 +330,15 @@ def _write(folder: Path, cfg: SynthConfig, show_progress: bool) -> dict:
             noisy = clean + noise_std * noise_rng.standard_normal(clean.shape)
             stack.write(start, noisy.astype(np.float32))
 
-    io.write_poses(folder / "poses.pkl", params.rot.astype(np.float32),
-                   (-params.shift_px / D).astype(np.float32))
+    rot, trans = params.rot.astype(np.float32), (-params.shift_px / D).astype(np.float32)
+    io.write_poses(folder / "poses.pkl", rot, trans)
     io.write_ctf(folder / "ctf.pkl", params.ctf.astype(np.float32))
+    files = {"particles": "particles.mrcs", "poses": "poses.pkl", "ctf": "ctf.pkl",
+             "truth": "truth.npz"}
+    if star:
+        names = [f"{i + 1:06d}@particles.mrcs" for i in range(cfg.n)]
+        io.write_star(folder / "particles.star", names, rot, trans, params.ctf, D, apix)
+        files["star"] = "particles.star"
     np.savez(folder / "truth.npz", z_continuous=params.z_continuous, z_class=params.z_class,
              hinge_deg=params.hinge_deg)
     volumes = _write_volumes(folder / "volumes", assembly, cfg, params.z_class.mean())
@@ -348,8 +357,7 @@ def _write(folder: Path, cfg: SynthConfig, show_progress: bool) -> dict:
         "contrast": "white particles: image = -CTF * projection (cryoDRGN's default inverts)",
         "snr_definition": "variance of the noiseless signal inside the circular mask of radius "
                           "D/2 over the noise variance",
-        "files": {"particles": "particles.mrcs", "poses": "poses.pkl", "ctf": "ctf.pkl",
-                  "truth": "truth.npz"},
+        "files": files,
         "truth": {"z_continuous": "uniform in [0, 1]; hinge_deg = lo + z * (hi - lo)",
                   "z_class": "1 = subunit present",
                   "fraction_class1": float(params.z_class.mean())},
