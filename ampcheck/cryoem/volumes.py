@@ -75,27 +75,29 @@ def project_blobs_fourier(centers, sigmas, weights, rot, D: int, apix: float,
     if shifts_px is not None:
         c = c.copy()
         c[..., :2] += np.asarray(shifts_px, dtype=np.float64)[:, None, :] * apix
-    ky, kx = rfft_frequencies(D, apix)
     # The transform is separable: Σ_k amp_k·env_k(kx)·env_k(ky)·phase_k(kx)·phase_k(ky), with
     # the Gaussian envelope env = exp(-2π²σ²k²) and phase = exp(-2πi k c). Blobs of one width
     # share the envelope, which then multiplies the (small) sum once per width instead of
-    # every per-blob factor. On the uniform grid k_m = m/(D·apix) the phases are powers z^m
-    # of one unit number per blob: a cumulative product (rounding ~ m·1e-16) replaces
-    # B·K·D complex exponentials.
-    powers = _phase_powers(c[..., :2], D // 2, 1.0 / (D * apix))  # (B, K, 2, D//2+1)
-    px = powers[:, :, 0]
-    # fftfreq order along y: m = 0 .. D/2-1, then -D/2 .. -1; z^-m = conj(z^m) as |z| = 1.
-    py = np.concatenate([powers[:, :, 1, : D // 2], np.conj(powers[:, :, 1, D // 2 : 0 : -1])],
-                        axis=-1)
-    amp = w * (_TWO_PI * sig2) ** 1.5  # (B, K): 3-D transform amplitude at k = 0
+    # every per-blob factor; sorting by width makes each group a contiguous slice.
+    order = np.argsort(sig2, kind="stable")
+    sig2, c, w = sig2[order], c[:, order], w[:, order]
+    # On the uniform grid k_m = m·dk the phases are powers z^m of one unit number per blob:
+    # a cumulative product (rounding ~ m·1e-16) replaces B·K·D complex exponentials. Along y
+    # the grid runs in centred order, m = -D/2 .. D/2-1, i.e. z^(-D/2)·z^j for j = 0 .. D-1;
+    # the constant z^(-D/2) and the amplitude go into the (smaller) x factor.
+    dk = 1.0 / (D * apix)
+    px = _phase_powers(c[..., 0], D // 2, dk)  # (B, K, D//2+1)
+    py = _phase_powers(c[..., 1], D - 1, dk)  # (B, K, D)
+    amp = w * (_TWO_PI * sig2) ** 1.5 * np.exp(1j * _TWO_PI * dk * (D // 2) * c[..., 1])
+    px *= amp[..., None]
+    ky = (np.arange(D) - D // 2) * dk
+    kx = np.arange(D // 2 + 1) * dk
     out = np.zeros((c.shape[0], D, D // 2 + 1), dtype=np.complex128)
-    for s2 in np.unique(sig2):
-        sel = sig2 == s2
-        part = (py[:, sel] * amp[:, sel, None]).transpose(0, 2, 1) @ px[:, sel]
-        env_y = np.exp(-2 * np.pi**2 * s2 * ky**2)
-        env_x = np.exp(-2 * np.pi**2 * s2 * kx**2)
-        out += part * (env_y[:, None] * env_x[None, :])
-    return out
+    bounds = np.flatnonzero(np.diff(sig2)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(sig2)], strict=True):
+        env = np.exp(-2 * np.pi**2 * sig2[lo] * (ky[:, None] ** 2 + kx[None, :] ** 2))
+        out += (py[:, lo:hi].transpose(0, 2, 1) @ px[:, lo:hi]) * env
+    return np.fft.ifftshift(out, axes=-2)  # centred ky order -> fftfreq order
 
 
 def spectrum_to_images(spectrum: np.ndarray, D: int, apix: float,
