@@ -27,6 +27,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -48,7 +58,7 @@ def _add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
     p.add_argument("--snr", type=_positive_float,
                    help="signal-to-noise ratio (default 0.1; 'inf' for noiseless)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
 
 
 def _synth_config(args: argparse.Namespace):
@@ -75,7 +85,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _synth_config(args)
     manifest_path = data_dir / "manifest.json"
     if manifest_path.is_file() and not args.force:
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as err:
+            raise ConfigError(f"{manifest_path} is not valid JSON ({err}); use --force to "
+                              "regenerate the data set") from None
         if (manifest.get("generator_version") == GENERATOR_VERSION
                 and manifest.get("config") == _jsonable(asdict(cfg))):
             print(f"Reusing the synthetic data set in {data_dir} (same configuration).")
@@ -131,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AmpcheckError as err:
+        print(f"ampcheck: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be created, a full disk, no permission
         print(f"ampcheck: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

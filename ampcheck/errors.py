@@ -7,7 +7,7 @@ traceback. ``assert`` is kept for internal invariants only.
 
 from __future__ import annotations
 
-__all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError"]
+__all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError", "TrainingDiverged"]
 
 
 class AmpcheckError(Exception):
@@ -24,3 +24,7 @@ class UnsafePickleError(InputError):
 
 class ConfigError(AmpcheckError, ValueError):
     """An option or configuration value is out of range or unknown."""
+
+
+class TrainingDiverged(AmpcheckError, RuntimeError):
+    """The loss became NaN, infinite or exploded (the message names the epoch and batch)."""

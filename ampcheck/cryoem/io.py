@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from ampcheck.cryoem.ctf import CTF_COLUMNS
 from ampcheck.cryoem.rotations import R_from_relion, R_to_relion
 from ampcheck.errors import InputError, UnsafePickleError
 
@@ -44,6 +45,15 @@ __all__ = [
 PathLike = str | os.PathLike
 
 # ----------------------------------------------------------------------------- atomic writes
+
+
+def fsync(path: PathLike) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -62,7 +72,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours the umask
     try:
         yield tmp
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -306,8 +318,9 @@ def _star_stack(path: Path, image_names: pd.Series, datadir: PathLike | None) ->
     no_at = parts[1].isna()
     parts.loc[no_at, 1], parts.loc[no_at, 0] = parts.loc[no_at, 0], "1"
     index = pd.to_numeric(parts[0], errors="coerce")
-    if index.isna().any() or (index < 1).any():
-        bad = names[index.isna() | (index < 1)].iloc[0]
+    wrong = index.isna() | (index < 1) | (index % 1 != 0)
+    if wrong.any():
+        bad = names[wrong].iloc[0]
         raise InputError(f"{path}: _rlnImageName {bad!r} is not of the form 000012@stack.mrcs "
                          "(a 1-based index, '@', a stack file)")
     uniq, file_of = np.unique(parts[1].to_numpy(dtype=str), return_inverse=True)
@@ -615,7 +628,6 @@ def write_poses(path: PathLike, rot: np.ndarray, trans: np.ndarray | None = None
     _dump_pickles(path, rot if trans is None else (rot, trans))
 
 
-CTF_COLUMNS = ("D", "apix", "dfu", "dfv", "dfang", "volt", "cs", "w", "phase_shift")
 
 
 def _check_ctf(path: PathLike, ctf: Any, n: int | None) -> np.ndarray:
@@ -623,9 +635,16 @@ def _check_ctf(path: PathLike, ctf: Any, n: int | None) -> np.ndarray:
     if ctf.shape[1] != 9:
         raise InputError(f"{path}: CTF parameters have shape {ctf.shape}; expected (N, 9) columns "
                          f"[{', '.join(CTF_COLUMNS)}]")
-    if len(ctf) and ((ctf[:, 0] <= 0).any() or (ctf[:, 1] <= 0).any()):
-        raise InputError(f"{path}: CTF columns D (image size) and apix (Å/pixel) must be "
-                         "positive")
+    checks = [(0, lambda c: c > 0, "D (image size) must be positive"),
+              (1, lambda c: c > 0, "apix (Å/pixel) must be positive"),
+              (5, lambda c: c > 0, "volt (kV) must be positive"),
+              (6, lambda c: c >= 0, "cs (mm) must be non-negative"),
+              (7, lambda c: (c >= 0) & (c <= 1), "w (amplitude contrast) must be in [0, 1]")]
+    for col, ok, what in checks:
+        bad = np.flatnonzero(~ok(ctf[:, col]))
+        if bad.size:
+            raise InputError(f"{path}: CTF column {col} {what}; row {bad[0]} has "
+                             f"{ctf[bad[0], col]:g} (columns: {', '.join(CTF_COLUMNS)})")
     _check_count(path, "CTF rows", len(ctf), n)
     return ctf.astype(np.float32)
 

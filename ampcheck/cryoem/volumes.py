@@ -34,14 +34,18 @@ def _axis_angstroms(D: int, apix: float) -> np.ndarray:
     return (np.arange(D) - D // 2) * apix
 
 
-def _batch(centers: np.ndarray, weights: np.ndarray, rot: np.ndarray):
-    """Broadcast per-image centres ``(B, K, 3)`` / weights ``(B, K)`` and rotate them."""
+def _batch(centers: np.ndarray, weights: np.ndarray, rot: np.ndarray, apix: float,
+           shifts_px: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image centres ``(B, K, 3)``, rotated and displaced in plane, and weights ``(B, K)``."""
     rot = np.asarray(rot, dtype=np.float64).reshape(-1, 3, 3)
     centers = np.broadcast_to(np.asarray(centers, dtype=np.float64),
                               (rot.shape[0], *np.shape(centers)[-2:]))
     weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), centers.shape[:2])
     # Rotated centres R @ c, written for row vectors: c @ R.T
-    return centers @ rot.transpose(0, 2, 1), weights
+    moved = centers @ rot.transpose(0, 2, 1)
+    if shifts_px is not None:
+        moved[..., :2] += np.asarray(shifts_px, dtype=np.float64)[:, None, :] * apix
+    return moved, weights
 
 
 def _phase_powers(coord: np.ndarray, m_max: int, dk: float) -> np.ndarray:
@@ -53,7 +57,8 @@ def _phase_powers(coord: np.ndarray, m_max: int, dk: float) -> np.ndarray:
     return np.cumprod(out, axis=-1, out=out)
 
 
-def project_blobs_fourier(centers, sigmas, weights, rot, D: int, apix: float,
+def project_blobs_fourier(centers: np.ndarray, sigmas: np.ndarray, weights: np.ndarray,
+                          rot: np.ndarray, D: int, apix: float,
                           shifts_px: np.ndarray | None = None) -> np.ndarray:
     """Exact Fourier transforms of projections, on the unshifted half-plane ``rfft2`` grid.
 
@@ -70,11 +75,8 @@ def project_blobs_fourier(centers, sigmas, weights, rot, D: int, apix: float,
         ``(B, D, D // 2 + 1)`` complex128 continuous Fourier transform of each projection,
         sampled at ``(ky, kx)`` = :func:`~ampcheck.cryoem.lattice.rfft_frequencies`.
     """
-    c, w = _batch(centers, weights, rot)
+    c, w = _batch(centers, weights, rot, apix, shifts_px)
     sig2 = np.asarray(sigmas, dtype=np.float64) ** 2
-    if shifts_px is not None:
-        c = c.copy()
-        c[..., :2] += np.asarray(shifts_px, dtype=np.float64)[:, None, :] * apix
     # The transform is separable: Σ_k amp_k·env_k(kx)·env_k(ky)·phase_k(kx)·phase_k(ky), with
     # the Gaussian envelope env = exp(-2π²σ²k²) and phase = exp(-2πi k c). Blobs of one width
     # share the envelope, which then multiplies the (small) sum once per width instead of
@@ -119,18 +121,16 @@ def spectrum_to_images(spectrum: np.ndarray, D: int, apix: float,
     return np.fft.fftshift(img, axes=(-2, -1))
 
 
-def project_blobs_real(centers, sigmas, weights, rot, D: int, apix: float,
+def project_blobs_real(centers: np.ndarray, sigmas: np.ndarray, weights: np.ndarray,
+                       rot: np.ndarray, D: int, apix: float,
                        shifts_px: np.ndarray | None = None) -> np.ndarray:
     """Projections ``(B, D, D)`` as analytic 2-D Gaussians sampled at pixel centres.
 
     Same arguments as :func:`project_blobs_fourier`; units density·Å. Not periodic: a blob
     near the edge is cut off, where the Fourier route wraps it around.
     """
-    c, w = _batch(centers, weights, rot)
+    c, w = _batch(centers, weights, rot, apix, shifts_px)
     sig = np.asarray(sigmas, dtype=np.float64)
-    if shifts_px is not None:
-        c = c.copy()
-        c[..., :2] += np.asarray(shifts_px, dtype=np.float64)[:, None, :] * apix
     ax = _axis_angstroms(D, apix)
     inv2s2 = (0.5 / sig**2)[None, :, None]
     gx = np.exp(-((ax - c[..., 0:1]) ** 2) * inv2s2)  # (B, K, D)
@@ -139,7 +139,8 @@ def project_blobs_real(centers, sigmas, weights, rot, D: int, apix: float,
     return gy.transpose(0, 2, 1) @ gx
 
 
-def rasterize_blobs(centers, sigmas, weights, D: int, apix: float) -> np.ndarray:
+def rasterize_blobs(centers: np.ndarray, sigmas: np.ndarray, weights: np.ndarray, D: int,
+                    apix: float) -> np.ndarray:
     """Density sampled at voxel centres: ``(D, D, D)`` float64 indexed ``[z, y, x]``."""
     c = np.asarray(centers, dtype=np.float64)
     sig = np.asarray(sigmas, dtype=np.float64)
@@ -151,7 +152,8 @@ def rasterize_blobs(centers, sigmas, weights, D: int, apix: float) -> np.ndarray
     return (zy.T @ (w[:, None] * gx)).reshape(D, D, D)
 
 
-def blob_fourier_transform(centers, sigmas, weights, k: np.ndarray) -> np.ndarray:
+def blob_fourier_transform(centers: np.ndarray, sigmas: np.ndarray, weights: np.ndarray,
+                           k: np.ndarray) -> np.ndarray:
     """Analytic 3-D Fourier transform at frequencies ``k`` ``(..., 3)`` in 1/Å (complex)."""
     c = np.asarray(centers, dtype=np.float64)
     sig2 = np.asarray(sigmas, dtype=np.float64) ** 2
@@ -193,7 +195,8 @@ class BlobVolume:
         """``(D, D, D)`` density on the voxel grid, indexed ``[z, y, x]``."""
         return rasterize_blobs(self.centers, self.sigmas, self.weights, D, apix)
 
-    def project(self, rot: np.ndarray, D: int, apix: float, shifts_px=None, ctf_table=None,
+    def project(self, rot: np.ndarray, D: int, apix: float,
+                shifts_px: np.ndarray | None = None, ctf_table: np.ndarray | None = None,
                 route: str = "fourier") -> np.ndarray:
         """``(B, D, D)`` projections in poses ``rot`` ``(B, 3, 3)``, optionally CTF-modulated.
 

@@ -167,17 +167,21 @@ class ParticleDataset(Dataset):
     @classmethod
     def from_files(cls, particles: PathLike, poses: PathLike | None = None,
                    ctf: PathLike | None = None, truth: PathLike | None = None,
-                   datadir: PathLike | None = None, **kw: Any) -> ParticleDataset:
+                   datadir: PathLike | None = None, star_D: int | None = None,
+                   star_apix: float | None = None, **kw: Any) -> ParticleDataset:
         """Open a stack (``.mrcs``, ``.txt``, ``.star``) with poses/CTF pickles and truth ``.npz``.
 
         A ``.star`` supplies poses and CTF itself; ``poses`` / ``ctf`` files given override it.
-        ``kw`` go to the constructor.
+        An old (RELION 3.0) star without an optics block takes its image size and pixel size
+        from ``star_D`` / ``star_apix``, by default from the stack itself. ``kw`` go to the
+        constructor.
         """
         stack = read_stack(particles, datadir)
         rot = trans = ctf_params = None
         names = {}
         if Path(particles).suffix.lower() == ".star" and (poses is None or ctf is None):
-            sp = read_star_particles(particles)
+            sp = read_star_particles(particles, D=star_D or stack.D,
+                                     apix=star_apix or stack.apix)
             rot, trans, ctf_params = sp.rot, sp.trans, sp.ctf
             names = {"poses": str(particles), "ctf": str(particles)}
         if poses is not None:
@@ -247,9 +251,7 @@ class ParticleDataset(Dataset):
         together in torch; the batch keeps the order asked for.
         """
         orig = self._idx[self._local(indices)]
-        imgs = torch.from_numpy(self._stack.read(orig))
-        mean, std = self._norm
-        out = {"y": (_preprocess(imgs, self._window, self.invert) - mean) / std,
+        out = {"y": self.preprocess(torch.from_numpy(self._stack.read(orig))),
                "index": torch.from_numpy(orig.astype(np.int64))}
         if self._rot is not None:
             out["rot"] = torch.from_numpy(self._rot[orig])
@@ -258,6 +260,17 @@ class ParticleDataset(Dataset):
         if self._ctf is not None:
             out["ctf"] = torch.from_numpy(self._ctf[orig])
         return out
+
+    def preprocess(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Real-space images ``(B, D, D)`` -> the ``y`` that :meth:`get_batch` serves.
+
+        Window, contrast inversion, centred Hartley transform, symmetrisation to
+        ``(B, D+1, D+1)`` and this data set's normalisation: for images that are not in the
+        stack (a transformed copy, a noise twin) to reach a model exactly as the stack's do.
+        """
+        mean, std = self._norm
+        window = None if self._window is None else self._window.to(imgs.dtype)
+        return (_preprocess(imgs, window, self.invert) - mean) / std
 
     def images(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Raw real-space images ``(B, D, D)`` float32, no preprocessing."""

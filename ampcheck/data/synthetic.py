@@ -51,6 +51,7 @@ from ..errors import ConfigError, InputError
 
 GENERATOR_VERSION = 1
 BOX_ANGSTROMS = 192.0  # physical box edge; apix = BOX_ANGSTROMS / D unless given
+MOLECULE_RADIUS_ANGSTROMS = 76.0  # blob centres + 3 sigma, at any hinge angle (tested)
 _CHUNK = 256  # images rendered per step; fixed so that output bytes do not depend on it
 _PILOT = 512  # images whose clean signal sets the noise level
 
@@ -91,10 +92,16 @@ class SynthConfig:
         def bad(msg: str):
             raise ConfigError(f"synthetic data: {msg}")
 
-        if int(self.n) != self.n or self.n < 2:
-            bad(f"n must be an integer >= 2, got {self.n}")
-        if int(self.D) != self.D or self.D < 16 or self.D % 2:
-            bad(f"box size D must be an even integer >= 16, got {self.D}")
+        def integer(value) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        if not integer(self.n) or self.n < 2:
+            bad(f"n must be an integer >= 2, got {self.n!r}")
+        if not integer(self.D) or self.D < 16 or self.D % 2:
+            bad(f"box size D must be an even integer >= 16, got {self.D!r}")
+        for name in ("seed", "molecule_seed"):
+            if not integer(getattr(self, name)) or getattr(self, name) < 0:
+                bad(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
         if self.apix is not None and not self.apix > 0:
             bad(f"apix must be positive, got {self.apix}")
         if not self.snr > 0:
@@ -111,6 +118,14 @@ class SynthConfig:
             bad(f"defocus_range_angstroms must be 0 < lo <= hi, got {(dlo, dhi)}")
         if not 0 <= self.amplitude_contrast < 1:
             bad(f"amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
+        if not (self.voltage_kv > 0 and self.cs_mm >= 0 and self.astigmatism_max_angstroms >= 0):
+            bad("voltage_kv must be positive, cs_mm and astigmatism_max_angstroms non-negative")
+        half_box = 0.5 * self.D * self.pixel_size
+        reach = MOLECULE_RADIUS_ANGSTROMS + self.shift_px * self.pixel_size
+        if reach > half_box:
+            bad(f"the molecule (radius {MOLECULE_RADIUS_ANGSTROMS:g} Å, shifted by up to "
+                f"{self.shift_px * self.pixel_size:.1f} Å) does not fit a box of "
+                f"{2 * half_box:g} Å (D = {self.D} at {self.pixel_size:g} Å/px); raise apix or D")
         if self.volume_grid < 1:
             bad(f"volume_grid must be >= 1, got {self.volume_grid}")
 
@@ -284,27 +299,51 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
     complete; an existing non-empty ``out`` is replaced only with ``force=True``.
     """
     cfg = cfg or SynthConfig()
-    out = Path(out)
+    out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out}: directory exists and is not empty; choose another or use --force")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise InputError(f"{out}: directory exists and is not empty; choose another or "
+                             "use --force to replace an ampcheck data set")
+        if not _is_synthetic_set(out):
+            raise InputError(f"{out}: refusing to replace a directory that does not hold an "
+                             "ampcheck synthetic data set (no manifest.json of ours), even with "
+                             "--force; choose another directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a data set is shared like any folder
     try:
         manifest = _write(tmp, cfg, star, show_progress)
+        for f in tmp.rglob("*"):  # everything on disk before the directory appears
+            io.fsync(f)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)  # put the user's data set back
+                raise
             shutil.rmtree(old)
         else:
             tmp.rename(out)
+        io.fsync(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return SynthResult(out, manifest, time.perf_counter() - start)
+
+
+def _is_synthetic_set(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("generator") == "ampcheck.data.synthetic"
 
 
 def _write(folder: Path, cfg: SynthConfig, star: bool, show_progress: bool) -> dict:
