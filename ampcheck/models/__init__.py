@@ -1,0 +1,1 @@
+"""Models: encoders, the cryo-EM decoder, the Variational Lookup Table, the MNIST VAE."""

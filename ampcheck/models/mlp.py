@@ -1,0 +1,34 @@
+"""The residual MLP that cryoDRGN uses for both its encoder and its decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidLinear(nn.Linear):
+    """``x + W x + b`` (square layers only)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + x
+
+
+class ResidMLP(nn.Module):
+    """``in -> hidden``, ``layers`` residual ``hidden -> hidden`` blocks, ``hidden -> out``.
+
+    ReLU after every layer but the last. ``layers = 3, hidden = 256`` is cryoDRGN's "3 x 256"
+    (its ``ResidLinearMLP``: five linear maps in all).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, out_dim: int):
+        first = ResidLinear(hidden, hidden) if in_dim == hidden else nn.Linear(in_dim, hidden)
+        mods: list[nn.Module] = [first, nn.ReLU()]
+        for _ in range(layers):
+            mods += [ResidLinear(hidden, hidden), nn.ReLU()]
+        mods.append(ResidLinear(hidden, hidden) if out_dim == hidden
+                    else nn.Linear(hidden, out_dim))
+        super().__init__()
+        self.layers = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

@@ -1,0 +1,439 @@
+"""The one training loop (SPEC §3): every variant differs only in where the latent comes from.
+
+* ``vae``: ``q(z|x)`` from the encoder applied to the image itself;
+* ``twin-perm`` / ``twin-noise``: the encoder applied to the image's fixed evil twin (another
+  image by a derangement, or matched noise) while the loss is still against the image;
+* ``vlt``: a Variational Lookup Table, ``index -> (mu, logvar)``, in place of the encoder.
+
+The model family (cryo-EM or MNIST) supplies ``prepare``, ``encode``, ``recon_loss`` and
+``kl_weight``; the loss is ``mean_i(recon_i) + beta * kl_weight * mean_i(KL_i)``, Adam for the
+networks and sparse Adam for a table. The loop reads top to bottom; randomness comes from one
+seeded generator, so the same seed on the same device gives the same history, and a run
+resumed from a checkpoint continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._progress import progress
+from .cryoem.io import atomic_path
+from .data.transforms import NoiseTwins, PermutationTwins
+from .errors import ConfigError, InputError, TrainingDiverged
+from .models.table import TABLE_INITS, LatentTable
+
+VARIANTS = ("vae", "vlt", "twin-perm", "twin-noise")
+MODELS = ("cryoem", "mnist")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run. ``None`` means the model family's default.
+
+    ``table_lr`` defaults to 100 x ``lr``: a table row receives one update per epoch, so with
+    Adam it moves about ``table_lr`` per epoch; at the networks' 1e-4 it would hardly leave its
+    initial value within a budget (the paper trains its VLT with its own optimiser settings).
+    ``window=None`` windows cryo-EM images as cryoDRGN does, except for the ``invariant``
+    encoder, whose exact shift invariance needs unwindowed images.
+    """
+
+    model: str = "cryoem"
+    variant: str = "vae"
+    encoder: str = "base"
+    zdim: int | None = None
+    epochs: int = 1
+    batch_size: int | None = None
+    lr: float | None = None
+    beta: float | None = None
+    table_init: str = "normal"
+    table_lr: float | None = None
+    freeze_table: bool = False
+    max_images: int | None = None
+    window: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    explode_factor: float = 1e4
+
+    def __post_init__(self):
+        def bad(msg):
+            raise ConfigError(f"training config: {msg}")
+
+        if self.model not in MODELS:
+            bad(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.variant not in VARIANTS:
+            bad(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.table_init not in TABLE_INITS:
+            bad(f"table_init must be one of {', '.join(TABLE_INITS)}, got {self.table_init!r}")
+        for name in ("zdim", "batch_size", "max_images"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                bad(f"{name} must be a positive integer, got {value}")
+        if int(self.epochs) != self.epochs or self.epochs < 0:
+            bad(f"epochs must be a non-negative integer, got {self.epochs}")
+        for name in ("lr", "table_lr", "beta"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                bad(f"{name} must be a finite non-negative number, got {value}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            bad(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (1e-4 if self.model == "cryoem" else 1e-3)
+
+    @property
+    def resolved_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return 8 if self.model == "cryoem" else 128
+
+    @property
+    def resolved_window(self) -> bool:
+        return self.window if self.window is not None else self.encoder != "invariant"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A named amount of training: epochs and an optional cap on the number of images."""
+
+    epochs: int
+    max_images: int | None = None
+
+
+# Named budgets per model family.
+# smoke: CI on 2 CPU cores, about half a minute per cryo-EM harness on the ci data set (the
+#   decoder learns the consensus; heterogeneity does not show yet: latent-to-truth R^2 ~ 0);
+# medium: the smallest budget at which the cryo-EM VAE's latents pick up the heterogeneity of
+#   the ci set on a CPU (R^2 ~ 0.3 after 5 epochs; minutes on 2 cores, for `slow` tests);
+# full: the paper's 50 epochs of the whole set, for a GPU.
+BUDGETS: dict[str, dict[str, Budget]] = {
+    "smoke": {"cryoem": Budget(epochs=1, max_images=1000), "mnist": Budget(epochs=20)},
+    "medium": {"cryoem": Budget(epochs=5), "mnist": Budget(epochs=50)},
+    "full": {"cryoem": Budget(epochs=50), "mnist": Budget(epochs=100)},
+}
+
+
+def budget_config(budget: str, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` at the named budget, with any other field overridden."""
+    model = overrides.get("model", "cryoem")
+    try:
+        b = BUDGETS[budget][model]
+    except KeyError:
+        raise ConfigError(f"unknown budget {budget!r}; expected one of "
+                          f"{', '.join(BUDGETS)}") from None
+    return TrainConfig(**{"epochs": b.epochs, "max_images": b.max_images, **overrides})
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float
+    recon: float
+    kl: float
+    seconds: float
+    images: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def build_model(cfg: TrainConfig, data) -> torch.nn.Module:
+    """The network of the config's model family, sized for ``data``."""
+    if cfg.model == "cryoem":
+        from .models.cryoem import CryoVAE
+
+        return CryoVAE(data.D, cfg.encoder, cfg.zdim, seed=cfg.seed)
+    from .models.mnist import MnistVAE
+
+    return MnistVAE(zdim=cfg.zdim or 2, seed=cfg.seed)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` per row ``(B,)``."""
+    return -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(-1)
+
+
+@dataclass
+class TrainedModel:
+    """A trained network and its latent source, history and config.
+
+    ``data`` is the (possibly capped) training set it was trained on.
+    """
+
+    config: TrainConfig
+    model: torch.nn.Module
+    data: Any
+    table: LatentTable | None = None
+    twins: PermutationTwins | NoiseTwins | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def beta(self) -> float:
+        return self.config.beta if self.config.beta is not None else 1.0 / self.model.zdim
+
+    # ----------------------------------------------------------------- latents of a batch
+    def _latent(self, idx: torch.Tensor, batch: dict, prep: dict):
+        variant = self.config.variant
+        if variant == "vlt":
+            return self.table(idx.to(self.device))
+        if variant == "twin-perm":
+            twin = _to(self.data.get_batch(self.twins.twin_index(idx.numpy())), self.device)
+            return self.model.encode(self.model.prepare(twin)["x_enc"])
+        if variant == "twin-noise":
+            noise = self.data.preprocess(torch.from_numpy(self.twins.twins(idx.numpy())))
+            return self.model.encode(self.model.prepare({**batch, "y": noise.to(self.device)})
+                                     ["x_enc"])
+        return self.model.encode(prep["x_enc"])
+
+    @torch.no_grad()
+    def latents(self, indices=None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, logvar)`` ``(n, zdim)`` of training images from the run's latent source."""
+        idx = np.arange(len(self.data)) if indices is None else np.asarray(indices)
+        mus, logvars = [], []
+        for s in range(0, len(idx), batch_size):
+            i = torch.from_numpy(idx[s:s + batch_size])
+            batch = _to(self.data.get_batch(i.numpy()), self.device)
+            mu, logvar = self._latent(i, batch, self.model.prepare(batch))
+            mus.append(mu.float().cpu().numpy())
+            logvars.append(logvar.float().cpu().numpy())
+        return np.concatenate(mus), np.concatenate(logvars)
+
+    @torch.no_grad()
+    def encode(self, data, indices=None, transform=None, batch_size: int = 256
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's ``(mu, logvar)`` on images of ``data`` (any data set of the same
+        kind), optionally after ``transform`` of the raw real-space images (e.g. a 1-pixel
+        roll); each image keeps its own pose and CTF."""
+        idx = np.arange(len(data)) if indices is None else np.asarray(indices)
+        mus, logvars = [], []
+        for s in range(0, len(idx), batch_size):
+            i = idx[s:s + batch_size]
+            batch = data.get_batch(i)
+            if transform is not None:
+                batch["y"] = data.preprocess(torch.as_tensor(transform(data.images(i))))
+            mu, logvar = self.model.encode(self.model.prepare(_to(batch, self.device))["x_enc"])
+            mus.append(mu.float().cpu().numpy())
+            logvars.append(logvar.float().cpu().numpy())
+        return np.concatenate(mus), np.concatenate(logvars)
+
+    @torch.no_grad()
+    def recon_loss(self, data, indices, z: np.ndarray) -> np.ndarray:
+        """Per-image reconstruction loss ``(B,)`` of images ``indices`` at latents ``z``."""
+        prep = self.model.prepare(_to(data.get_batch(np.asarray(indices)), self.device))
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
+        return self.model.recon_loss(prep, z).float().cpu().numpy()
+
+    def decode_volume(self, z) -> np.ndarray:
+        """The volume ``(D, D, D)`` at latent ``z`` (cryo-EM models)."""
+        if not hasattr(self.model, "decode_volume"):
+            raise ConfigError(f"a {self.config.model} model has no volumes")
+        return self.model.decode_volume(z, norm_std=self.data.norm[1])
+
+    # ----------------------------------------------------------------- persistence
+    def state(self, optimizers: dict | None = None, generator: torch.Generator | None = None
+              ) -> dict:
+        return {
+            "format": 1,
+            "config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "table": None if self.table is None else self.table.state_dict(),
+            "twins": None if self.twins is None else self.twins.state_dict(),
+            "history": [asdict(r) for r in self.history],
+            "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
+            "generator": None if generator is None else generator.get_state(),
+        }
+
+    def save(self, path, optimizers: dict | None = None,
+             generator: torch.Generator | None = None) -> None:
+        """Write a checkpoint atomically (readable with ``weights_only=True``)."""
+        with atomic_path(path) as tmp:
+            torch.save(self.state(optimizers, generator), tmp)
+
+    @classmethod
+    def load(cls, path, data) -> TrainedModel:
+        """A model saved by :meth:`save`, with the training set it was trained on."""
+        state = _read_checkpoint(path)
+        return _assemble(TrainConfig(**state["config"]), data, state)
+
+
+def _read_checkpoint(path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # unpickling refused or a corrupt file
+        raise InputError(f"{path}: not an ampcheck checkpoint ({err})") from None
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
+    return state
+
+
+class _RawImages:
+    """A data set's raw images behind ``len`` and integer indexing (for NoiseTwins.matched)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.data.images(np.atleast_1d(idx))
+
+
+def _capped(cfg: TrainConfig, data):
+    if cfg.max_images is not None and cfg.max_images < len(data):
+        return data.subset(np.arange(cfg.max_images))
+    return data
+
+
+def _assemble(cfg: TrainConfig, data, state: dict | None = None) -> TrainedModel:
+    """Model, latent source and twins for ``cfg`` on ``data``; restored from ``state``."""
+    device = resolve_device(cfg.device)
+    data = _capped(cfg, data)
+    model = build_model(cfg, data)
+    n, gen = len(data), torch.Generator().manual_seed(cfg.seed + 1)
+    table = twins = None
+    if cfg.variant == "vlt":
+        table = LatentTable(n, model.zdim, "zero" if cfg.table_init == "from_encoder"
+                            else cfg.table_init, generator=gen)
+    elif cfg.variant == "twin-perm":
+        twins = PermutationTwins(n, cfg.seed)
+    elif cfg.variant == "twin-noise":
+        twins = NoiseTwins.matched(_RawImages(data), seed=cfg.seed, sample=min(n, 1000))
+    if state is not None:
+        if table is not None:
+            rows = state["table"]["rows.weight"].shape[0]
+            if rows != n:
+                raise InputError(f"the checkpoint's latent table has {rows} rows but the data "
+                                 f"set has {n} images; a table belongs to the images it was "
+                                 "trained on")
+            table.load_state_dict(state["table"])
+        model.load_state_dict(state["model"])
+        if state["twins"] is not None:
+            twins = type(twins).from_state_dict(state["twins"])
+    model.to(device)
+    if table is not None:
+        table.to(device)
+    trained = TrainedModel(cfg, model, data, table, twins, device=device)
+    if state is not None:
+        trained.history = [EpochRecord(**r) for r in state["history"]]
+    return trained
+
+
+def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool = False,
+          encoder_from: TrainedModel | None = None, show_progress: bool = True) -> TrainedModel:
+    """Train ``cfg`` on ``data`` (a ParticleDataset or an MnistDataset).
+
+    Args:
+        out: a directory for ``checkpoint.pt``, written atomically after every epoch.
+        resume: continue from ``out/checkpoint.pt`` if it exists (same config required).
+        encoder_from: for ``table_init="from_encoder"``, the trained model whose encoder
+            fills the table (its latents on the same images).
+    """
+    ckpt = Path(out) / CHECKPOINT if out is not None else None
+    state = None
+    if resume and ckpt is not None and ckpt.exists():
+        state = _read_checkpoint(ckpt)
+        if replace(TrainConfig(**state["config"]), epochs=cfg.epochs) != cfg:
+            raise ConfigError(f"{ckpt}: the checkpoint was made with another configuration")
+    run = _assemble(cfg, data, state)
+    model, table, device = run.model, run.table, run.device
+    n, bs, beta = len(run.data), cfg.resolved_batch_size, run.beta
+
+    if cfg.variant == "vlt" and cfg.table_init == "from_encoder" and state is None:
+        if encoder_from is None:
+            raise ConfigError("table_init='from_encoder' needs encoder_from=<a trained model>")
+        table.fill(*(torch.from_numpy(a).to(device)
+                     for a in encoder_from.encode(run.data, np.arange(n))))
+
+    uses_encoder = cfg.variant != "vlt"
+    params = [p for name, p in model.named_parameters()
+              if uses_encoder or not name.startswith("encoder.")]
+    optimizers = {"model": torch.optim.Adam(params, lr=cfg.resolved_lr)}
+    if table is not None and not cfg.freeze_table:
+        table_lr = cfg.table_lr if cfg.table_lr is not None else 100 * cfg.resolved_lr
+        optimizers["table"] = torch.optim.SparseAdam(table.parameters(), lr=table_lr)
+    elif table is not None:
+        table.requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if state is not None:
+        for k, o in optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        gen.set_state(state["generator"])
+
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=cfg.amp and device.type == "cuda")
+    model.train()
+    for epoch in range(len(run.history), cfg.epochs):
+        start, sums, seen = time.perf_counter(), np.zeros(3), 0
+        order = torch.randperm(n, generator=gen)
+        batches = [order[s:s + bs] for s in range(0, n, bs)]
+        bar = progress(batches, len(batches), f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       enabled=show_progress and sys.stderr.isatty())
+        for b, idx in enumerate(bar, 1):
+            batch = _to(run.data.get_batch(idx.numpy()), device)
+            with autocast:
+                prep = model.prepare(batch)
+                mu, logvar = run._latent(idx, batch, prep)
+                eps = torch.randn(mu.shape, generator=gen).to(device)
+                z = mu + eps * torch.exp(0.5 * logvar)
+                recon = model.recon_loss(prep, z).float()
+                kl = kl_divergence(mu.float(), logvar.float())
+                loss = recon.mean() + beta * model.kl_weight * kl.mean()
+            _guard(loss, epoch, b, sums, seen, cfg.explode_factor)
+            for o in optimizers.values():
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in optimizers.values():
+                o.step()
+            k = len(idx)
+            sums += k * np.array([loss.item(), recon.mean().item(), kl.mean().item()])
+            seen += k
+        loss_, recon_, kl_ = (float(v) for v in sums / seen)
+        record = EpochRecord(epoch + 1, loss_, recon_, kl_, time.perf_counter() - start, seen)
+        run.history.append(record)
+        if show_progress:
+            print(f"{cfg.model} {cfg.variant} ({cfg.encoder}) epoch {record.epoch}/{cfg.epochs}:"
+                  f" loss {loss_:.5g}, recon {recon_:.5g}, KL {kl_:.4g}"
+                  f" ({record.seconds:.1f} s, {seen / record.seconds:.0f} images/s)",
+                  file=sys.stderr, flush=True)
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            run.save(ckpt, optimizers, gen)
+    model.eval()
+    return run
+
+
+def _guard(loss: torch.Tensor, epoch: int, batch: int, sums: np.ndarray, seen: int,
+           factor: float) -> None:
+    """Stop with a clear message on a NaN, infinite or exploding loss."""
+    value = loss.item()
+    where = f"epoch {epoch + 1}, batch {batch}"
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged at {where}: the loss is {value}")
+    if seen and value > factor * max(sums[0] / seen, 1e-12):
+        raise TrainingDiverged(f"training diverged at {where}: the loss {value:.3g} is over "
+                               f"{factor:g} times this epoch's mean so far "
+                               f"({sums[0] / seen:.3g})")

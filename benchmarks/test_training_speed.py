@@ -1,0 +1,48 @@
+"""Seconds per epoch of every training variant: the paper's Table 1 analogue (App. D).
+
+Run: ``.venv/bin/python -m pytest benchmarks/test_training_speed.py --benchmark-only``.
+Each round trains one epoch on ``AMPCHECK_BENCH_IMAGES`` images (default 256) of the ci data
+set (D = 64) and reports images/s and the implied seconds per epoch of all 2,000 images.
+The paper found the variants cost the same; the ratios to the baseline say whether ours do.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ampcheck.data.particles import ParticleDataset
+from ampcheck.data.synthetic import SynthConfig, generate
+from ampcheck.train import TrainConfig, train
+
+IMAGES = int(os.environ.get("AMPCHECK_BENCH_IMAGES", "256"))
+CI_IMAGES = 2000
+
+VARIANTS = {
+    "baseline": dict(),
+    "vlt_random_init": dict(variant="vlt", table_init="normal"),
+    "twin_permuted": dict(variant="twin-perm"),
+    "twin_noise_large": dict(variant="twin-noise", encoder="large"),
+    "twin_permuted_large": dict(variant="twin-perm", encoder="large"),
+    "twin_permuted_small": dict(variant="twin-perm", encoder="small"),
+    "invariant_encoder": dict(encoder="invariant"),
+}
+
+
+@pytest.fixture(scope="module")
+def ci_data(tmp_path_factory):
+    out = generate(tmp_path_factory.mktemp("ci") / "ci", SynthConfig.preset("ci"),
+                   show_progress=False).out
+    return ParticleDataset.from_dir(out)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_seconds_per_epoch(benchmark, ci_data, name):
+    cfg = TrainConfig(epochs=1, max_images=IMAGES, **VARIANTS[name])
+    run = benchmark.pedantic(train, args=(cfg, ci_data), kwargs={"show_progress": False},
+                             rounds=3, iterations=1)
+    seconds = benchmark.stats["median"]
+    benchmark.extra_info["images_per_s"] = IMAGES / seconds
+    benchmark.extra_info["seconds_per_ci_epoch"] = CI_IMAGES * seconds / IMAGES
+    assert run.history[-1].images == IMAGES

@@ -1,0 +1,141 @@
+"""The cryo-EM VAE's conventions against independent computations, and its encoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ampcheck.cryoem.ctf import ctf_from_table
+from ampcheck.cryoem.fft import ht2_center, symmetrize_ht
+from ampcheck.cryoem.volumes import blob_fourier_transform
+from ampcheck.data.particles import ParticleDataset
+from ampcheck.data.synthetic import Assembly, SynthConfig, draw_parameters, generate
+from ampcheck.data.transforms import roll, rot90
+from ampcheck.errors import ConfigError
+from ampcheck.models.cryoem import CryoVAE, training_mask
+from ampcheck.models.table import LatentTable
+
+
+@pytest.fixture(scope="module")
+def noiseless(tmp_path_factory):
+    cfg = SynthConfig(n=6, D=64, snr=float("inf"), seed=2, max_shift_px=4.0, volume_grid=1)
+    out = generate(tmp_path_factory.mktemp("nl") / "s", cfg, show_progress=False).out
+    return cfg, out
+
+
+def test_prepared_targets_are_the_ctf_modulated_central_slices(noiseless):
+    # What the decoder must learn to predict, built independently from the blob model: the
+    # analytic transform on the slice coords @ R, as a Hartley value, times the CTF. This ties
+    # together poses.pkl (rotation and translation sign), the CTF, the Hartley layout, the
+    # mask order and the dataset's contrast inversion.
+    cfg, out = noiseless
+    ds = ParticleDataset.from_dir(out, window=False, norm=(0.0, 1.0))
+    model = CryoVAE(64)
+    prep = model.prepare(ds.get_batch(np.arange(6)))
+    params, asm = draw_parameters(cfg), Assembly.default()
+    apix, coords = cfg.pixel_size, model.coords.double().numpy()
+    for i in range(6):
+        f = blob_fourier_transform(asm.centers(params.hinge_deg[i:i + 1])[0],
+                                   asm.reference.sigmas, asm.weights(params.z_class[i:i + 1])[0],
+                                   coords @ params.rot[i] / apix)
+        ctf = ctf_from_table(coords[:, :2] / apix, params.ctf[i:i + 1].astype(np.float64))[0]
+        expected = ctf * (f.real - f.imag) / apix**2
+        got = prep["target"][i].double().numpy()
+        # float32 images, poses and CTF rows: measured ~2e-5 relative at D = 64
+        assert np.abs(got - expected).max() < 2e-4 * np.abs(expected).max()
+        np.testing.assert_allclose(prep["x_enc"][i].numpy(), got * np.sign(ctf), atol=1e-6)
+
+
+def test_mask_lists_minus_k_mirrored():
+    D = 16
+    mask = training_mask(D)
+    model = CryoVAE(D)
+    c = model.coords.numpy()
+    np.testing.assert_array_equal(c[::-1], -c)
+    assert not mask[len(mask) // 2] and mask.sum() == model.n_pixels and model.n_pixels % 2 == 0
+    assert np.all(np.hypot(c[:, 0], c[:, 1]) <= 0.5 + 1e-9)
+
+
+def test_translation_matches_rolling_the_image():
+    D = 32
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(1, D, D))
+    model = CryoVAE(D)
+    h = torch.from_numpy(symmetrize_ht(ht2_center(img))).reshape(1, -1)[:, model.mask].float()
+    for shift in [(1, 0), (0, 1), (-3, 2)]:  # (dx, dy) pixels
+        rolled = np.roll(img, shift=(shift[1], shift[0]), axis=(1, 2))
+        expected = symmetrize_ht(ht2_center(rolled)).reshape(1, -1)[:, model.mask]
+        got = model.translate(h, torch.tensor([shift], dtype=torch.float32))
+        # Nyquist points of the symmetrised lattice are not shift-covariant: compare inside.
+        inner = np.hypot(*model.coords[:, :2].numpy().T) < 0.5 - 1e-9
+        np.testing.assert_allclose(got.numpy()[:, inner], expected[:, inner], atol=1e-4)
+
+
+def test_symmetric_decoding_equals_decoding_every_point():
+    model = CryoVAE(16, zdim=3)
+    rot = torch.from_numpy(np.linalg.qr(np.random.default_rng(1).normal(size=(2, 3, 3)))[0]
+                           ).float()
+    rot = rot * torch.sign(torch.linalg.det(rot))[:, None, None]
+    z = torch.randn(2, 3)
+    full = model.decoder.hartley(model.coords @ rot, z)
+    np.testing.assert_allclose(model.decode(rot, z).detach().numpy(), full.detach().numpy(),
+                               atol=1e-5)
+
+
+def test_decoded_volume_is_real_and_hermitian_decoder():
+    model = CryoVAE(16, zdim=2)
+    k = torch.rand(1, 50, 3) - 0.5
+    z = torch.randn(1, 2)
+    a, b = model.decoder.fourier(k, z), model.decoder.fourier(-k, z)
+    np.testing.assert_allclose(a[..., 0].detach(), b[..., 0].detach(), atol=1e-6)  # Re even
+    np.testing.assert_allclose(a[..., 1].detach(), -b[..., 1].detach(), atol=1e-6)  # Im odd
+    vol = model.decode_volume(np.zeros(2))
+    assert vol.shape == (16, 16, 16) and vol.dtype == np.float32 and np.isfinite(vol).all()
+
+
+@pytest.mark.parametrize("transform", [lambda x: roll(x, dx=1), lambda x: roll(x, dy=-3, dx=2),
+                                       lambda x: rot90(x, 1), lambda x: rot90(x, 3),
+                                       lambda x: rot90(x, 1, center="geometric")])
+def test_invariant_encoder_is_exactly_invariant_and_base_is_not(noiseless, transform):
+    _, out = noiseless
+    ds = ParticleDataset.from_dir(out, window=False)
+    idx = np.arange(6)
+
+    def encode(model, images):
+        batch = ds.get_batch(idx)
+        batch["y"] = ds.preprocess(torch.from_numpy(images))
+        with torch.no_grad():
+            return model.encode(model.prepare(batch)["x_enc"])[0].numpy()
+
+    images = ds.images(idx)
+    for name, invariant in (("invariant", True), ("base", False)):
+        model = CryoVAE(64, name, seed=3)
+        a, b = encode(model, images), encode(model, transform(images))
+        gap = np.abs(a - b).max() / np.abs(a).max()
+        assert (gap < 1e-4) if invariant else (gap > 1e-2), (name, gap)
+
+
+def test_bad_model_configuration():
+    with pytest.raises(ConfigError, match="unknown encoder preset"):
+        CryoVAE(32, "huge")
+    with pytest.raises(ConfigError, match="zdim"):
+        CryoVAE(32, zdim=0)
+    with pytest.raises(ConfigError, match="even"):
+        CryoVAE(33)
+
+
+def test_latent_table_inits_and_fill():
+    t = LatentTable(100, 3, "normal", generator=torch.Generator().manual_seed(0))
+    mu, logvar = (a.detach() for a in t(torch.arange(100)))
+    assert abs(float(mu.mean())) < 0.3 and 0.8 < float(mu.std()) < 1.2
+    assert torch.all(logvar == -8)
+    z = LatentTable(10, 3, "zero")
+    assert torch.all(z(torch.arange(10))[0] == 0)
+    z.fill(torch.ones(10, 3), torch.full((10, 3), -2.0))
+    assert torch.all(z(torch.tensor([4]))[1] == -2)
+    with pytest.raises(ConfigError):
+        z.fill(torch.ones(9, 3), torch.ones(9, 3))
+    with pytest.raises(ConfigError):
+        LatentTable(10, 3, "random")
+    assert z.rows.sparse  # sparse gradients: a step touches only the batch's rows

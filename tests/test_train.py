@@ -1,0 +1,261 @@
+"""The one training loop: variants, determinism, checkpoints, guards, and what training reaches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ampcheck.data.particles import ParticleDataset
+from ampcheck.data.synthetic import SynthConfig, generate
+from ampcheck.data.transforms import empirical_moments
+from ampcheck.errors import ConfigError, InputError, TrainingDiverged
+from ampcheck.train import CHECKPOINT, TrainConfig, TrainedModel, budget_config, train
+
+TINY = dict(D=32, volume_grid=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = generate(tmp_path_factory.mktemp("tiny") / "s", SynthConfig(n=64, seed=4, **TINY),
+                   show_progress=False).out
+    return ParticleDataset.from_dir(out)
+
+
+def quick(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 16, "lr": 1e-3, **kw})
+
+
+def params_of(run: TrainedModel) -> dict[str, torch.Tensor]:
+    out = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    if run.table is not None:
+        out["table"] = run.table.rows.weight.detach().clone()
+    return out
+
+
+@pytest.mark.parametrize("variant", ["vae", "vlt", "twin-perm", "twin-noise"])
+def test_every_variant_trains_and_is_deterministic(tiny, variant):
+    a = train(quick(variant=variant), tiny, show_progress=False)
+    b = train(quick(variant=variant), tiny, show_progress=False)
+    c = train(quick(variant=variant, seed=1), tiny, show_progress=False)
+    assert [r.loss for r in a.history] == [r.loss for r in b.history]
+    assert all(torch.equal(x, params_of(b)[k]) for k, x in params_of(a).items())
+    assert [r.loss for r in a.history] != [r.loss for r in c.history]
+    assert a.history[-1].images == 64 and all(np.isfinite(r.loss) for r in a.history)
+    mu, logvar = a.latents()
+    assert mu.shape == (64, 8) and np.isfinite(mu).all() and np.isfinite(logvar).all()
+
+
+@pytest.mark.parametrize("variant", ["vae", "vlt", "twin-perm"])
+def test_resumed_training_equals_uninterrupted_training(tiny, tmp_path, variant):
+    straight = train(quick(variant=variant, epochs=3), tiny, show_progress=False)
+    train(quick(variant=variant, epochs=1), tiny, out=tmp_path, show_progress=False)
+    resumed = train(quick(variant=variant, epochs=3), tiny, out=tmp_path, resume=True,
+                    show_progress=False)
+    assert [r.loss for r in resumed.history] == [r.loss for r in straight.history]
+    for k, x in params_of(straight).items():
+        assert torch.equal(x, params_of(resumed)[k]), k
+    with pytest.raises(ConfigError, match="another configuration"):
+        train(quick(variant=variant, epochs=3, lr=5e-4), tiny, out=tmp_path, resume=True)
+
+
+def test_checkpoint_loads_with_weights_only_and_gives_the_same_latents(tiny, tmp_path):
+    run = train(quick(variant="vlt"), tiny, out=tmp_path, show_progress=False)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["format"] == 1 and len(state["history"]) == 2
+    again = TrainedModel.load(tmp_path / CHECKPOINT, tiny)
+    np.testing.assert_array_equal(again.latents()[0], run.latents()[0])
+    assert [r.loss for r in again.history] == [r.loss for r in run.history]
+    with pytest.raises(InputError, match="table has 64 rows"):
+        TrainedModel.load(tmp_path / CHECKPOINT, tiny.subset(np.arange(40)))
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(InputError, match="not an ampcheck checkpoint"):
+        TrainedModel.load(tmp_path / "junk.pt", tiny)
+
+
+def test_twin_assignment_never_changes(tiny, monkeypatch):
+    seen: dict[int, int] = {}
+    run = train(quick(variant="twin-perm", epochs=0), tiny, show_progress=False)
+    twins_type = type(run.twins)
+    original = twins_type.twin_index
+
+    def recording(self, indices):
+        out = original(self, indices)
+        for i, t in zip(np.atleast_1d(indices), np.atleast_1d(out), strict=True):
+            assert seen.setdefault(int(i), int(t)) == int(t)
+        return out
+
+    monkeypatch.setattr(twins_type, "twin_index", recording)
+    run = train(quick(variant="twin-perm", epochs=3), tiny, show_progress=False)
+    assert len(seen) == 64 and all(i != t for i, t in seen.items())
+    assert sorted(seen.values()) == list(range(64))
+
+
+def test_noise_twins_match_the_data_set_moments(tiny):
+    run = train(quick(variant="twin-noise", epochs=0), tiny, show_progress=False)
+    mean, std = empirical_moments(tiny.images(np.arange(64)))
+    assert run.twins.mean == pytest.approx(mean, rel=1e-6, abs=1e-9)
+    assert run.twins.std == pytest.approx(std, rel=1e-6)
+    twins = run.twins.twins(np.arange(64))
+    assert twins.shape == (64, 32, 32)
+    np.testing.assert_array_equal(twins, run.twins.twins(np.arange(64)))  # fixed
+    assert twins.std() == pytest.approx(std, rel=0.02)
+
+
+def test_frozen_table_from_the_encoder_reproduces_the_encoders_loss(tiny):
+    vae = train(quick(epochs=2), tiny, show_progress=False)
+    vlt = train(quick(variant="vlt", table_init="from_encoder", freeze_table=True, epochs=0),
+                tiny, encoder_from=vae, show_progress=False)
+    vlt.model.decoder.load_state_dict(vae.model.decoder.state_dict())  # the same decoder
+    idx = np.arange(64)
+    mu_enc, logvar_enc = vae.encode(tiny, idx)
+    mu_tab, logvar_tab = vlt.latents(idx)
+    np.testing.assert_array_equal(mu_tab, mu_enc)
+    np.testing.assert_array_equal(logvar_tab, logvar_enc)
+    np.testing.assert_allclose(vlt.recon_loss(tiny, idx, mu_tab), vae.recon_loss(tiny, idx, mu_enc),
+                               rtol=1e-6)
+    # Frozen: training moves the decoder, not the table.
+    trained = train(quick(variant="vlt", table_init="from_encoder", freeze_table=True),
+                    tiny, encoder_from=vae, show_progress=False)
+    np.testing.assert_array_equal(trained.latents(idx)[0], mu_enc)
+    with pytest.raises(ConfigError, match="encoder_from"):
+        train(quick(variant="vlt", table_init="from_encoder"), tiny)
+
+
+def test_nan_loss_stops_with_epoch_and_batch(tiny, monkeypatch):
+    from ampcheck.models.cryoem import CryoVAE
+
+    calls = {"n": 0}
+    real = CryoVAE.recon_loss
+
+    def poisoned(self, prep, z):
+        calls["n"] += 1
+        out = real(self, prep, z)
+        return out * float("nan") if calls["n"] == 7 else out
+
+    monkeypatch.setattr(CryoVAE, "recon_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, batch 3: the loss is nan"):
+        train(quick(epochs=2), tiny, show_progress=False)  # 4 batches an epoch
+
+
+def test_exploding_loss_stops(tiny, monkeypatch):
+    from ampcheck.models.cryoem import CryoVAE
+
+    calls = {"n": 0}
+    real = CryoVAE.recon_loss
+
+    def exploding(self, prep, z):
+        calls["n"] += 1
+        return real(self, prep, z) * (1e9 if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(CryoVAE, "recon_loss", exploding)
+    with pytest.raises(TrainingDiverged, match="epoch 1, batch 3: the loss .* is over"):
+        train(quick(), tiny, show_progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(encoder="huge"), "unknown encoder preset"),
+    (dict(zdim=0), "zdim must be a positive integer"),
+    (dict(variant="teacher"), "variant must be one of"),
+    (dict(model="gan"), "model must be one of"),
+    (dict(table_init="ones"), "table_init must be one of"),
+    (dict(lr=-1.0), "lr must be"),
+    (dict(batch_size=0), "batch_size must be"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_bad_configuration_is_rejected(tiny, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        train(TrainConfig(**kwargs), tiny, show_progress=False)
+
+
+def test_budgets_are_named_configs():
+    smoke, full = budget_config("smoke"), budget_config("full")
+    assert full.epochs == 50 and full.max_images is None
+    assert smoke.epochs < full.epochs
+    assert budget_config("smoke", variant="vlt").variant == "vlt"
+    with pytest.raises(ConfigError, match="unknown budget"):
+        budget_config("huge")
+
+
+def test_progress_lines_when_not_on_a_terminal(tiny, capsys):
+    train(quick(epochs=2), tiny)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "images/s" in err
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_training_runs(tiny):
+    run = train(quick(device="cuda", amp=True), tiny, show_progress=False)
+    assert np.isfinite(run.history[-1].loss)
+
+
+# ------------------------------------------------------------------ what training reaches
+@pytest.mark.cryoem
+def test_constant_latent_decoder_recovers_a_homogeneous_volume(tmp_path):
+    # Noiseless, homogeneous data (no hinge motion, subunit always present) and a constant
+    # latent (a zero table, frozen): the decoder alone must learn the volume. Measured at this
+    # budget (D = 32, 6 A/px, Nyquist 12 A): FSC > 0.5 out to ~12.4 A; the test asks for 16 A.
+    from ampcheck.cryoem import io
+    from ampcheck.metrics import fsc, fsc_resolution
+
+    cfg = SynthConfig(n=600, D=32, snr=float("inf"), hinge_range_deg=(0.0, 0.0),
+                      p_subunit=1.0, volume_grid=1, seed=0)
+    out = generate(tmp_path / "homog", cfg, show_progress=False).out
+    data = ParticleDataset.from_dir(out)
+    run = train(TrainConfig(variant="vlt", table_init="zero", freeze_table=True, epochs=2,
+                            lr=1e-3), data, show_progress=False)
+    truth, apix = io.read_mrc(out / "volumes" / "class1_z0.500.mrc")
+    curve = fsc(run.decode_volume(np.zeros(8)), truth)
+    assert fsc_resolution(curve, apix, 0.5) < 16.0, np.round(curve, 3)
+    assert curve[1:6].min() > 0.95  # low resolution: right sign, scale-free agreement
+
+
+def _latent_r2(run) -> tuple[float, float]:
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsRegressor
+
+    mu, _ = run.latents()
+    z = run.data.truth["z_continuous"]
+    lin = cross_val_score(LinearRegression(), mu, z, cv=5, scoring="r2").mean()
+    knn = cross_val_score(KNeighborsRegressor(10), mu, z, cv=5, scoring="r2").mean()
+    return float(lin), float(knn)
+
+
+@pytest.fixture(scope="module")
+def ci_set(tmp_path_factory):
+    out = generate(tmp_path_factory.mktemp("ci") / "ci", SynthConfig.preset("ci"),
+                   show_progress=False).out
+    return ParticleDataset.from_dir(out)
+
+
+@pytest.mark.cryoem
+@pytest.mark.slow
+def test_vae_latents_recover_the_continuous_coordinate_at_the_medium_budget(ci_set):
+    # Measured on the ci set (2,000 images, SNR 0.1, seed 0): at the smoke budget (1,000
+    # images x 1-2 epochs) the latents carry nothing yet (5-fold CV R^2 0.004 linear,
+    # -0.06 kNN); at the medium budget (all images, 5 epochs) R^2 = 0.32 linear, 0.30 kNN.
+    run = train(budget_config("medium"), ci_set, show_progress=False)
+    lin, knn = _latent_r2(run)
+    assert max(lin, knn) > 0.2, (lin, knn)
+
+
+
+@pytest.mark.mnist
+def test_mnist_vae_reaches_a_stated_elbo_and_the_vlt_trains():
+    from ampcheck.data.mnist import MnistDataset
+
+    data = MnistDataset.load()  # offline: scikit-learn's digits as a 28x28 stand-in
+    cfg = budget_config("smoke", model="mnist")
+    vae = train(cfg, data, show_progress=False)
+    first, last = vae.history[0].loss, vae.history[-1].loss
+    # Negative ELBO per image in nats (784 Bernoulli pixels + KL). Measured at this budget on
+    # the 1,438 training digits: see the issue notes; the bound sits above the measurement.
+    assert last < 0.6 * first
+    assert last < MNIST_SMOKE_NELBO_BOUND
+    vlt = train(budget_config("smoke", model="mnist", variant="vlt", table_init="zero"), data,
+                show_progress=False)
+    assert vlt.history[-1].loss < 0.8 * vlt.history[0].loss
+
+
+MNIST_SMOKE_NELBO_BOUND = 200.0
