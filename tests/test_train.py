@@ -73,6 +73,20 @@ def test_checkpoint_loads_with_weights_only_and_gives_the_same_latents(tiny, tmp
         TrainedModel.load(tmp_path / "junk.pt", tiny)
 
 
+def test_elbo_is_minus_the_training_objective_per_image(tiny):
+    run = train(quick(), tiny, show_progress=False)
+    idx = np.arange(16)
+    mu, logvar = run.latents(idx)
+    # With a near-zero posterior width every sample is the mean: ELBO = -(recon(mu) + b*w*KL).
+    tight = np.full_like(logvar, -30.0)
+    kl = -0.5 * (1 + tight - mu**2 - np.exp(tight)).sum(-1)  # by hand, not kl_divergence
+    expected = -(run.recon_loss(tiny, idx, mu) + run.beta * run.model.kl_weight * kl)
+    np.testing.assert_allclose(run.elbo(tiny, idx, mu, tight, samples=3), expected, rtol=1e-5)
+    # Wider posteriors cost KL and reconstruction: a lower ELBO on average.
+    assert run.elbo(tiny, idx, mu, logvar + 4, samples=4).mean() < expected.mean()
+    assert run.beta == pytest.approx(1 / 8)  # beta defaults to 1/zdim
+
+
 def test_twin_assignment_never_changes(tiny, monkeypatch):
     seen: dict[int, int] = {}
     run = train(quick(variant="twin-perm", epochs=0), tiny, show_progress=False)
