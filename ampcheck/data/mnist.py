@@ -21,7 +21,6 @@ set was read, so that every report can.
 
 from __future__ import annotations
 
-import copy
 import gzip
 import os
 import re
@@ -29,12 +28,11 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from ampcheck.data.views import IndexedView
 from ampcheck.errors import ConfigError, InputError
 
 __all__ = ["ENV_VAR", "MnistData", "MnistDataset", "load_digits_standin", "load_mnist",
@@ -309,7 +307,7 @@ def load_mnist(path: PathLike | None = None, split: str = "train",
 # ----------------------------------------------------------------------------- dataset
 
 
-class MnistDataset(Dataset):
+class MnistDataset(IndexedView):
     """Digit images with labels, served as the training loop expects of any data set.
 
     Args:
@@ -353,38 +351,7 @@ class MnistDataset(Dataset):
         """:func:`load_mnist` then wrap it."""
         return cls.from_data(load_mnist(path, split, limit), seed=seed)
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> MnistDataset:
-        """A view of images ``indices`` (of this dataset), sharing the arrays."""
-        sub = copy.copy(self)
-        sub._idx = self._idx[self._local(indices)]
-        return sub
-
-    def split(self, heldout_fraction: float, seed: int | None = None
-              ) -> tuple[MnistDataset, MnistDataset]:
-        """Seeded random split into disjoint ``(train, heldout)`` subsets that cover the dataset.
-
-        ``heldout`` holds ``round(heldout_fraction * n)`` images; both keep the data's order.
-        """
-        if not 0 < heldout_fraction < 1:
-            raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-        k = int(round(heldout_fraction * self.n))
-        if not 0 < k < self.n:
-            raise ConfigError(f"heldout_fraction {heldout_fraction} of {self.n} images leaves an "
-                              "empty training or held-out set")
-        perm = np.random.default_rng(self.seed if seed is None else seed).permutation(self.n)
-        return self.subset(np.sort(perm[k:])), self.subset(np.sort(perm[:k]))
-
     # ------------------------------------------------------------------ access
-    def __len__(self) -> int:
-        return len(self._idx)
-
-    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
-        if not isinstance(i, (int, np.integer)):
-            return self.get_batch(i)
-        item = {k: v[0] for k, v in self.get_batch([i]).items()}
-        item["index"] = int(item["index"])
-        return item
-
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """``y (B, D, D)`` float32 images, ``index (B,)`` and ``label (B,)`` int64, in the
         order asked for."""
@@ -404,31 +371,11 @@ class MnistDataset(Dataset):
         """Raw images ``(B, D, D)`` float32 (a copy)."""
         return self._images[self._idx[self._local(indices)]]
 
-    def _local(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices)
-        if idx.dtype == bool:
-            idx = np.nonzero(idx)[0]
-        idx = idx.astype(np.int64, copy=False).reshape(-1)
-        n = len(self._idx)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"index out of range for a dataset of {n} images")
-        return idx % max(n, 1)
-
     # ------------------------------------------------------------------ properties
-    @property
-    def n(self) -> int:
-        """Number of images in this dataset (or view)."""
-        return len(self._idx)
-
     @property
     def D(self) -> int:
         """Image side in pixels (28 for MNIST)."""
         return int(self._images.shape[1])
-
-    @property
-    def indices(self) -> np.ndarray:
-        """``(n,)`` indices of this view's images in the full data set."""
-        return self._idx.copy()
 
     @property
     def labels(self) -> np.ndarray | None:

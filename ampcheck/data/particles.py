@@ -20,7 +20,6 @@ Poses come in as the files hold them (translations in fractions of the box) and 
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ampcheck.cryoem.fft import ht2_center, symmetrize_ht
 from ampcheck.cryoem.io import (
@@ -42,6 +40,7 @@ from ampcheck.cryoem.io import (
     read_star_particles,
 )
 from ampcheck.cryoem.lattice import radial_window
+from ampcheck.data.views import IndexedView
 from ampcheck.errors import ConfigError, InputError
 
 __all__ = ["ParticleDataset", "estimate_normalization"]
@@ -80,7 +79,7 @@ def estimate_normalization(stack: ImageStack, n: int = 1000, chunk: int = 256
     return 0.0, float(np.sqrt(m2 / max(count - 1, 1)))
 
 
-class ParticleDataset(Dataset):
+class ParticleDataset(IndexedView):
     """Particle images (lazy) with optional poses, CTF and ground truth.
 
     Args:
@@ -210,39 +209,7 @@ class ParticleDataset(Dataset):
         return cls.from_files(d / "particles.mrcs", opt("poses.pkl"), opt("ctf.pkl"),
                               opt("truth.npz"), **kw)
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> ParticleDataset:
-        """A view of images ``indices`` (of this dataset), sharing the stack and normalisation."""
-        sub = copy.copy(self)
-        sub._idx = self._idx[self._local(indices)]
-        return sub
-
-    def split(self, heldout_fraction: float, seed: int | None = None
-              ) -> tuple[ParticleDataset, ParticleDataset]:
-        """Seeded random split into disjoint ``(train, heldout)`` subsets that cover the dataset.
-
-        ``heldout`` holds ``round(heldout_fraction * n)`` images; both keep file order.
-        """
-        if not 0 < heldout_fraction < 1:
-            raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-        k = int(round(heldout_fraction * self.n))
-        if not 0 < k < self.n:
-            raise ConfigError(f"heldout_fraction {heldout_fraction} of {self.n} images leaves an "
-                              "empty training or held-out set")
-        perm = np.random.default_rng(self.seed if seed is None else seed).permutation(self.n)
-        return self.subset(np.sort(perm[k:])), self.subset(np.sort(perm[:k]))
-
     # ------------------------------------------------------------------ access
-    def __len__(self) -> int:
-        return len(self._idx)
-
-    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
-        if not isinstance(i, (int, np.integer)):
-            return self.get_batch(i)
-        item = self.get_batch([i])
-        item = {k: v[0] for k, v in item.items()}
-        item["index"] = int(item["index"])
-        return item
-
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """Items ``indices`` with a leading batch axis: ``y (B, D+1, D+1)``, ``index (B,)``,
         ``rot (B, 3, 3)``, ``trans (B, 2)`` pixels, ``ctf (B, 9)``.
@@ -276,22 +243,7 @@ class ParticleDataset(Dataset):
         """Raw real-space images ``(B, D, D)`` float32, no preprocessing."""
         return self._stack.read(self._idx[self._local(indices)])
 
-    def _local(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices)
-        if idx.dtype == bool:
-            idx = np.nonzero(idx)[0]
-        idx = idx.astype(np.int64, copy=False).reshape(-1)
-        n = len(self._idx)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"index out of range for a dataset of {n} images")
-        return idx % max(n, 1)
-
     # ------------------------------------------------------------------ properties
-    @property
-    def n(self) -> int:
-        """Number of images in this dataset (or view)."""
-        return len(self._idx)
-
     @property
     def D(self) -> int:
         """Image side in pixels (even); processed images are ``(D+1, D+1)``."""
@@ -311,11 +263,6 @@ class ParticleDataset(Dataset):
     @property
     def stack(self) -> ImageStack:
         return self._stack
-
-    @property
-    def indices(self) -> np.ndarray:
-        """``(n,)`` indices of this dataset's images in the file."""
-        return self._idx.copy()
 
     @property
     def rot(self) -> np.ndarray | None:
