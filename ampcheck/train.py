@@ -8,8 +8,9 @@
 The model family (cryo-EM or MNIST) supplies ``prepare``, ``encode``, ``recon_loss`` and
 ``kl_weight``; the loss is ``mean_i(recon_i) + beta * kl_weight * mean_i(KL_i)``, Adam for the
 networks and sparse Adam for a table. The loop reads top to bottom; randomness comes from one
-seeded generator, so the same seed on the same device gives the same history, and a run
-resumed from a checkpoint continues exactly as if it had not stopped.
+seeded generator, so the same seed on a CPU gives the same history, and a run resumed from a
+checkpoint continues exactly as if it had not stopped. (On CUDA, kernels are not forced to be
+deterministic: runs agree to rounding.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,12 @@ CHECKPOINT = "checkpoint.pt"
 class TrainConfig:
     """Everything that determines a training run. ``None`` means the model family's default.
 
-    ``table_lr`` defaults to 100 x ``lr``: a table row receives one update per epoch, so with
-    Adam it moves about ``table_lr`` per epoch; at the networks' 1e-4 it would hardly leave its
-    initial value within a budget (the paper trains its VLT with its own optimiser settings).
-    ``window=None`` windows cryo-EM images as cryoDRGN does, except for the ``invariant``
-    encoder, whose exact shift invariance needs unwindowed images.
+    ``beta`` defaults to ``1/zdim`` for the cryo-EM VAE (cryoDRGN's) and 1 for the MNIST VAE
+    (the standard ELBO). ``table_lr`` defaults to 100 x ``lr``: a table row receives one update
+    per epoch, so with Adam it moves about ``table_lr`` per epoch; at the networks' 1e-4 it
+    would hardly leave its initial value within a budget (the paper trains its VLT with its own
+    optimiser settings). The ``invariant`` encoder trains on unwindowed images: a real-space
+    window is not shift invariant.
     """
 
     model: str = "cryoem"
@@ -58,7 +61,6 @@ class TrainConfig:
     table_lr: float | None = None
     freeze_table: bool = False
     max_images: int | None = None
-    window: bool | None = None
     seed: int = 0
     device: str = "auto"
     amp: bool = False
@@ -74,6 +76,11 @@ class TrainConfig:
             bad(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.table_init not in TABLE_INITS:
             bad(f"table_init must be one of {', '.join(TABLE_INITS)}, got {self.table_init!r}")
+        if self.variant != "vlt" and (self.freeze_table or self.table_lr is not None
+                                      or self.table_init != "normal"):
+            bad("table_init, table_lr and freeze_table apply to the vlt variant only")
+        if self.model == "mnist" and self.encoder != "base":
+            bad("the MNIST VAE has one encoder; encoder presets are for the cryo-EM VAE")
         for name in ("zdim", "batch_size", "max_images"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
@@ -87,6 +94,14 @@ class TrainConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             bad(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "a checkpoint") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"{source}: unknown training settings {', '.join(unknown)}")
+        return cls(**values)
+
     @property
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else (1e-4 if self.model == "cryoem" else 1e-3)
@@ -96,10 +111,6 @@ class TrainConfig:
         if self.batch_size is not None:
             return self.batch_size
         return 8 if self.model == "cryoem" else 128
-
-    @property
-    def resolved_window(self) -> bool:
-        return self.window if self.window is not None else self.encoder != "invariant"
 
 
 @dataclass(frozen=True)
@@ -126,11 +137,11 @@ BUDGETS: dict[str, dict[str, Budget]] = {
 def budget_config(budget: str, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` at the named budget, with any other field overridden."""
     model = overrides.get("model", "cryoem")
-    try:
-        b = BUDGETS[budget][model]
-    except KeyError:
-        raise ConfigError(f"unknown budget {budget!r}; expected one of "
-                          f"{', '.join(BUDGETS)}") from None
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; expected one of {', '.join(BUDGETS)}")
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    b = BUDGETS[budget][model]
     return TrainConfig(**{"epochs": b.epochs, "max_images": b.max_images, **overrides})
 
 
@@ -164,6 +175,13 @@ def build_model(cfg: TrainConfig, data) -> torch.nn.Module:
     return MnistVAE(zdim=cfg.zdim or 2, seed=cfg.seed)
 
 
+def model_view(cfg: TrainConfig, data):
+    """The data as this config's model sees it: unwindowed for the invariant encoder."""
+    if cfg.encoder == "invariant" and getattr(data, "windowed", False):
+        return data.without_window()
+    return data
+
+
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -177,7 +195,9 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class TrainedModel:
     """A trained network and its latent source, history and config.
 
-    ``data`` is the (possibly capped) training set it was trained on.
+    ``data`` is the (possibly capped) training set it was trained on. Methods that take
+    ``data`` accept any data set of the same kind (``None``: the training set) and work in
+    batches of ``batch_size`` images.
     """
 
     config: TrainConfig
@@ -190,10 +210,12 @@ class TrainedModel:
 
     @property
     def beta(self) -> float:
-        return self.config.beta if self.config.beta is not None else 1.0 / self.model.zdim
+        if self.config.beta is not None:
+            return self.config.beta
+        return 1.0 / self.model.zdim if self.config.model == "cryoem" else 1.0
 
-    # ----------------------------------------------------------------- latents of a batch
     def _latent(self, idx: torch.Tensor, batch: dict, prep: dict):
+        """``(mu, logvar)`` of training images ``idx`` from the run's latent source."""
         variant = self.config.variant
         if variant == "vlt":
             return self.table(idx.to(self.device))
@@ -206,46 +228,57 @@ class TrainedModel:
                                      ["x_enc"])
         return self.model.encode(prep["x_enc"])
 
-    @torch.no_grad()
-    def latents(self, indices=None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``(mu, logvar)`` ``(n, zdim)`` of training images from the run's latent source."""
-        idx = np.arange(len(self.data)) if indices is None else np.asarray(indices)
-        mus, logvars = [], []
-        for s in range(0, len(idx), batch_size):
-            i = torch.from_numpy(idx[s:s + batch_size])
-            batch = _to(self.data.get_batch(i.numpy()), self.device)
-            mu, logvar = self._latent(i, batch, self.model.prepare(batch))
-            mus.append(mu.float().cpu().numpy())
-            logvars.append(logvar.float().cpu().numpy())
-        return np.concatenate(mus), np.concatenate(logvars)
-
-    @torch.no_grad()
-    def encode(self, data, indices=None, transform=None, batch_size: int = 256
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """The encoder's ``(mu, logvar)`` on images of ``data`` (any data set of the same
-        kind), optionally after ``transform`` of the raw real-space images (e.g. a 1-pixel
-        roll); each image keeps its own pose and CTF."""
+    def _map(self, data, indices, fn: Callable, batch_size: int) -> list[np.ndarray]:
+        """Apply ``fn(local_indices, batch)`` over batches; concatenate each returned array."""
+        data = self.data if data is None else model_view(self.config, data)
         idx = np.arange(len(data)) if indices is None else np.asarray(indices)
-        mus, logvars = [], []
-        for s in range(0, len(idx), batch_size):
-            i = idx[s:s + batch_size]
-            batch = data.get_batch(i)
-            if transform is not None:
-                batch["y"] = data.preprocess(torch.as_tensor(transform(data.images(i))))
-            mu, logvar = self.model.encode(self.model.prepare(_to(batch, self.device))["x_enc"])
-            mus.append(mu.float().cpu().numpy())
-            logvars.append(logvar.float().cpu().numpy())
-        return np.concatenate(mus), np.concatenate(logvars)
+        parts: list[tuple] = []
+        with torch.no_grad():
+            for s in range(0, len(idx), batch_size):
+                i = idx[s:s + batch_size]
+                out = fn(i, data, _to(data.get_batch(i), self.device))
+                parts.append(tuple(o.float().cpu().numpy() for o in out))
+        return [np.concatenate(col) for col in zip(*parts, strict=True)]
 
-    @torch.no_grad()
-    def recon_loss(self, data, indices, z: np.ndarray) -> np.ndarray:
+    def latents(self, indices=None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, logvar)`` ``(n, zdim)`` of training images from the run's latent source (the
+        table rows of a VLT, the twins' encodings of an evil-twin run)."""
+        def fn(i, data, batch):
+            return self._latent(torch.from_numpy(i), batch, self.model.prepare(batch))
+
+        mu, logvar = self._map(None, indices, fn, batch_size)
+        return mu, logvar
+
+    def encode(self, data=None, indices=None, transform: Callable | None = None,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's ``(mu, logvar)`` on images of ``data``, optionally after
+        ``transform`` of the raw real-space images (e.g. a 1-pixel roll); each image keeps its
+        own pose and CTF."""
+        if self.config.variant == "vlt":
+            raise ConfigError("a VLT run has no trained encoder; use latents() for its table")
+
+        def fn(i, data, batch):
+            if transform is not None:
+                images = torch.as_tensor(np.ascontiguousarray(transform(data.images(i))))
+                batch["y"] = data.preprocess(images).to(self.device)
+            return self.model.encode(self.model.prepare(batch)["x_enc"])
+
+        mu, logvar = self._map(data, indices, fn, batch_size)
+        return mu, logvar
+
+    def recon_loss(self, data, indices, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Per-image reconstruction loss ``(B,)`` of images ``indices`` at latents ``z``."""
-        prep = self.model.prepare(_to(data.get_batch(np.asarray(indices)), self.device))
-        z = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
-        return self.model.recon_loss(prep, z).float().cpu().numpy()
+        z = np.asarray(z, dtype=np.float32)
+        pos = {int(k): n for n, k in enumerate(np.asarray(indices))}
+
+        def fn(i, data, batch):
+            zi = torch.from_numpy(z[[pos[int(k)] for k in i]]).to(self.device)
+            return (self.model.recon_loss(self.model.prepare(batch), zi),)
+
+        return self._map(data, indices, fn, batch_size)[0]
 
     def elbo(self, data, indices, mu: np.ndarray, logvar: np.ndarray, samples: int = 1,
-             seed: int = 0) -> np.ndarray:
+             seed: int = 0, batch_size: int = 256) -> np.ndarray:
         """Per-image ELBO ``(B,)`` of images ``indices`` under ``q = N(mu, exp(logvar))``.
 
         The negative of the training objective, per image: ``-(E_q[recon] + beta * kl_weight *
@@ -254,24 +287,27 @@ class TrainedModel:
         pixel, KL over the number of pixels) it is a Gaussian-likelihood ELBO up to scale and
         a constant. Higher is better.
         """
-        prep = self.model.prepare(_to(data.get_batch(np.asarray(indices)), self.device))
-        mu = torch.as_tensor(np.asarray(mu, dtype=np.float32), device=self.device)
-        logvar = torch.as_tensor(np.asarray(logvar, dtype=np.float32), device=self.device)
+        mu, logvar = np.asarray(mu, np.float32), np.asarray(logvar, np.float32)
+        pos = {int(k): n for n, k in enumerate(np.asarray(indices))}
         gen = torch.Generator().manual_seed(seed)
-        recon = torch.zeros(len(mu), device=self.device)
-        with torch.no_grad():
-            for _ in range(samples):
-                eps = torch.randn(mu.shape, generator=gen).to(self.device)
-                recon += self.model.recon_loss(prep, mu + eps * torch.exp(0.5 * logvar))
-            kl = kl_divergence(mu, logvar)
-        loss = recon / samples + self.beta * self.model.kl_weight * kl
-        return (-loss).float().cpu().numpy()
+
+        def fn(i, data, batch):
+            rows = [pos[int(k)] for k in i]
+            m = torch.from_numpy(mu[rows]).to(self.device)
+            lv = torch.from_numpy(logvar[rows]).to(self.device)
+            prep = self.model.prepare(batch)
+            recon = sum(self.model.recon_loss(prep, m + torch.randn(m.shape, generator=gen)
+                                              .to(self.device) * torch.exp(0.5 * lv))
+                        for _ in range(samples)) / samples
+            return (-(recon + self.beta * self.model.kl_weight * kl_divergence(m, lv)),)
+
+        return self._map(data, indices, fn, batch_size)[0]
 
     def decode_volume(self, z) -> np.ndarray:
         """The volume ``(D, D, D)`` at latent ``z`` (cryo-EM models)."""
         if not hasattr(self.model, "decode_volume"):
             raise ConfigError(f"a {self.config.model} model has no volumes")
-        return self.model.decode_volume(z, norm_std=self.data.norm[1])
+        return self.model.decode_volume(z, norm=self.data.norm)
 
     # ----------------------------------------------------------------- persistence
     def state(self, optimizers: dict | None = None, generator: torch.Generator | None = None
@@ -279,6 +315,7 @@ class TrainedModel:
         return {
             "format": 1,
             "config": asdict(self.config),
+            "data": {"n": len(self.data), "D": int(self.data.D)},
             "model": self.model.state_dict(),
             "table": None if self.table is None else self.table.state_dict(),
             "twins": None if self.twins is None else self.twins.state_dict(),
@@ -294,10 +331,14 @@ class TrainedModel:
             torch.save(self.state(optimizers, generator), tmp)
 
     @classmethod
-    def load(cls, path, data) -> TrainedModel:
-        """A model saved by :meth:`save`, with the training set it was trained on."""
+    def load(cls, path, data, device: str | None = None) -> TrainedModel:
+        """A model saved by :meth:`save` with the training set it was trained on (``device``
+        overrides the one it was trained on, e.g. ``"cpu"`` for a GPU run)."""
         state = _read_checkpoint(path)
-        return _assemble(TrainConfig(**state["config"]), data, state)
+        cfg = TrainConfig.from_dict(state["config"], str(path))
+        if device is not None:
+            cfg = replace(cfg, device=device)
+        return _assemble(cfg, data, state, str(path))
 
 
 def _read_checkpoint(path) -> dict:
@@ -310,6 +351,12 @@ def _read_checkpoint(path) -> dict:
     if not isinstance(state, dict) or state.get("format") != 1:
         raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
     return state
+
+
+def _capped(cfg: TrainConfig, data):
+    if cfg.max_images is not None and cfg.max_images < len(data):
+        return data.subset(np.arange(cfg.max_images))
+    return data
 
 
 class _RawImages:
@@ -325,37 +372,31 @@ class _RawImages:
         return self.data.images(np.atleast_1d(idx))
 
 
-def _capped(cfg: TrainConfig, data):
-    if cfg.max_images is not None and cfg.max_images < len(data):
-        return data.subset(np.arange(cfg.max_images))
-    return data
-
-
-def _assemble(cfg: TrainConfig, data, state: dict | None = None) -> TrainedModel:
+def _assemble(cfg: TrainConfig, data, state: dict | None = None,
+              source: str = "checkpoint") -> TrainedModel:
     """Model, latent source and twins for ``cfg`` on ``data``; restored from ``state``."""
     device = resolve_device(cfg.device)
-    data = _capped(cfg, data)
+    data = model_view(cfg, _capped(cfg, data))
+    n = len(data)
+    if state is not None and state["data"] != {"n": n, "D": int(data.D)}:
+        raise InputError(f"{source} was trained on {state['data']['n']} images of "
+                         f"{state['data']['D']} px, not on this data set ({n} of {data.D} px)")
     model = build_model(cfg, data)
-    n, gen = len(data), torch.Generator().manual_seed(cfg.seed + 1)
     table = twins = None
     if cfg.variant == "vlt":
-        table = LatentTable(n, model.zdim, "zero" if cfg.table_init == "from_encoder"
-                            else cfg.table_init, generator=gen)
+        init = "zero" if cfg.table_init == "from_encoder" else cfg.table_init
+        table = LatentTable(n, model.zdim, init,
+                            generator=torch.Generator().manual_seed(cfg.seed + 1))
     elif cfg.variant == "twin-perm":
-        twins = PermutationTwins(n, cfg.seed)
+        twins = (PermutationTwins.from_state_dict(state["twins"]) if state is not None
+                 else PermutationTwins(n, cfg.seed))
     elif cfg.variant == "twin-noise":
-        twins = NoiseTwins.matched(_RawImages(data), seed=cfg.seed, sample=min(n, 1000))
+        twins = (NoiseTwins.from_state_dict(state["twins"]) if state is not None
+                 else NoiseTwins.matched(_RawImages(data), seed=cfg.seed, sample=min(n, 1000)))
     if state is not None:
-        if table is not None:
-            rows = state["table"]["rows.weight"].shape[0]
-            if rows != n:
-                raise InputError(f"the checkpoint's latent table has {rows} rows but the data "
-                                 f"set has {n} images; a table belongs to the images it was "
-                                 "trained on")
-            table.load_state_dict(state["table"])
         model.load_state_dict(state["model"])
-        if state["twins"] is not None:
-            twins = type(twins).from_state_dict(state["twins"])
+        if table is not None:
+            table.load_state_dict(state["table"])
     model.to(device)
     if table is not None:
         table.to(device)
@@ -371,17 +412,21 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
 
     Args:
         out: a directory for ``checkpoint.pt``, written atomically after every epoch.
-        resume: continue from ``out/checkpoint.pt`` if it exists (same config required).
+        resume: continue from ``out/checkpoint.pt`` if it exists (same config and data).
         encoder_from: for ``table_init="from_encoder"``, the trained model whose encoder
             fills the table (its latents on the same images).
     """
+    if resume and out is None:
+        raise ConfigError("resume=True needs out=<the run's directory>")
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     state = None
-    if resume and ckpt is not None and ckpt.exists():
+    if resume and ckpt.exists():
         state = _read_checkpoint(ckpt)
-        if replace(TrainConfig(**state["config"]), epochs=cfg.epochs) != cfg:
+        if not state["optimizers"] or state["generator"] is None:
+            raise InputError(f"{ckpt}: a saved model, not a resumable training checkpoint")
+        if replace(TrainConfig.from_dict(state["config"], str(ckpt)), epochs=cfg.epochs) != cfg:
             raise ConfigError(f"{ckpt}: the checkpoint was made with another configuration")
-    run = _assemble(cfg, data, state)
+    run = _assemble(cfg, data, state, str(ckpt))
     model, table, device = run.model, run.table, run.device
     n, bs, beta = len(run.data), cfg.resolved_batch_size, run.beta
 
@@ -406,26 +451,29 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             o.load_state_dict(state["optimizers"][k])
         gen.set_state(state["generator"])
 
+    # bf16 for the networks only: each model keeps its geometry (translations, rotated
+    # coordinates, Fourier features, CTF) in float32.
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                               enabled=cfg.amp and device.type == "cuda")
     model.train()
     for epoch in range(len(run.history), cfg.epochs):
         start, sums, seen = time.perf_counter(), np.zeros(3), 0
+        reference = run.history[-1].loss if run.history else None
         order = torch.randperm(n, generator=gen)
         batches = [order[s:s + bs] for s in range(0, n, bs)]
         bar = progress(batches, len(batches), f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        enabled=show_progress and sys.stderr.isatty())
         for b, idx in enumerate(bar, 1):
             batch = _to(run.data.get_batch(idx.numpy()), device)
+            prep = model.prepare(batch)
             with autocast:
-                prep = model.prepare(batch)
                 mu, logvar = run._latent(idx, batch, prep)
                 eps = torch.randn(mu.shape, generator=gen).to(device)
-                z = mu + eps * torch.exp(0.5 * logvar)
+                z = mu.float() + eps * torch.exp(0.5 * logvar.float())
                 recon = model.recon_loss(prep, z).float()
-                kl = kl_divergence(mu.float(), logvar.float())
-                loss = recon.mean() + beta * model.kl_weight * kl.mean()
-            _guard(loss, epoch, b, sums, seen, cfg.explode_factor)
+            kl = kl_divergence(mu.float(), logvar.float())
+            loss = recon.mean() + beta * model.kl_weight * kl.mean()
+            _guard(loss, epoch, b, sums[0] / seen if seen else reference, cfg.explode_factor)
             for o in optimizers.values():
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -449,14 +497,16 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     return run
 
 
-def _guard(loss: torch.Tensor, epoch: int, batch: int, sums: np.ndarray, seen: int,
+def _guard(loss: torch.Tensor, epoch: int, batch: int, reference: float | None,
            factor: float) -> None:
-    """Stop with a clear message on a NaN, infinite or exploding loss."""
+    """Stop with a clear message on a NaN, infinite or exploding loss.
+
+    ``reference`` is this epoch's mean loss so far (the previous epoch's for its first batch).
+    """
     value = loss.item()
     where = f"epoch {epoch + 1}, batch {batch}"
     if not math.isfinite(value):
         raise TrainingDiverged(f"training diverged at {where}: the loss is {value}")
-    if seen and value > factor * max(sums[0] / seen, 1e-12):
+    if reference is not None and value > factor * max(reference, 1e-12):
         raise TrainingDiverged(f"training diverged at {where}: the loss {value:.3g} is over "
-                               f"{factor:g} times this epoch's mean so far "
-                               f"({sums[0] / seen:.3g})")
+                               f"{factor:g} times the running mean ({reference:.3g})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from ampcheck.data.particles import ParticleDataset
@@ -39,10 +40,21 @@ def ci_data(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_seconds_per_epoch(benchmark, ci_data, name):
+    """The benchmark's own time includes building the model (and matching noise twins); the
+    epoch's time alone, from the run's history, goes into extra_info."""
     cfg = TrainConfig(epochs=1, max_images=IMAGES, **VARIANTS[name])
-    run = benchmark.pedantic(train, args=(cfg, ci_data), kwargs={"show_progress": False},
-                             rounds=3, iterations=1)
-    seconds = benchmark.stats["median"]
+    epochs = []
+
+    def one_epoch():
+        run = train(cfg, ci_data, show_progress=False)
+        epochs.append(run.history[-1].seconds)
+        return run
+
+    run = benchmark.pedantic(one_epoch, rounds=3, iterations=1)
+    seconds = float(np.median(epochs))
+    benchmark.extra_info["epoch_seconds_median"] = seconds
     benchmark.extra_info["images_per_s"] = IMAGES / seconds
     benchmark.extra_info["seconds_per_ci_epoch"] = CI_IMAGES * seconds / IMAGES
+    print(f"\n{name:22s} {IMAGES / seconds:6.1f} images/s, "
+          f"{CI_IMAGES * seconds / IMAGES:6.1f} s per 2,000-image epoch")
     assert run.history[-1].images == IMAGES

@@ -83,9 +83,23 @@ def test_symmetric_decoding_equals_decoding_every_point():
                                atol=1e-5)
 
 
+def test_decoder_with_a_square_first_layer_matches_concatenation():
+    # 3·D + zdim = 256 = hidden: cryoDRGN's first layer is then residual (adds its input).
+    model = CryoVAE(80, zdim=16)
+    dec = model.decoder
+    k = torch.rand(1, 30, 3) - 0.5
+    k[..., 2] = -k[..., 2].abs()  # the represented hemisphere: no flip
+    z = torch.randn(1, 16)
+    x = torch.cat([dec._features(k), z[:, None, :].expand(1, 30, 16)], -1)
+    reference = dec.mlp(x)  # the plain residual MLP on [features, z]
+    np.testing.assert_allclose(dec.fourier(k, z).detach(), reference.detach(), atol=1e-5)
+
+
 def test_decoded_volume_is_real_and_hermitian_decoder():
     model = CryoVAE(16, zdim=2)
     k = torch.rand(1, 50, 3) - 0.5
+    k[0, :10, 2] = 0  # points on the plane kz = 0 too
+    k[0, :3, 1] = 0  # and on its line ky = 0
     z = torch.randn(1, 2)
     a, b = model.decoder.fourier(k, z), model.decoder.fourier(-k, z)
     np.testing.assert_allclose(a[..., 0].detach(), b[..., 0].detach(), atol=1e-6)  # Re even

@@ -20,6 +20,7 @@ Poses come in as the files hold them (translations in fractions of the box) and 
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -238,6 +239,18 @@ class ParticleDataset(IndexedView):
         mean, std = self._norm
         window = None if self._window is None else self._window.to(imgs.dtype)
         return (_preprocess(imgs, window, self.invert) - mean) / std
+
+    @property
+    def windowed(self) -> bool:
+        """Whether :meth:`preprocess` multiplies images by the soft circular window."""
+        return self._window is not None
+
+    def without_window(self) -> ParticleDataset:
+        """The same view with windowing off (normalisation unchanged: it is estimated without
+        the window anyway, as cryoDRGN does)."""
+        view = copy.copy(self)
+        view._window = None
+        return view
 
     def images(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Raw real-space images ``(B, D, D)`` float32, no preprocessing."""

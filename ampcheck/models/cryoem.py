@@ -100,7 +100,8 @@ class CryoVAE(nn.Module):
 
     def decode(self, rot: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Predicted Hartley slices ``(B, N)`` for poses ``rot (B, 3, 3)``, no CTF."""
-        half = self.coords[: self.n_pixels // 2] @ rot  # (B, N/2, 3) = coords @ R
+        with torch.autocast(device_type=rot.device.type, enabled=False):  # geometry in fp32
+            half = self.coords[: self.n_pixels // 2] @ rot.float()  # (B, N/2, 3) = coords @ R
         return self.decoder.hartley_symmetric(half, z)
 
     def recon_loss(self, prep: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
@@ -112,12 +113,13 @@ class CryoVAE(nn.Module):
 
     # ------------------------------------------------------------------ volumes
     @torch.no_grad()
-    def decode_volume(self, z: torch.Tensor | np.ndarray, norm_std: float = 1.0,
-                      chunk: int = 65536) -> np.ndarray:
+    def decode_volume(self, z: torch.Tensor | np.ndarray,
+                      norm: tuple[float, float] = (0.0, 1.0), chunk: int = 65536) -> np.ndarray:
         """The real-space volume ``(D, D, D)`` (indexed ``[z, y, x]``) at latent ``z (zdim,)``.
 
         As cryoDRGN's ``eval_volume``: the decoder's Hartley values on the ``(D+1)^3``
-        lattice inside the sphere of radius 0.5, rescaled by the data's normalisation, the
+        lattice inside the sphere of radius 0.5, rescaled by the data's normalisation
+        ``(mean, std)``, the
         last (Nyquist) plane of each axis dropped, then the inverse 3-D Hartley transform.
         """
         z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(1, -1)
@@ -131,5 +133,6 @@ class CryoVAE(nn.Module):
         out = torch.cat([self.decoder.hartley(pts[s:s + chunk][None], z)[0]
                          for s in range(0, len(pts), chunk)])
         values[inside] = out
-        vol_h = values.reshape(self.D + 1, self.D + 1, self.D + 1)[:-1, :-1, :-1] * norm_std
+        values = values * norm[1] + norm[0]
+        vol_h = values.reshape(self.D + 1, self.D + 1, self.D + 1)[:-1, :-1, :-1]
         return iht3_center(vol_h.double().cpu().numpy()).astype(np.float32)

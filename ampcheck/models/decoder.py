@@ -3,7 +3,8 @@
 The decoder maps a 3-D frequency ``k`` (cycles/pixel, in [-0.5, 0.5]) and a latent ``z`` to
 the volume's Fourier transform ``(Re, Im)`` at ``k``. Hermitian symmetry is built in: only the
 ``kz <= 0`` hemisphere is represented (a point with ``kz > 0`` is evaluated at ``-k`` and
-conjugated), so the volume is real. The Hartley value is ``Re - Im``.
+conjugated; on the plane ``kz = 0`` one half-plane likewise), so the volume is real. The
+Hartley value is ``Re - Im``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import ResidMLP
+from .mlp import ResidLinear, ResidMLP
 
 
 class FourierDecoder(nn.Module):
@@ -39,19 +40,31 @@ class FourierDecoder(nn.Module):
         self.mlp = ResidMLP(self.n_features + zdim, hidden, layers, 2)
 
     def _features(self, coords: torch.Tensor) -> torch.Tensor:
-        k = coords @ self.freqs.T
-        return torch.cat([torch.sin(k), torch.cos(k)], dim=-1)
+        with torch.autocast(device_type=coords.device.type, enabled=False):  # geometry in fp32
+            k = coords.float() @ self.freqs.T
+            return torch.cat([torch.sin(k), torch.cos(k)], dim=-1)
+
+    @staticmethod
+    def _flipped(coords: torch.Tensor) -> torch.Tensor:
+        """Points whose negatives represent them: ``kz > 0``, and on the plane ``kz = 0`` the
+        half ``ky > 0`` (and ``kx > 0`` on its line ``ky = 0``), so that every pair ``±k``
+        is decoded once and the volume is exactly Hermitian (real)."""
+        x, y, z = coords.unbind(-1)
+        return (z > 0) | ((z == 0) & ((y > 0) | ((y == 0) & (x > 0))))
 
     def fourier(self, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Volume transform ``(..., P, 2)`` (Re, Im) at ``coords (B, P, 3)`` for ``z (B, zdim)``."""
-        flip = coords[..., 2] > 0
+        flip = self._flipped(coords)
         coords = torch.where(flip[..., None], -coords, coords)
+        features = self._features(coords)
         # The first layer acts on [features(k), z]; z's share is computed once per image
         # instead of once per frequency (the same weights as concatenating).
         first, rest = self.mlp.layers[0], self.mlp.layers[1:]
         w = first.weight
-        h = F.linear(self._features(coords), w[:, : self.n_features])
+        h = F.linear(features, w[:, : self.n_features])
         h = h + F.linear(z, w[:, self.n_features :], first.bias)[:, None, :]
+        if isinstance(first, ResidLinear):  # square first layer: cryoDRGN adds its input
+            h = h + torch.cat([features, z[:, None, :].expand(*features.shape[:-1], -1)], -1)
         out = rest(h)
         return torch.stack([out[..., 0], torch.where(flip, -out[..., 1], out[..., 1])], dim=-1)
 

@@ -92,6 +92,9 @@ class InvariantEncoder(nn.Module):
         super().__init__()
         self.zdim = zdim
         self.register_buffer("orbits", torch.as_tensor(orbits, dtype=torch.long), persistent=False)
+        # log-power features all sit near the noise floor: standardising each one (a per-feature
+        # operation on invariant features, so invariance is untouched) conditions the MLP.
+        self.norm = nn.BatchNorm1d(len(orbits), affine=False)
         self.mlp = ResidMLP(len(orbits), hidden, layers, 2 * zdim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +102,7 @@ class InvariantEncoder(nn.Module):
         return torch.log1p(x[:, self.orbits].square().mean(-1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.mlp(self.features(x))
+        out = self.mlp(self.norm(self.features(x)))
         return out[:, : self.zdim], out[:, self.zdim :]
 
 
