@@ -153,3 +153,22 @@ def test_latent_table_inits_and_fill():
     with pytest.raises(ConfigError):
         LatentTable(10, 3, "random")
     assert z.rows.sparse  # sparse gradients: a step touches only the batch's rows
+
+
+def test_geometry_stays_float32_under_bf16_autocast(noiseless):
+    # The training loop runs the networks under bf16 autocast on CUDA; translations, CTF and
+    # the rotated slice coordinates must not drop to bf16 (CPU autocast exercises the same
+    # dispatch here).
+    _, out = noiseless
+    ds = ParticleDataset.from_dir(out)
+    model = CryoVAE(64)
+    batch = ds.get_batch(np.arange(4))
+    plain = model.prepare(batch)
+    rotated = model.coords[None, :10] @ batch["rot"][:1]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        auto = model.prepare(batch)
+        features = model.decoder._features(rotated)
+    for key in ("target", "x_enc", "ctf"):
+        assert auto[key].dtype == torch.float32
+        assert torch.equal(auto[key], plain[key]), key
+    assert torch.equal(features, model.decoder._features(rotated))

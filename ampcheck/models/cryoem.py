@@ -85,7 +85,14 @@ class CryoVAE(nn.Module):
         return ctf_from_table(freqs, ctf_rows)
 
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Centre, mask and phase-flip a batch from the data set (steps 1-2 above)."""
+        """Centre, mask and phase-flip a batch from the data set (steps 1-2 above).
+
+        Always in float32, also inside an autocast region: phases and CTF are geometry.
+        """
+        with torch.autocast(device_type=batch["y"].device.type, enabled=False):
+            return self._prepare(batch)
+
+    def _prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         y = batch["y"].reshape(len(batch["y"]), -1)[:, self.mask]
         if "trans" in batch:
             y = self.translate(y, batch["trans"])
