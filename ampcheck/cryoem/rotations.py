@@ -32,10 +32,12 @@ def inplane_rotation(theta_deg: np.ndarray | float) -> np.ndarray:
     return out
 
 
-def rotation_about_axis(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    """``(3, 3)`` right-handed rotation by ``angle_deg`` degrees about the unit vector ``axis``."""
+def rotation_about_axis(axis: np.ndarray, angle_deg: np.ndarray | float) -> np.ndarray:
+    """Right-handed rotations by ``angle_deg`` degrees (scalar or ``(B,)``) about ``axis``:
+    ``(3, 3)`` or ``(B, 3, 3)``."""
     axis = np.asarray(axis, dtype=np.float64)
-    return Rotation.from_rotvec(np.deg2rad(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
+    angle = np.deg2rad(np.asarray(angle_deg, dtype=np.float64))[..., None]
+    return Rotation.from_rotvec(angle * axis / np.linalg.norm(axis)).as_matrix()
 
 
 def R_from_relion(euler_deg: np.ndarray) -> np.ndarray:

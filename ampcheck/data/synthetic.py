@@ -40,12 +40,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from .. import __version__
 from .._progress import progress
 from ..cryoem import io
-from ..cryoem.rotations import random_rotations
+from ..cryoem.rotations import random_rotations, rotation_about_axis
 from ..cryoem.volumes import BlobVolume, project_blobs_fourier, spectrum_to_images
 from ..errors import ConfigError, InputError
 
@@ -193,8 +192,7 @@ class Assembly:
         out = np.repeat(self.reference.centers[None], len(hinge_deg), axis=0)
         arm = self.domain == DOMAIN_ARM
         local = self.reference.centers[arm] - self.hinge_pivot
-        axis = self.hinge_axis / np.linalg.norm(self.hinge_axis)
-        turns = Rotation.from_rotvec(np.deg2rad(hinge_deg)[:, None] * axis).as_matrix()
+        turns = rotation_about_axis(self.hinge_axis, hinge_deg)
         out[:, arm] = local @ turns.transpose(0, 2, 1) + self.hinge_pivot
         return out
 
