@@ -172,3 +172,14 @@ def test_geometry_stays_float32_under_bf16_autocast(noiseless):
         assert auto[key].dtype == torch.float32
         assert torch.equal(auto[key], plain[key]), key
     assert torch.equal(features, model.decoder._features(rotated))
+
+
+def test_invariant_encoder_centres_on_the_particle():
+    """The centroid that the invariant encoder centres on is where a blob actually is."""
+    D, (x0, y0) = 64, (7.0, -11.0)  # pixels from the image centre D/2
+    yy, xx = np.mgrid[:D, :D] - D // 2
+    image = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 3.0**2))
+    model = CryoVAE(D, "invariant")
+    y = symmetrize_ht(ht2_center(torch.from_numpy(image[None]).float())).reshape(1, -1)
+    found = model.encoder.centroid(y[:, model.mask]).numpy()[0]
+    np.testing.assert_allclose(found, [x0, y0], atol=0.05)

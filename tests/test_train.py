@@ -310,14 +310,16 @@ def ci_set(tmp_path_factory):
 
 @pytest.mark.cryoem
 @pytest.mark.slow
-def test_vae_latents_recover_the_continuous_coordinate_at_the_medium_budget(ci_set):
+@pytest.mark.parametrize("encoder, bound", [("base", 0.2), ("invariant", 0.15)])
+def test_vae_latents_recover_the_continuous_coordinate_at_the_medium_budget(ci_set, encoder,
+                                                                          bound):
     # Measured on the ci set (2,000 images, SNR 0.1, seed 0): at the smoke budget (1,000
     # images x 1-2 epochs) the latents carry nothing yet (5-fold CV R^2 0.004 linear,
-    # -0.06 kNN); at the medium budget (all images, 5 epochs) R^2 = 0.32 linear, 0.30 kNN.
-    run = train(budget_config("medium"), ci_set, show_progress=False)
+    # -0.06 kNN); at the medium budget (all images, 5 epochs) R^2 = 0.32 linear, 0.30 kNN for
+    # the base encoder and 0.24 linear, 0.18 kNN for the exactly invariant one.
+    run = train(budget_config("medium", encoder=encoder), ci_set, show_progress=False)
     lin, knn = _latent_r2(run)
-    assert max(lin, knn) > 0.2, (lin, knn)
-
+    assert max(lin, knn) > bound, (lin, knn)
 
 
 @pytest.mark.mnist

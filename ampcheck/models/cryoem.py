@@ -10,7 +10,8 @@ is the negated first half reversed, so the decoder evaluates only the first half
 One training step (cryoDRGN's ``train_vae``):
 
 1. translate ``y`` by the pose's ``trans`` (a Hartley phase shift) to centre the particle;
-2. encoder input: the translated image times the sign of its CTF (phase flipping);
+2. encoder input: the translated image times the sign of its CTF (phase flipping; the
+   invariant encoder uses the isotropic CTF);
 3. decoder: the central slice ``coords @ R`` at latent ``z``, times the CTF;
 4. loss: mean squared error over the masked points + ``beta * KL / N``.
 """
@@ -53,10 +54,12 @@ class CryoVAE(nn.Module):
         super().__init__()
         if int(D) != D or D < 4 or D % 2:
             raise ConfigError(f"image size D must be an even integer >= 4, got {D}")
-        zdim = encoder_preset(encoder).zdim if zdim is None else zdim
+        preset = encoder_preset(encoder)
+        zdim = preset.zdim if zdim is None else zdim
         if int(zdim) != zdim or zdim < 1:
             raise ConfigError(f"zdim must be a positive integer, got {zdim}")
         self.D, self.zdim, self.encoder_name = int(D), int(zdim), encoder
+        self.isotropic_flip = preset.invariant  # see InvariantEncoder
         mask = training_mask(self.D)
         coords = Lattice(self.D).coords[mask]
         self.n_pixels = int(mask.sum())
@@ -66,7 +69,7 @@ class CryoVAE(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = build_encoder(encoder, coords[:, :2] * self.D, self.zdim)
+            self.encoder = build_encoder(encoder, coords[:, :2] * self.D, self.D, self.zdim)
             self.decoder = FourierDecoder(self.D, self.zdim, dec_hidden, dec_layers,
                                           generator=gen)
 
@@ -79,8 +82,15 @@ class CryoVAE(nn.Module):
         phase = 2 * torch.pi * (self.coords[:, :2] @ trans_px.T).T  # (B, N)
         return torch.cos(phase) * y + torch.sin(phase) * y.flip(-1)
 
-    def ctf(self, ctf_rows: torch.Tensor) -> torch.Tensor:
-        """CTF ``(B, N)`` on the masked lattice from ``ctf.pkl`` rows ``(B, 9)``."""
+    def ctf(self, ctf_rows: torch.Tensor, isotropic: bool = False) -> torch.Tensor:
+        """CTF ``(B, N)`` on the masked lattice from ``ctf.pkl`` rows ``(B, 9)``.
+
+        ``isotropic``: without astigmatism (both defoci at their mean), so that the CTF, like
+        the lattice, is unchanged by 90° rotations.
+        """
+        if isotropic:
+            ctf_rows = ctf_rows.clone()
+            ctf_rows[:, 2:4] = ctf_rows[:, 2:4].mean(1, keepdim=True)
         freqs = self.coords[None, :, :2] / ctf_rows[:, 1, None, None]  # cycles/Å
         return ctf_from_table(freqs, ctf_rows)
 
@@ -99,7 +109,8 @@ class CryoVAE(nn.Module):
         prep = {"target": y, "rot": batch["rot"], "x_enc": y}
         if "ctf" in batch:
             prep["ctf"] = self.ctf(batch["ctf"])
-            prep["x_enc"] = y * torch.sign(prep["ctf"])
+            flip = self.ctf(batch["ctf"], isotropic=True) if self.isotropic_flip else prep["ctf"]
+            prep["x_enc"] = y * torch.sign(flip)
         return prep
 
     def encode(self, x_enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
