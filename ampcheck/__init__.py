@@ -24,6 +24,12 @@ _EXPORTS = {
     "read_z": "ampcheck.cryoem.io",
     "BlobVolume": "ampcheck.cryoem.volumes",
     "compute_ctf": "ampcheck.cryoem.ctf",
+    "TrainConfig": "ampcheck.train",
+    "check_vae": "ampcheck.checks",
+    "CheckResult": "ampcheck.checks",
+    "CHECKS": "ampcheck.checks",
+    "VAE": "ampcheck.checks",
+    "MnistDataset": "ampcheck.data.mnist",
 }
 
 __all__ = ["__version__", *_EXPORTS]

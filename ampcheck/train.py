@@ -277,6 +277,18 @@ class TrainedModel:
 
         return self._map(data, indices, fn, batch_size)[0]
 
+    def recon_closure(self, data, indices) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A differentiable ``z (B, zdim) -> (B,)`` reconstruction loss of images ``indices``
+        (prepared once), to optimise latents against the fixed decoder."""
+        data = self.data if data is None else model_view(self.config, data)
+        prep = self.model.prepare(_to(data.get_batch(np.asarray(indices)), self.device))
+        return lambda z: self.model.recon_loss(prep, z.to(self.device))
+
+    @property
+    def kl_scale(self) -> float:
+        """The weight of ``KL(q || p)`` against :meth:`recon_loss` in the training objective."""
+        return self.beta * self.model.kl_weight
+
     def elbo(self, data, indices, mu: np.ndarray, logvar: np.ndarray, samples: int = 1,
              seed: int = 0, batch_size: int = 256) -> np.ndarray:
         """Per-image ELBO ``(B,)`` of images ``indices`` under ``q = N(mu, exp(logvar))``.

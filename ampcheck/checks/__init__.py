@@ -1,0 +1,165 @@
+"""The amortization checks (SPEC §4): one function per check, a registry, and ``check_vae``.
+
+Each check is a plain function ``check(subject, settings) -> CheckResult`` (the scikit-learn
+``check_estimator`` shape). Which checks apply to a subject is decided from its tags and each
+check's declared needs, never from class names::
+
+    from ampcheck.checks import check_vae
+    results = check_vae("cryoem:base", data, budget="smoke")     # ampcheck trains the model
+    results = check_vae(my_trained_vae, data, checks=["shift_invariance"])   # any VAE
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ._common import SETTINGS, Settings, settings_for
+from .fits import evil_twin, vlt_equivalence
+from .generalisation import amortization_gap, heldout_generalisation
+from .invariance import rotation_invariance, shift_invariance
+from .result import CheckResult, Metric, Threshold, decide
+from .subject import VAE, ProtocolModel, Subject, TrainingCache, subject_from, validate_vae
+from .thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: its function, the subject tags it needs, and what it is about."""
+
+    name: str
+    fn: Callable[[Subject, Settings], CheckResult]
+    needs: frozenset[str]
+    about: str
+
+    def applies_to(self, subject: Subject) -> bool:
+        return self.needs <= subject.tags
+
+    def why_not(self, subject: Subject) -> str:
+        missing = ", ".join(sorted(self.needs - subject.tags))
+        return f"{self.name} needs a subject that is {missing}"
+
+
+def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
+    """The same battery on the classic MNIST VAE (paper App. B), trained at the same budget and
+    seeds: which checks a classic VAE passes. Its verdict is the MNIST VAE's held-out
+    generalisation (SPEC: it must PASS; if it does not, the control itself is broken); the
+    other checks' verdicts and governing metrics are in its metrics and ``details``."""
+    from ..data.mnist import MnistDataset
+
+    data = subject.options.get("mnist_data") or MnistDataset.load()
+    mnist = subject_from("mnist", data, budget=settings.budget, seeds=subject.seeds,
+                         device=subject.config.device if subject.config else "auto",
+                         cache=subject.cache)
+    profile = {}
+    for name in ("shift_invariance", "evil_twin", "vlt_equivalence", "amortization_gap",
+                 "heldout_generalisation"):
+        profile[name] = CHECKS[name].fn(mnist, settings)
+    held = profile["heldout_generalisation"]
+    metrics: dict[str, Metric] = dict(held.metrics)
+    for name, r in profile.items():
+        metrics[f"{name}:{r.threshold.metric}"] = r.governing
+    threshold = settings.thresholds["mnist_control"]
+    verdict = decide(held.governing, threshold)
+    if verdict == "PASS" and "uninformative" in held.flags:
+        verdict = "WARN"
+    verdicts = ", ".join(f"{k} {r.verdict}" for k, r in profile.items())
+    return CheckResult("mnist_control", f"mnist ({getattr(data, 'source', 'digits')})", verdict,
+                       metrics, threshold, f"classic MNIST VAE: {verdicts}", held.flags,
+                       subject.seeds, {"profile": {k: r.to_dict() for k, r in profile.items()},
+                                       "data": repr(data)})
+
+
+CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
+    CheckSpec("shift_invariance", shift_invariance, frozenset({"encoder"}),
+              "latents under a circular shift of the image"),
+    CheckSpec("rotation_invariance", rotation_invariance, frozenset({"encoder"}),
+              "latents under a 90-degree rotation of the image"),
+    CheckSpec("evil_twin", evil_twin, frozenset({"trainable"}),
+              "does an encoder fed another image or noise still fit (memorisation)"),
+    CheckSpec("vlt_equivalence", vlt_equivalence, frozenset({"trainable"}),
+              "encoder against a per-image lookup table with the same decoder"),
+    CheckSpec("amortization_gap", amortization_gap, frozenset({"encoder"}),
+              "encoder posterior against per-image optimised posteriors"),
+    CheckSpec("heldout_generalisation", heldout_generalisation,
+              frozenset({"heldout", "truth"}), "truth recovery on held-out images"),
+    CheckSpec("mnist_control", mnist_control, frozenset(),
+              "the battery on the classic MNIST VAE"),
+)}
+
+#: What ``check_vae`` runs by default: every per-model check (the MNIST control is asked for
+#: by name, or by ``ampcheck run``).
+DEFAULT_CHECKS: tuple[str, ...] = tuple(n for n in CHECKS if n != "mnist_control")
+
+
+def resolve_checks(names: Iterable[str] | None) -> list[str]:
+    """Validated check names (``None``: the defaults); an unknown name is an error."""
+    if names is None:
+        return list(DEFAULT_CHECKS)
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = []
+    for n in names:
+        if n not in CHECKS:
+            raise ConfigError(f"unknown check {n!r}; expected one of {', '.join(CHECKS)}")
+        out.append(n)
+    return out
+
+
+def run_checks(subject: Subject, checks: Iterable[str] | None = None,
+               settings: Settings | None = None, *, strict: bool = False,
+               on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    """Run ``checks`` on ``subject``. Checks that do not apply are skipped (``strict``: an
+    error naming what is missing)."""
+    settings = settings or SETTINGS["smoke"]
+    results = []
+    for name in resolve_checks(checks):
+        spec = CHECKS[name]
+        if not spec.applies_to(subject):
+            if strict:
+                raise ConfigError(f"{spec.why_not(subject)}; {subject.name} is not")
+            continue
+        result = spec.fn(subject, settings)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: str = "smoke",
+              seeds: int | Sequence[int] = 1, thresholds: Mapping[str, float] | None = None,
+              device: str = "auto", heldout_fraction: float = 0.2,
+              train_indices: Sequence[int] | None = None, name: str | None = None,
+              cache: TrainingCache | None = None, options: Mapping[str, Any] | None = None,
+              show_progress: bool = False) -> list[CheckResult]:
+    """Run the amortization checks on ``model`` and return one :class:`CheckResult` each.
+
+    Args:
+        model: a preset (``"cryoem"``, ``"cryoem:large"``, ``"mnist"``), a ``TrainConfig``,
+            a factory ``(train_data, seed) -> VAE``, or a trained :class:`VAE`
+            (see :func:`~ampcheck.checks.subject.subject_from`).
+        data: a ``ParticleDataset`` or ``MnistDataset``.
+        checks: names (default: every check that applies; a check asked for by name that
+            does not apply is an error).
+        budget: ``smoke``, ``medium`` or ``full``: training size and evaluation sizes.
+        seeds: how many training seeds (or which); verdicts account for their spread.
+        thresholds: overrides, name -> value (see ``thresholds.DEFAULT_THRESHOLDS``).
+        options: per-check options, e.g. ``{"twin_encoder": "large"}``,
+            ``{"shift_transforms": ["roll:1", "roll:5"]}``.
+    """
+    names = resolve_checks(checks)
+    settings = settings_for(budget, resolve_thresholds(thresholds))
+    cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
+    subject = subject_from(model, data, budget=budget, seeds=seeds, device=device,
+                           heldout_fraction=heldout_fraction, train_indices=train_indices,
+                           name=name, cache=cache)
+    subject.options.update(options or {})
+    return run_checks(subject, names, settings, strict=checks is not None)
+
+
+__all__ = ["CHECKS", "DEFAULT_CHECKS", "DEFAULT_THRESHOLDS", "CheckResult", "CheckSpec",
+           "Metric", "ProtocolModel", "SETTINGS", "Settings", "Subject", "Threshold",
+           "TrainingCache", "VAE", "check_vae", "resolve_checks", "resolve_thresholds",
+           "run_checks", "settings_for", "subject_from", "validate_vae"]

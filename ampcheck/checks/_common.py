@@ -1,0 +1,150 @@
+"""Pieces every check shares: settings per budget, sampling, seeds, informativeness, truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import metrics as M
+from ..errors import ConfigError
+from .result import Metric, Threshold, decide, interval
+from .thresholds import DEFAULT_THRESHOLDS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much evaluation a check does (training sizes are the budget's ``TrainConfig``).
+
+    Attributes:
+        n_eval: images (at most) on which latents are compared (invariance, VLT, held-out).
+        n_loss: images (at most) on which reconstruction losses are evaluated.
+        n_gap: images per set (training, held-out) whose local posterior is optimised.
+        gap_steps: Adam steps of that optimisation; gap_lr its learning rate.
+        gap_samples: reparameterised draws per image per step and for the final ELBO.
+        n_volumes: images whose decoded volumes are compared (cryo-EM invariance checks).
+        n_boot: bootstrap replicates; level: the interval's coverage.
+    """
+
+    budget: str = "smoke"
+    n_eval: int = 500
+    n_loss: int = 400
+    n_gap: int = 24
+    gap_steps: int = 60
+    gap_lr: float = 0.05
+    gap_samples: int = 4
+    n_volumes: int = 3
+    n_boot: int = 500
+    level: float = 0.95
+    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+
+SETTINGS = {
+    "smoke": Settings("smoke"),
+    "medium": Settings("medium", n_eval=1000, n_loss=1000, n_gap=48, gap_steps=150,
+                       n_volumes=8),
+    "full": Settings("full", n_eval=5000, n_loss=5000, n_gap=128, gap_steps=300,
+                     n_volumes=32, n_boot=1000),
+}
+
+
+def settings_for(budget: str, thresholds: Mapping[str, Threshold] | None = None) -> Settings:
+    if budget not in SETTINGS:
+        raise ConfigError(f"unknown budget {budget!r}; expected one of {', '.join(SETTINGS)}")
+    base = SETTINGS[budget]
+    if thresholds is None:
+        return base
+    return Settings(**{**base.__dict__, "thresholds": dict(thresholds)})
+
+
+def sample(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """``min(n, k)`` sorted positions out of ``n``, seeded."""
+    if k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def boot(stat: Callable[[np.ndarray], float], n: int, settings: Settings, seed: int = 0):
+    return M.bootstrap(stat, n, n_boot=settings.n_boot, level=settings.level, seed=seed)
+
+
+def pooled(per_seed: list, higher_is_better: bool, settings: Settings) -> Metric:
+    """One :class:`Metric` from the :class:`~ampcheck.metrics.Interval` of every seed: the mean
+    value, and the percentile interval of all seeds' bootstrap replicates pooled."""
+    value = float(np.mean([iv.value for iv in per_seed]))
+    return interval([iv.samples for iv in per_seed], value, higher_is_better, settings.level)
+
+
+def plain(values: list[float], higher_is_better: bool) -> Metric:
+    """A metric without an interval: the mean over seeds (spread in ``lo, hi`` when several)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) > 1:
+        return Metric(float(v.mean()), higher_is_better, float(v.min()), float(v.max()))
+    return Metric(float(v.mean()), higher_is_better)
+
+
+# ---------------------------------------------------------------------------- truth recovery
+def truth_recovery(mu: np.ndarray, truth: Mapping[str, np.ndarray], seed: int = 0
+                   ) -> tuple[str, float] | None:
+    """``(name, value)`` of how well latents recover the ground truth, or None without truth.
+
+    The continuous coordinate when known: the better of linear and k-NN cross-validated R²;
+    else the classes: AMI of k-means clusters of the latents.
+    """
+    if "z_continuous" in truth:
+        y = np.asarray(truth["z_continuous"], dtype=float)
+        return "truth_r2", max(M.r2_from_latents(mu, y, method=m, seed=seed)
+                               for m in ("linear", "knn"))
+    if "z_class" in truth:
+        labels = np.asarray(truth["z_class"])
+        if len(np.unique(labels)) < 2:
+            return None
+        return "truth_ami", M.cluster_ami(mu, labels, seed=seed)
+    return None
+
+
+def spread_to_width(mu: np.ndarray, logvar: np.ndarray, seed: int = 0) -> float:
+    """Median distance between two images' means over the median posterior std."""
+    n = len(mu)
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, n, size=(2, min(20000, n * (n - 1))))
+    keep = i != j
+    dist = np.linalg.norm(mu[i[keep]] - mu[j[keep]], axis=1)
+    width = np.sqrt(np.exp(logvar).mean(axis=1))
+    return float(np.median(dist) / max(np.median(width), 1e-12))
+
+
+def informativeness(mu: np.ndarray, logvar: np.ndarray, truth: Mapping[str, np.ndarray],
+                    seed: int = 0) -> dict[str, float]:
+    """Measures of whether latents carry information: ``spread_to_width`` and, with ground
+    truth, ``truth_r2`` or ``truth_ami`` (see :func:`truth_recovery`)."""
+    values = {"spread_to_width": spread_to_width(mu, logvar, seed)}
+    rec = truth_recovery(mu, truth, seed)
+    if rec is not None:
+        values[rec[0]] = rec[1]
+    return values
+
+
+def floors_missed(values: Mapping[str, float], settings: Settings) -> list[str]:
+    """The informativeness floors (threshold names) that ``values`` fall below."""
+    t = settings.thresholds
+    floors = {"spread_to_width": "informative_spread", "truth_r2": "informative_recovery",
+              "truth_ami": "informative_recovery"}
+    return [floors[k] for k, v in values.items() if k in floors and not t[floors[k]].passes(v)]
+
+
+def verdict_with_guard(metric: Metric, threshold: Threshold, uninformative: bool):
+    """The verdict, never PASS when the latents are uninformative (then WARN, flagged)."""
+    verdict = decide(metric, threshold)
+    flags: list[str] = []
+    if uninformative:
+        flags.append("uninformative")
+        if verdict == "PASS":
+            verdict = "WARN"
+    return verdict, flags
+
+
+def truth_of(data, positions: np.ndarray) -> dict[str, np.ndarray]:
+    truth = getattr(data, "truth", {}) or {}
+    return {k: np.asarray(v)[positions] for k, v in truth.items()}

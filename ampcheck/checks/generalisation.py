@@ -1,0 +1,207 @@
+"""amortization_gap and heldout_generalisation: does the encoder's inference carry over?
+
+``amortization_gap`` (Cremer et al. 2018). The decoder is frozen; for a sample of images a
+local Gaussian ``q_i = N(m_i, diag(exp(v_i)))`` starts at the encoder's output and is
+optimised (Adam) on that image's ELBO alone. With ``E_enc``, ``E_local`` and ``E_0`` the ELBO
+at the encoder's q, at the optimised q and at one constant q for every image (the sample's
+mean posterior), each estimated with the same fixed draws,
+
+    gap_i = E_local,i - E_enc,i          gap_fraction = mean(gap) / mean(E_local - E_0)
+
+(``E_local`` is the better of the optimised and the starting q, per image, so that a noisy
+optimisation never makes the gap negative). 0: the encoder finds each image's optimum;
+1: it does no better than a constant. Measured on training and on held-out images; the
+governing value is the larger.
+
+``heldout_generalisation``: the latents' recovery of the ground truth on training images
+(cross-validated) and on held-out images (a regressor, or k-means clusters, fitted on the
+training latents and applied to the held-out ones); ``recovery_drop`` = training - held-out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import metrics as M
+from ..train import kl_divergence
+from ._common import (
+    Settings,
+    boot,
+    floors_missed,
+    plain,
+    pooled,
+    sample,
+    spread_to_width,
+    truth_of,
+    verdict_with_guard,
+)
+from .result import CheckResult, decide
+from .subject import Subject
+
+
+# ---------------------------------------------------------------------------- amortization gap
+def _elbo(closure, kl_scale: float, mu: torch.Tensor, logvar: torch.Tensor,
+          eps: torch.Tensor) -> torch.Tensor:
+    """Per-image ELBO ``(B,)`` with the draws ``eps (S, B, zdim)``."""
+    recon = torch.stack([closure(mu + e * torch.exp(0.5 * logvar)) for e in eps]).mean(0)
+    return -(recon.float() + kl_scale * kl_divergence(mu, logvar))
+
+
+def local_elbos(model, data, idx: np.ndarray, settings: Settings, seed: int = 0
+                ) -> dict[str, np.ndarray]:
+    """``E_enc``, ``E_local`` and ``E_0`` per image ``(B,)`` for images ``idx`` of ``data``."""
+    mu0, lv0 = (torch.from_numpy(a) for a in model.encode(data, idx))
+    closure, kl_scale = model.recon_closure(data, idx), model.kl_scale
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn((settings.gap_samples, *mu0.shape), generator=gen)
+    with torch.no_grad():
+        e_enc = _elbo(closure, kl_scale, mu0, lv0, eps)
+        const = (mu0.mean(0).expand_as(mu0), lv0.mean(0).expand_as(lv0))
+        e_0 = _elbo(closure, kl_scale, *const, eps)
+    mu, lv = mu0.clone().requires_grad_(True), lv0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([mu, lv], lr=settings.gap_lr)
+    with torch.enable_grad():
+        for _ in range(settings.gap_steps):
+            draw = torch.randn((1, *mu0.shape), generator=gen)
+            loss = -_elbo(closure, kl_scale, mu, lv, draw).sum()  # images are independent
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        e_opt = _elbo(closure, kl_scale, mu.detach(), lv.detach(), eps)
+    e_local = torch.maximum(e_opt, e_enc)
+    return {"enc": e_enc.numpy(), "local": e_local.numpy(), "const": e_0.numpy()}
+
+
+def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
+    """How far is the encoder's posterior from each image's own optimum (training, held-out)?"""
+    threshold = settings.thresholds["amortization_gap"]
+    sets = {"train": subject.train}
+    if subject.heldout is not None:
+        sets["heldout"] = subject.heldout
+    frac: dict[str, list] = {k: [] for k in sets}
+    gap: dict[str, list] = {k: [] for k in sets}
+    gain: dict[str, list] = {k: [] for k in sets}
+    worst = []
+    n = min(settings.n_gap, *(len(d) for d in sets.values()))  # one size: resamples are shared
+    for seed in subject.seeds:
+        model = subject.model(seed)
+        per = {}
+        for name, data in sets.items():
+            idx = sample(len(data), n, seed)
+            e = local_elbos(model, data, idx, settings, seed)
+            g, total = e["local"] - e["enc"], e["local"] - e["const"]
+            per[name] = (g, total)
+            frac[name].append(boot(_mean_ratio(g, total), len(idx), settings, seed))
+            gap[name].append(boot(lambda b, g=g: float(g[b].mean()), len(idx), settings, seed))
+            gain[name].append(float(total.mean()))
+        worst.append(boot(lambda b, p=per: max(_mean_ratio(g, t)(b) for g, t in p.values()),
+                          n, settings, seed))
+    metrics = {"gap_fraction": pooled(worst, False, settings)}
+    for name in sets:
+        metrics[f"gap_fraction[{name}]"] = pooled(frac[name], False, settings)
+        metrics[f"gap[{name}]"] = pooled(gap[name], False, settings)
+        metrics[f"local_gain[{name}]"] = plain(gain[name], True)
+    verdict, flags = decide(metrics["gap_fraction"], threshold), []
+    f = metrics["gap_fraction"].value
+    if min(np.mean(v) for v in gain.values()) <= 0:
+        flags.append("no_fit")
+        if verdict == "PASS":
+            verdict = "WARN"
+        text = ("per-image optimisation gains nothing over a constant posterior: the decoder "
+                "does not use the latent yet, so the gap is not measurable")
+    elif verdict == "PASS":
+        text = f"the encoder gets within {f:.0%} of each image's optimal posterior"
+    elif verdict == "FAIL":
+        text = f"the encoder misses {f:.0%} of what per-image optimisation reaches"
+    else:
+        text = f"gap fraction {f:.2g} is within its uncertainty of the threshold"
+    return CheckResult("amortization_gap", subject.name, verdict, metrics, threshold, text,
+                       tuple(flags), subject.seeds,
+                       {"n_images": int(n), "steps": settings.gap_steps})
+
+
+def _mean_ratio(num: np.ndarray, den: np.ndarray):
+    def stat(b: np.ndarray) -> float:
+        d = den[b].mean()
+        return float(num[b].mean() / d) if d > 0 else float("nan")
+    return stat
+
+
+# ---------------------------------------------------------------------------- held-out
+def _recovery(mu_tr, mu_ho, truth_tr, truth_ho, seed: int):
+    """``(name, per-image scorer for training, for held-out)``: scorers map a resample to a
+    score, so both can be bootstrapped."""
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import adjusted_mutual_info_score, r2_score
+    from sklearn.neighbors import KNeighborsRegressor
+    from threadpoolctl import threadpool_limits
+
+    if "z_continuous" in truth_tr:
+        y_tr = np.asarray(truth_tr["z_continuous"], float)
+        y_ho = np.asarray(truth_ho["z_continuous"], float)
+        best = None
+        for method in ("linear", "knn"):
+            pred_tr = M.cv_predictions(mu_tr, y_tr, method=method, seed=seed)
+            reg = LinearRegression() if method == "linear" else \
+                KNeighborsRegressor(min(10, len(mu_tr)))
+            pred_ho = reg.fit(mu_tr, y_tr).predict(mu_ho)
+            score = r2_score(y_tr, pred_tr)
+            if best is None or score > best[0]:
+                best = (score, pred_tr, pred_ho, method)
+        _, p_tr, p_ho, method = best
+        return (f"r2_{method}", lambda b: float(r2_score(y_tr[b], p_tr[b])),
+                lambda b: float(r2_score(y_ho[b], p_ho[b])))
+    l_tr, l_ho = np.asarray(truth_tr["z_class"]), np.asarray(truth_ho["z_class"])
+    with threadpool_limits(1, user_api="openmp"):  # see metrics.cluster_labels
+        km = KMeans(len(np.unique(l_tr)), n_init=10, random_state=seed).fit(mu_tr)
+    c_tr, c_ho = km.labels_, km.predict(mu_ho)
+    return ("ami", lambda b: float(adjusted_mutual_info_score(l_tr[b], c_tr[b])),
+            lambda b: float(adjusted_mutual_info_score(l_ho[b], c_ho[b])))
+
+
+def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
+    """Do held-out images land on the latent map that the training images built?"""
+    threshold = settings.thresholds["heldout_generalisation"]
+    drop, rec_tr, rec_ho, info = [], [], [], []
+    kind = ""
+    for seed in subject.seeds:
+        model = subject.model(seed)
+        i_tr = sample(len(subject.train), settings.n_eval, seed)
+        i_ho = sample(len(subject.heldout), settings.n_eval, seed)
+        mu_tr, lv_tr = model.encode(subject.train, i_tr)
+        mu_ho, _ = model.encode(subject.heldout, i_ho)
+        kind, s_tr, s_ho = _recovery(mu_tr, mu_ho, truth_of(subject.train, i_tr),
+                                     truth_of(subject.heldout, i_ho), seed)
+        a = boot(s_tr, len(i_tr), settings, seed)
+        b = boot(s_ho, len(i_ho), settings, seed + 1)
+        rec_tr.append(a)
+        rec_ho.append(b)
+        drop.append(M.Interval(a.value - b.value, float("nan"), float("nan"),
+                               a.samples - b.samples))
+        info.append({"spread_to_width": spread_to_width(mu_tr, lv_tr, seed),
+                     "truth_r2" if kind.startswith("r2") else "truth_ami": a.value})
+    metrics = {"recovery_drop": pooled(drop, False, settings),
+               f"{kind}[train]": pooled(rec_tr, True, settings),
+               f"{kind}[heldout]": pooled(rec_ho, True, settings)}
+    info_mean = {k: float(np.mean([i[k] for i in info])) for k in info[0]}
+    metrics["spread_to_width"] = plain([i["spread_to_width"] for i in info], True)
+    missed = floors_missed(info_mean, settings)
+    verdict, flags = verdict_with_guard(metrics["recovery_drop"], threshold, bool(missed))
+    d, tr = metrics["recovery_drop"].value, metrics[f"{kind}[train]"].value
+    ho = metrics[f"{kind}[heldout]"].value
+    if "uninformative" in flags:
+        text = (f"training latents recover the truth too poorly ({kind} {tr:.2f}) for "
+                "generalisation to be judged")
+    elif verdict == "FAIL":
+        text = f"truth recovery falls from {tr:.2f} on training to {ho:.2f} on held-out images"
+    elif verdict == "PASS":
+        text = f"held-out images are placed as well as training ones ({kind} {tr:.2f} vs {ho:.2f})"
+    else:
+        text = f"recovery drop {d:.2g} is within its uncertainty of the threshold"
+    return CheckResult("heldout_generalisation", subject.name, verdict, metrics, threshold,
+                       text, tuple(flags), subject.seeds,
+                       {"measure": kind, "n_train": int(len(i_tr)), "n_heldout": int(len(i_ho))})
+

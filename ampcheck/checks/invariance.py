@@ -1,0 +1,147 @@
+"""shift_invariance and rotation_invariance (SPEC §4; the paper's §3.4, Figs 10-11).
+
+For each transform ``T`` of the check, on a sample of training images: the encoder's means
+``mu(x_i)`` and ``mu(T x_i)`` (each image keeps its own pose and CTF), then
+
+* ``displacement``: ``median_i |mu(T x_i) - mu(x_i)| / median_{i != j} |mu(x_i) - mu(x_j)|``
+  (0: invariant; about 1: as far as a random other image), governing, worst over transforms;
+* ``retrieval@k``: the share of ``T x_i`` whose nearest latents include ``x_i``'s own
+  (``k = 1, 10``; chance ``k / n``);
+* for cryo-EM models that decode volumes, ``volume_displacement``: the mean ``1 - AUC-FSC``
+  between the volumes decoded at ``mu(x_i)`` and ``mu(T x_i)``, over the same between
+  ``mu(x_i)`` and another image's ``mu(x_j)`` (0: the same volume; about 1: as different as
+  two random images' volumes), on ``settings.n_volumes`` images.
+
+A PASS counts only when the latents are informative (see ``thresholds.py``): a collapsed
+encoder is perfectly invariant and would otherwise pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import metrics as M
+from ..data.transforms import Transform, parse_transform
+from ._common import (
+    Settings,
+    boot,
+    floors_missed,
+    informativeness,
+    plain,
+    pooled,
+    sample,
+    truth_of,
+    verdict_with_guard,
+)
+from .result import CheckResult
+from .subject import Subject
+
+SHIFTS = {"cryoem": ("roll:1",), "mnist": ("roll:1", "roll:5")}  # the paper's probes
+ROTATIONS = ("rot90:1",)
+
+
+def _transforms(subject: Subject, kind: str) -> tuple[Transform, ...]:
+    given = subject.options.get(f"{kind}_transforms")
+    if given is None:
+        given = SHIFTS.get(subject.family, SHIFTS["cryoem"]) if kind == "shift" else ROTATIONS
+    return tuple(parse_transform(t) for t in given)
+
+
+def _displacement(mu: np.ndarray, moved: np.ndarray, settings: Settings, seed: int):
+    """The displacement as a statistic of a resample of images, for the bootstrap.
+
+    The point value is :func:`ampcheck.metrics.displacement`. A resample changes its numerator
+    (the median move of the resampled images); the denominator, a median over up to 20,000
+    pairs of images, is held fixed (its own spread is a percent or so), which keeps the
+    bootstrap cheap.
+    """
+    value = M.displacement(mu, moved, seed=seed)
+    moves = np.linalg.norm(moved - mu, axis=1)
+    centre = float(np.median(moves))
+
+    def stat(b: np.ndarray) -> float:
+        if centre == 0 or not np.isfinite(value):
+            return value
+        return value * float(np.median(moves[b])) / centre
+
+    return stat
+
+
+def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed: int):
+    """``volume_displacement`` (see the module docstring) on ``n`` images, or None."""
+    from ..data.transforms import derangement
+
+    if n < 2 or not hasattr(getattr(model, "model", None), "decode_volume"):
+        return None
+    pick = sample(len(mu), n, seed + 7)
+    partner = pick[derangement(len(pick), seed)]
+    vol = {int(i): model.decode_volume(mu[i]) for i in pick}
+
+    def loss(a, b) -> float:
+        return 1.0 - M.auc_fsc(M.fsc(a, b))
+
+    same = np.mean([loss(vol[int(i)], model.decode_volume(moved[i])) for i in pick])
+    other = np.mean([loss(vol[int(i)], vol[int(j)]) for i, j in zip(pick, partner, strict=True)])
+    return float(same / other) if other > 0 else float("nan")
+
+
+def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> CheckResult:
+    transforms = _transforms(subject, kind)
+    threshold = settings.thresholds[name]
+    worst, info = [], []
+    per_t = {t.name: {"d": [], "r1": [], "r10": [], "vol": []} for t in transforms}
+    for seed in subject.seeds:
+        model = subject.model(seed)
+        idx = sample(len(subject.train), settings.n_eval, seed)
+        mu, logvar = model.encode(subject.train, idx)
+        moved = {t.name: model.encode(subject.train, idx, transform=t)[0] for t in transforms}
+        info.append(informativeness(mu, logvar, truth_of(subject.train, idx), seed))
+        disp = {t: _displacement(mu, m, settings, seed) for t, m in moved.items()}
+        worst.append(boot(lambda b, disp=disp: max(f(b) for f in disp.values()), len(idx),
+                          settings, seed))
+        for t, m in moved.items():
+            per_t[t]["d"].append(boot(disp[t], len(idx), settings, seed))
+            per_t[t]["r1"].append(M.retrieval_at_k(mu, m, 1))
+            per_t[t]["r10"].append(M.retrieval_at_k(mu, m, min(10, len(idx) - 1)))
+            vd = _volume_displacement(model, mu, m, settings.n_volumes, seed)
+            if vd is not None:
+                per_t[t]["vol"].append(vd)
+
+    metrics = {"displacement": pooled(worst, False, settings)}
+    for t, v in per_t.items():
+        metrics[f"displacement[{t}]"] = pooled(v["d"], False, settings)
+        metrics[f"retrieval@1[{t}]"] = plain(v["r1"], True)
+        metrics[f"retrieval@10[{t}]"] = plain(v["r10"], True)
+        if v["vol"]:
+            metrics[f"volume_displacement[{t}]"] = plain(v["vol"], False)
+    info_mean = {k: float(np.mean([i[k] for i in info])) for k in info[0]}
+    for k in info_mean:
+        metrics[k] = plain([i[k] for i in info], True)
+    missed = floors_missed(info_mean, settings)
+    verdict, flags = verdict_with_guard(metrics["displacement"], threshold, bool(missed))
+    d = metrics["displacement"].value
+    what = "shifted" if kind == "shift" else "rotated"
+    if verdict == "FAIL":
+        text = (f"{what} images move {d:.2f} of the typical inter-image distance in latent "
+                "space: the encoder is not invariant")
+    elif "uninformative" in flags:
+        text = (f"displacement {d:.2g}, but the latents carry too little information "
+                f"({', '.join(missed)} below floor) for invariance to mean anything")
+    elif verdict == "PASS":
+        text = f"{what} images stay put in latent space (displacement {d:.2g})"
+    else:
+        text = f"displacement {d:.2g} is within its uncertainty of the threshold"
+    return CheckResult(name, subject.name, verdict, metrics, threshold, text, tuple(flags),
+                       subject.seeds, {"transforms": [t.name for t in transforms],
+                                       "n_images": int(min(len(subject.train),
+                                                           settings.n_eval))})
+
+
+def shift_invariance(subject: Subject, settings: Settings) -> CheckResult:
+    """Is the encoder invariant to circular shifts of its input (1 px; also 5 px on MNIST)?"""
+    return _invariance("shift_invariance", "shift", subject, settings)
+
+
+def rotation_invariance(subject: Subject, settings: Settings) -> CheckResult:
+    """Is the encoder invariant to 90° rotations of its input?"""
+    return _invariance("rotation_invariance", "rotation", subject, settings)

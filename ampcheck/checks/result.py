@@ -1,0 +1,178 @@
+"""What a check returns (SPEC §4): metrics with direction and interval, a threshold, a verdict.
+
+The verdict of the governing metric against its threshold uses the bootstrap interval:
+
+* PASS when the whole interval lies on the good side of the threshold;
+* FAIL when the whole interval lies on the bad side;
+* WARN when the interval straddles the threshold (the value is within its own uncertainty).
+
+Over several training seeds the interval is the percentile interval of the pooled bootstrap
+replicates of every seed, so it widens when the seeds disagree (the paper saw runs differ).
+
+A PASS that rests on uninformative latents (collapsed, or carrying no more about the truth than
+chance) is never reported: it becomes WARN with the flag ``uninformative``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Verdict = Literal["PASS", "WARN", "FAIL"]
+VERDICTS: tuple[Verdict, ...] = ("PASS", "WARN", "FAIL")
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-friendly float: ``None`` for NaN and infinities (strict JSON has neither)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays as plain values, NaN and infinities as ``None``."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _num(obj)
+    return obj
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured number, which way is better, and its bootstrap interval (``lo, hi``)."""
+
+    value: float
+    higher_is_better: bool
+    lo: float = float("nan")
+    hi: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": _num(self.value), "higher_is_better": self.higher_is_better,
+                "lo": _num(self.lo), "hi": _num(self.hi)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Metric:
+        def f(x):
+            return float("nan") if x is None else float(x)
+
+        return cls(f(d["value"]), bool(d["higher_is_better"]), f(d.get("lo")), f(d.get("hi")))
+
+    def __str__(self) -> str:
+        if math.isnan(self.lo):
+            return f"{self.value:.4g}"
+        return f"{self.value:.4g} [{self.lo:.4g}, {self.hi:.4g}]"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The bound on one metric that decides a check, and why it sits where it does."""
+
+    metric: str
+    value: float
+    higher_is_better: bool
+    rationale: str = ""
+
+    def passes(self, x: float) -> bool:
+        return x >= self.value if self.higher_is_better else x <= self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value,
+                "higher_is_better": self.higher_is_better, "rationale": self.rationale}
+
+
+def interval(samples: Sequence[np.ndarray] | np.ndarray, value: float, higher_is_better: bool,
+             level: float = 0.95) -> Metric:
+    """A :class:`Metric` from bootstrap replicates (one array per seed, pooled)."""
+    pooled = np.concatenate([np.ravel(s) for s in samples]) if isinstance(samples, list | tuple) \
+        else np.ravel(samples)
+    pooled = pooled[np.isfinite(pooled)]
+    if pooled.size == 0:
+        return Metric(float(value), higher_is_better)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(pooled, [a, 1 - a])
+    return Metric(float(value), higher_is_better, float(lo), float(hi))
+
+
+def decide(metric: Metric, threshold: Threshold) -> Verdict:
+    """PASS / WARN / FAIL of ``metric`` against ``threshold`` (see the module docstring)."""
+    if not math.isfinite(metric.value):
+        return "FAIL" if math.isinf(metric.value) else "WARN"
+    lo, hi = metric.lo, metric.hi
+    if math.isnan(lo) or math.isnan(hi):
+        lo = hi = metric.value
+    worst, best = (lo, hi) if threshold.higher_is_better else (hi, lo)
+    if threshold.passes(worst):
+        return "PASS"
+    if not threshold.passes(best):
+        return "FAIL"
+    return "WARN"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check on one model (JSON-serialisable through :meth:`to_dict`).
+
+    ``flags`` name conditions that qualify the verdict (``uninformative``: the latents carry
+    too little for an invariance to mean anything). ``details`` holds anything else a report
+    may show (per-transform numbers, per-seed values), as plain JSON values.
+    """
+
+    check: str
+    model: str
+    verdict: Verdict
+    metrics: dict[str, Metric]
+    threshold: Threshold
+    explanation: str
+    flags: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.threshold.metric not in self.metrics:
+            raise ValueError(f"the threshold governs {self.threshold.metric!r}, which is not "
+                             f"among the metrics {sorted(self.metrics)}")
+
+    @property
+    def governing(self) -> Metric:
+        return self.metrics[self.threshold.metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "model": self.model, "verdict": self.verdict,
+                "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+                "threshold": self.threshold.to_dict(), "explanation": self.explanation,
+                "flags": list(self.flags), "seeds": list(self.seeds),
+                "details": jsonable(self.details)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
+        t = d["threshold"]
+        return cls(check=d["check"], model=d["model"], verdict=d["verdict"],
+                   metrics={k: Metric.from_dict(m) for k, m in d["metrics"].items()},
+                   threshold=Threshold(t["metric"], float(t["value"]),
+                                       bool(t["higher_is_better"]), t.get("rationale", "")),
+                   explanation=d["explanation"], flags=tuple(d.get("flags", ())),
+                   seeds=tuple(d.get("seeds", (0,))), details=dict(d.get("details", {})))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def summary(self) -> str:
+        """One line: ``check  VERDICT  metric = value [lo, hi] (threshold)  flags``."""
+        t = self.threshold
+        op = ">=" if t.higher_is_better else "<="
+        flags = f"  [{', '.join(self.flags)}]" if self.flags else ""
+        return (f"{self.check:<24} {self.verdict:<4}  {t.metric} = {self.governing} "
+                f"(pass: {op} {t.value:g}){flags}")

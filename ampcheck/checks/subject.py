@@ -1,0 +1,318 @@
+"""What the checks examine: a model (one per training seed), its data split and capabilities.
+
+Checks work on a *subject*, never on a class name. Its tags say what it can do (the
+scikit-learn estimator-tags pattern), and each check declares the tags it needs:
+
+* ``encoder``: the model has an encoder to probe (every VAE);
+* ``trainable``: ampcheck's training loop can train the subject's variants (evil twins, a
+  lookup table, a homogeneous fit) at the same budget: models built from a
+  :class:`~ampcheck.train.TrainConfig`;
+* ``heldout``: images the model did not train on are known;
+* ``truth``: the data carry ground truth (``z_continuous`` and/or ``z_class``).
+
+Any VAE enters through the small structural protocol :class:`VAE`; ampcheck's own trained
+models (:class:`~ampcheck.train.TrainedModel`) already speak the data-level interface
+(:class:`CheckableModel`) that checks call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..train import TrainConfig, TrainedModel, budget_config, resolve_device, train
+
+
+@runtime_checkable
+class VAE(Protocol):
+    """Any VAE, as ampcheck needs it (tensors in, tensors out).
+
+    ``x`` is a batch of raw images ``(B, D, D)`` (float32, as the data set's ``images``
+    returns them, after any transform under test). Models whose methods take a second argument
+    ``meta`` receive the batch's pose and CTF too (``rot (B, 3, 3)``, ``trans (B, 2)`` pixels,
+    ``ctf (B, 9)``, ``index (B,)``), as a cryo-EM decoder needs them.
+
+    * ``encode(x) -> (mu, logvar)``, each ``(B, zdim)``;
+    * ``recon_loss(x, z) -> (B,)``: the per-image reconstruction loss (negative
+      log-likelihood up to a constant), differentiable in ``z``.
+
+    An optional attribute ``kl_weight`` (default 1) scales the KL term against this loss, so
+    that ``-(recon_loss + kl_weight * KL)`` is the model's ELBO.
+    """
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def recon_loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+
+
+class CheckableModel(Protocol):
+    """The data-level interface checks call (``TrainedModel`` has it; :class:`ProtocolModel`
+    wraps a :class:`VAE` into it)."""
+
+    def encode(self, data, indices=None, transform=None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def recon_loss(self, data, indices, z: np.ndarray) -> np.ndarray: ...
+
+    def recon_closure(self, data, indices) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
+    @property
+    def kl_scale(self) -> float: ...
+
+
+def _takes_meta(fn: Callable) -> bool:
+    try:
+        return "meta" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def validate_vae(model: Any, where: str = "the model") -> None:
+    """Raise a clear :class:`ConfigError` unless ``model`` follows :class:`VAE`."""
+    missing = [m for m in ("encode", "recon_loss") if not callable(getattr(model, m, None))]
+    if missing:
+        raise ConfigError(f"{where} ({type(model).__name__}) has no {' or '.join(missing)}(); "
+                          "a VAE for ampcheck needs encode(x) -> (mu, logvar) and "
+                          "recon_loss(x, z) -> per-image loss")
+
+
+class ProtocolModel:
+    """A :class:`VAE` behind the data-level interface, in batches, on its own device."""
+
+    def __init__(self, vae: Any, batch_size: int = 256):
+        validate_vae(vae)
+        self.vae, self.batch_size = vae, int(batch_size)
+        params = list(vae.parameters()) if hasattr(vae, "parameters") else []
+        self.device = params[0].device if params else torch.device("cpu")
+        self._enc_meta = _takes_meta(vae.encode)
+        self._rec_meta = _takes_meta(vae.recon_loss)
+
+    @property
+    def kl_scale(self) -> float:
+        return float(getattr(self.vae, "kl_weight", 1.0))
+
+    def _inputs(self, data, idx: np.ndarray, transform=None):
+        images = data.images(idx)
+        if transform is not None:
+            images = np.ascontiguousarray(transform(images))
+        x = torch.as_tensor(images, dtype=torch.float32, device=self.device)
+        batch = data.get_batch(idx)
+        meta = {k: v.to(self.device) for k, v in batch.items() if k != "y"}
+        return x, meta
+
+    def _call(self, fn, takes_meta: bool, x, meta, *args):
+        return fn(x, *args, meta=meta) if takes_meta else fn(x, *args)
+
+    def encode(self, data, indices=None, transform=None) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(len(data)) if indices is None else np.asarray(indices)
+        mus, logvars = [], []
+        with torch.no_grad():
+            for s in range(0, len(idx), self.batch_size):
+                x, meta = self._inputs(data, idx[s:s + self.batch_size], transform)
+                out = self._call(self.vae.encode, self._enc_meta, x, meta)
+                if not (isinstance(out, tuple | list) and len(out) == 2):
+                    raise ConfigError(f"{type(self.vae).__name__}.encode must return "
+                                      f"(mu, logvar), got {type(out).__name__}")
+                mus.append(out[0].float().cpu().numpy())
+                logvars.append(out[1].float().cpu().numpy())
+        return np.concatenate(mus), np.concatenate(logvars)
+
+    def recon_closure(self, data, indices) -> Callable[[torch.Tensor], torch.Tensor]:
+        x, meta = self._inputs(data, np.asarray(indices))
+        return lambda z: self._call(self.vae.recon_loss, self._rec_meta, x, meta,
+                                    z.to(self.device))
+
+    def recon_loss(self, data, indices, z: np.ndarray) -> np.ndarray:
+        idx, z = np.asarray(indices), np.asarray(z, dtype=np.float32)
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(idx), self.batch_size):
+                fn = self.recon_closure(data, idx[s:s + self.batch_size])
+                out.append(fn(torch.from_numpy(z[s:s + self.batch_size])).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------- training cache
+def data_key(data) -> str:
+    """A key for "the same images": the data set's source and the view's positions."""
+    root = getattr(data, "_stack", None)
+    source = str(getattr(root, "path", "")) or repr(getattr(data, "source", type(data).__name__))
+    h = hashlib.sha1(np.asarray(data.indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+    return f"{type(data).__name__}:{source}:{getattr(data, 'windowed', '')}:{len(data)}:{h}"
+
+
+class TrainingCache:
+    """Trained variants by (config, data): each is trained once per session and reused.
+
+    The pytest plugin keeps one for the session; ``check_vae`` makes one per call unless
+    given one.
+    """
+
+    def __init__(self, show_progress: bool = False):
+        self.show_progress = show_progress
+        self._runs: dict[tuple, TrainedModel] = {}
+        self.trained: list[str] = []  # what was actually trained, in order (for reports)
+
+    def train(self, cfg: TrainConfig, data, **kwargs) -> TrainedModel:
+        key = (tuple(sorted(asdict(cfg).items())), data_key(data),
+               tuple(sorted((k, id(v)) for k, v in kwargs.items())))
+        if key not in self._runs:
+            if self.show_progress:
+                print(f"ampcheck: training {cfg.model} {cfg.variant} ({cfg.encoder}), "
+                      f"seed {cfg.seed}, {cfg.epochs} epoch(s)", file=sys.stderr, flush=True)
+            self._runs[key] = train(cfg, data, show_progress=self.show_progress, **kwargs)
+            self.trained.append(f"{cfg.model}/{cfg.variant}/{cfg.encoder}/seed{cfg.seed}")
+        return self._runs[key]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+# ---------------------------------------------------------------------------- the subject
+@dataclass
+class Subject:
+    """A model under test with its data, split, seeds and capabilities.
+
+    Build one with :func:`subject_from`. ``models[seed]`` is the trained model of each seed;
+    ``train`` and ``heldout`` are views of ``data``; ``config`` is set for ampcheck-trained
+    subjects, whose variants :meth:`variant` trains (through the cache) on ``train``.
+    """
+
+    name: str
+    data: Any
+    train: Any
+    heldout: Any | None
+    seeds: tuple[int, ...]
+    model_fn: Callable[[int], Any]
+    tags: frozenset[str]
+    config: TrainConfig | None = None
+    cache: TrainingCache | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    _models: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    def model(self, seed: int):
+        if seed not in self._models:
+            self._models[seed] = self.model_fn(seed)
+        return self._models[seed]
+
+    @property
+    def family(self) -> str:
+        return self.config.model if self.config is not None else self.options.get("family", "")
+
+    def variant(self, seed: int, **overrides: Any) -> TrainedModel:
+        """The subject's config with ``overrides`` (variant, encoder, ...), trained on
+        ``train`` at the same budget and ``seed``."""
+        if self.config is None or self.cache is None:
+            raise ConfigError(f"{self.name} is not trained by ampcheck, so its variants "
+                              "cannot be trained")
+        return self.cache.train(replace(self.config, seed=seed, **overrides), self.train)
+
+
+def _truth_tags(data) -> set[str]:
+    truth = getattr(data, "truth", {}) or {}
+    return {"truth"} if ("z_continuous" in truth or "z_class" in truth) else set()
+
+
+def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequence[int] = 1,
+                 device: str = "auto", heldout_fraction: float = 0.2, split_seed: int = 0,
+                 train_indices: Sequence[int] | None = None, name: str | None = None,
+                 cache: TrainingCache | None = None) -> Subject:
+    """Make a :class:`Subject` of ``model`` on ``data``.
+
+    ``model`` may be:
+
+    * a :class:`~ampcheck.train.TrainConfig`, or a preset string ``"cryoem"``,
+      ``"cryoem:<encoder>"`` or ``"mnist"``: ampcheck trains it at ``budget`` on the training
+      split, once per seed (all checks apply);
+    * a callable ``factory(train_data, seed) -> VAE``: trained by the user's code on the
+      training split, once per seed;
+    * a trained :class:`VAE` (or a ``TrainedModel``): used as it is; pass ``train_indices``
+      (positions in ``data`` it trained on) to enable the held-out checks.
+
+    ``seeds``: a number of seeds (``0 .. n-1``) or the seeds themselves.
+    """
+    seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    if not seed_list:
+        raise ConfigError("seeds must name at least one seed")
+    cache = cache if cache is not None else TrainingCache()
+    tags = {"encoder"} | _truth_tags(data)
+
+    if isinstance(model, str | TrainConfig):
+        cfg = _config_from(model, budget, device)
+        train_set, heldout = data.split(heldout_fraction, seed=split_seed)
+        if cfg.max_images is not None and cfg.max_images < len(train_set):
+            train_set = train_set.subset(np.arange(cfg.max_images))  # what the budget trains on
+        tags |= {"trainable", "heldout"}
+
+        def model_fn(seed: int):
+            return cache.train(replace(cfg, seed=seed), train_set)
+
+        label = name or (f"{cfg.model}:{cfg.encoder}" if cfg.model == "cryoem" else cfg.model)
+        return Subject(label, data, train_set, heldout, seed_list, model_fn, frozenset(tags),
+                       config=cfg, cache=cache, options={"family": cfg.model})
+
+    if isinstance(model, TrainedModel):
+        vae_like = model
+    elif isinstance(model, VAE):
+        vae_like = ProtocolModel(model)
+    elif callable(model):
+        train_set, heldout = data.split(heldout_fraction, seed=split_seed)
+        factory = model
+
+        def model_fn(seed: int):
+            built = factory(train_set, seed)
+            if isinstance(built, TrainedModel):
+                return built
+            validate_vae(built, f"the model factory {getattr(factory, '__name__', factory)!r}'s "
+                                "return value")
+            return ProtocolModel(built)
+
+        tags.add("heldout")
+        label = name or getattr(factory, "__name__", "model")
+        return Subject(label, data, train_set, heldout, seed_list, model_fn, frozenset(tags),
+                       cache=cache, options={"family": _family(data)})
+    else:
+        validate_vae(model)
+        raise AssertionError("unreachable")  # validate_vae raised
+
+    if train_indices is not None:
+        train_idx = np.unique(np.asarray(train_indices, dtype=np.int64))
+        rest = np.setdiff1d(np.arange(len(data)), train_idx)
+        train_set = data.subset(train_idx)
+        heldout = data.subset(rest) if len(rest) else None
+    else:
+        train_set, heldout = data, None
+    if heldout is not None:
+        tags.add("heldout")
+    if len(seed_list) > 1:
+        raise ConfigError("a model trained elsewhere is one seed; pass a factory to check "
+                          "several training seeds")
+    label = name or type(getattr(vae_like, "vae", vae_like)).__name__
+    return Subject(label, data, train_set, heldout, seed_list, lambda seed: vae_like,
+                   frozenset(tags), cache=cache, options={"family": _family(data)})
+
+
+def _family(data) -> str:
+    return "cryoem" if hasattr(data, "apix") else "mnist"
+
+
+def _config_from(model: str | TrainConfig, budget: str, device: str) -> TrainConfig:
+    if isinstance(model, TrainConfig):
+        return replace(model, device=device) if device != "auto" else model
+    family, _, encoder = model.partition(":")
+    if family not in ("cryoem", "mnist"):
+        raise ConfigError(f"unknown model preset {model!r}; expected 'cryoem', "
+                          "'cryoem:<encoder>' or 'mnist'")
+    overrides: dict[str, Any] = {"model": family, "device": device}
+    if encoder:
+        overrides["encoder"] = encoder
+    resolve_device(device)  # fail early on cuda without CUDA
+    return budget_config(budget, **overrides)
+
