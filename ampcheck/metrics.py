@@ -332,25 +332,41 @@ def cv_predictions(mu: np.ndarray, y: np.ndarray, *, method: str = "linear", cv:
     ``LinearRegression`` (``method="linear"``) or ``KNeighborsRegressor(k)`` (``"knn"``, with
     ``k`` cut to the smallest training fold). Bootstrap with ``r2_score(y[b], pred[b])``.
     """
-    from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import KFold, cross_val_predict
-    from sklearn.neighbors import KNeighborsRegressor
 
-    if method not in _METHODS:
-        raise InputError(f"unknown method {method!r}; expected one of {', '.join(_METHODS)}")
     if cv < 2:
         raise InputError(f"cv must be at least 2, got {cv}")
     mu = _latents("mu", mu, cv)
     y = _finite("y", _vector("y", y, len(mu)).astype(np.float64))
     n = len(mu)
-    if method == "linear":
-        reg = LinearRegression()
-    else:
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
-        reg = KNeighborsRegressor(min(k, n - -(-n // cv)))  # smallest fold: n - ceil(n / cv)
+    reg = _regressor(method, min(k, n - -(-n // cv)) if k >= 1 else k)  # smallest fold
     folds = KFold(cv, shuffle=True, random_state=seed)
     return cross_val_predict(reg, mu, y, cv=folds)
+
+
+def fit_predict(mu: np.ndarray, y: np.ndarray, mu_new: np.ndarray, *, method: str = "linear",
+                k: int = 10) -> np.ndarray:
+    """Predictions ``(m,)`` for latents ``mu_new`` ``(m, d)`` of the regressor of
+    :func:`cv_predictions` fitted on all of ``mu`` ``(n, d)``, ``y`` ``(n,)``."""
+    mu = _latents("mu", mu, 2)
+    y = _finite("y", _vector("y", y, len(mu)).astype(np.float64))
+    mu_new = _latents("mu_new", mu_new, 1)
+    if mu_new.shape[1] != mu.shape[1]:
+        raise InputError(f"mu_new has {mu_new.shape[1]} columns, mu has {mu.shape[1]}")
+    return _regressor(method, min(k, len(mu))).fit(mu, y).predict(mu_new)
+
+
+def _regressor(method: str, k: int):
+    from sklearn.linear_model import LinearRegression
+    from sklearn.neighbors import KNeighborsRegressor
+
+    if method not in _METHODS:
+        raise InputError(f"unknown method {method!r}; expected one of {', '.join(_METHODS)}")
+    if method == "linear":
+        return LinearRegression()
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}")
+    return KNeighborsRegressor(k)
 
 
 @direction(higher_is_better=True)

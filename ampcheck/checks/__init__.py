@@ -49,14 +49,14 @@ def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
     other checks' verdicts and governing metrics are in its metrics and ``details``."""
     from ..data.mnist import MnistDataset
 
-    data = subject.options.get("mnist_data") or MnistDataset.load()
+    data = subject.options.get("mnist_data")
+    data = MnistDataset.load() if data is None else data
     mnist = subject_from("mnist", data, budget=settings.budget, seeds=subject.seeds,
                          device=subject.config.device if subject.config else "auto",
                          cache=subject.cache)
-    profile = {}
-    for name in ("shift_invariance", "evil_twin", "vlt_equivalence", "amortization_gap",
-                 "heldout_generalisation"):
-        profile[name] = CHECKS[name].fn(mnist, settings)
+    battery = ("shift_invariance", "evil_twin", "vlt_equivalence", "amortization_gap",
+               "heldout_generalisation")
+    profile = {r.check: r for r in run_checks(mnist, battery, settings, strict=True)}
     held = profile["heldout_generalisation"]
     metrics: dict[str, Metric] = dict(held.metrics)
     for name, r in profile.items():
@@ -89,6 +89,14 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
               "the battery on the classic MNIST VAE"),
 )}
 
+#: How a subject gets each tag, for error messages.
+HOW = {
+    "trainable": "give a preset or a TrainConfig, so that ampcheck can train its variants",
+    "heldout": "give train_indices, or a factory or preset, so that held-out images exist",
+    "truth": "use data with ground truth: z_continuous or z_class",
+    "encoder": "give a model with encode()",
+}
+
 #: What ``check_vae`` runs by default: every per-model check (the MNIST control is asked for
 #: by name, or by ``ampcheck run``).
 DEFAULT_CHECKS: tuple[str, ...] = tuple(n for n in CHECKS if n != "mnist_control")
@@ -100,12 +108,24 @@ def resolve_checks(names: Iterable[str] | None) -> list[str]:
         return list(DEFAULT_CHECKS)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    out = []
+    out: list[str] = []
     for n in names:
         if n not in CHECKS:
             raise ConfigError(f"unknown check {n!r}; expected one of {', '.join(CHECKS)}")
-        out.append(n)
+        if n not in out:
+            out.append(n)
     return out
+
+
+#: Per-check options (``check_vae(options=...)``), with what each does.
+OPTIONS = {
+    "twin_encoder": "evil_twin: the encoder preset of the twins and their baseline "
+                    "(default: the subject's own; the paper's finding is about 'large')",
+    "shift_transforms": "shift_invariance: transforms such as ['roll:1', 'roll:0,5']",
+    "rotation_transforms": "rotation_invariance: transforms such as ['rot90:1', 'rot90:2']",
+    "recovery_method": "heldout_generalisation: 'linear' (default) or 'knn' regression",
+    "mnist_data": "mnist_control: the MNIST data set (default: MnistDataset.load())",
+}
 
 
 def run_checks(subject: Subject, checks: Iterable[str] | None = None,
@@ -119,7 +139,8 @@ def run_checks(subject: Subject, checks: Iterable[str] | None = None,
         spec = CHECKS[name]
         if not spec.applies_to(subject):
             if strict:
-                raise ConfigError(f"{spec.why_not(subject)}; {subject.name} is not")
+                hints = "; ".join(HOW[t] for t in sorted(spec.needs - subject.tags))
+                raise ConfigError(f"{spec.why_not(subject)}; {subject.name} is not ({hints})")
             continue
         result = spec.fn(subject, settings)
         results.append(result)
@@ -150,6 +171,10 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
             ``{"shift_transforms": ["roll:1", "roll:5"]}``.
     """
     names = resolve_checks(checks)
+    unknown = sorted(set(options or {}) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown check option(s) {', '.join(map(repr, unknown))}; expected "
+                          f"one of {', '.join(OPTIONS)}")
     settings = settings_for(budget, resolve_thresholds(thresholds))
     cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
     subject = subject_from(model, data, budget=budget, seeds=seeds, device=device,
@@ -159,7 +184,7 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
     return run_checks(subject, names, settings, strict=checks is not None)
 
 
-__all__ = ["CHECKS", "DEFAULT_CHECKS", "DEFAULT_THRESHOLDS", "CheckResult", "CheckSpec",
+__all__ = ["CHECKS", "DEFAULT_CHECKS", "OPTIONS", "DEFAULT_THRESHOLDS", "CheckResult", "CheckSpec",
            "Metric", "ProtocolModel", "SETTINGS", "Settings", "Subject", "Threshold",
            "TrainingCache", "VAE", "check_vae", "resolve_checks", "resolve_thresholds",
            "run_checks", "settings_for", "subject_from", "validate_vae"]

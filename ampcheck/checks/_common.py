@@ -84,6 +84,11 @@ def plain(values: list[float], higher_is_better: bool) -> Metric:
     return Metric(float(v.mean()), higher_is_better)
 
 
+def worst_of(values) -> float:
+    """The largest value, NaN if any is NaN (Python's ``max`` would depend on the order)."""
+    return float(np.max(np.fromiter(values, dtype=float)))
+
+
 # ---------------------------------------------------------------------------- truth recovery
 def truth_recovery(mu: np.ndarray, truth: Mapping[str, np.ndarray], seed: int = 0
                    ) -> tuple[str, float] | None:
@@ -124,6 +129,12 @@ def informativeness(mu: np.ndarray, logvar: np.ndarray, truth: Mapping[str, np.n
     if rec is not None:
         values[rec[0]] = rec[1]
     return values
+
+
+def least_informative(per_seed: list[Mapping[str, float]]) -> dict[str, float]:
+    """Each informativeness measure at its worst seed (one collapsed seed must not hide
+    behind a good one)."""
+    return {k: float(min(i[k] for i in per_seed)) for k in per_seed[0]} if per_seed else {}
 
 
 def floors_missed(values: Mapping[str, float], settings: Settings) -> list[str]:

@@ -20,7 +20,9 @@ variants' by more than the latents' whole contribution, and the twins' "memorisa
   governing: the larger of the two.
 * ``vlt_equivalence`` (paper §3.2, App. C): ``fit_ratio = mean use(encoder) / mean use(VLT)``,
   and the agreement of the two latent spaces (debiased linear CKA, k-NN overlap, Procrustes:
-  all invariant to rotations of the latent space) and their truth recovery.
+  all invariant to rotations of the latent space), their truth recovery, and, for synthetic
+  cryo-EM data with ground-truth volumes, the AUC-FSC of each model's volume decoded at an
+  image's latent against the true volume nearest that image's conformation.
 
 Neither ratio means anything when the reference (the baseline, or the VLT) does not use its
 latents (interval of the mean use not above 0: flag ``no_fit``) or when, with ground truth
@@ -32,6 +34,10 @@ memorisation of 0.70 [0.65, 0.77] with every latent's truth R² below 0.)
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
+
 import numpy as np
 
 from .. import metrics as M
@@ -41,11 +47,13 @@ from ._common import (
     boot,
     floors_missed,
     informativeness,
+    least_informative,
     plain,
     pooled,
     sample,
     truth_of,
     truth_recovery,
+    worst_of,
 )
 from .result import CheckResult, decide
 from .subject import Subject
@@ -72,10 +80,48 @@ def _unmeasurable(verdict: str, reference_use, info: list[dict], settings: Setti
     uninformative (see the module docstring)."""
     if not reference_use.lo > 0:
         flags.append("no_fit")
-    mean = {k: float(np.mean([i[k] for i in info])) for k in info[0]} if info else {}
-    if floors_missed(mean, settings):
+    if floors_missed(least_informative(info), settings):
         flags.append("uninformative")
     return "WARN" if flags else verdict
+
+
+@functools.lru_cache(maxsize=4)
+def _truth_volumes(manifest_path: str) -> tuple[tuple[float, int, np.ndarray], ...]:
+    """``(z_continuous, z_class, volume)`` of each ground-truth volume an ampcheck synthetic
+    data set lists in its manifest."""
+    from ..cryoem.io import read_mrc
+
+    manifest = json.loads(Path(manifest_path).read_text())
+    root = Path(manifest_path).parent
+    return tuple((float(v["z_continuous"]), int(v["z_class"]), read_mrc(root / v["file"])[0])
+                 for v in manifest.get("volumes", [])
+                 if v.get("z_continuous") is not None and v.get("z_class") is not None
+                 and (root / v["file"]).is_file())
+
+
+def volume_agreement(runs: dict, latents: dict, subject: Subject, idx: np.ndarray,
+                     n: int, seed: int) -> dict[str, float]:
+    """Mean AUC-FSC ``{name: value}`` of each run's volume at its latent of ``n`` images
+    against the true volume nearest each image's conformation ({} without such volumes)."""
+    stack = getattr(getattr(subject.data, "_stack", None), "path", None)
+    manifest = Path(stack).parent / "manifest.json" if stack is not None else None
+    if n < 1 or manifest is None or not manifest.is_file() or not all(
+            hasattr(getattr(r, "model", None), "decode_volume") for r in runs.values()):
+        return {}
+    volumes = _truth_volumes(str(manifest))
+    truth = truth_of(subject.train, idx)
+    if not volumes or "z_continuous" not in truth:
+        return {}
+    out = {}
+    pick = sample(len(idx), n, seed + 7)
+    for name, run in runs.items():
+        aucs = []
+        for p in pick:
+            zc, cls = float(truth["z_continuous"][p]), int(truth.get("z_class", [0] * len(idx))[p])
+            true = min((v for v in volumes if v[1] == cls), key=lambda v: abs(v[0] - zc))[2]
+            aucs.append(M.auc_fsc(M.fsc(run.decode_volume(latents[name][p]), true)))
+        out[name] = float(np.mean(aucs))
+    return out
 
 
 def _reference_info(mu: np.ndarray, logvar: np.ndarray, subject: Subject, idx: np.ndarray,
@@ -104,8 +150,8 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
             rec = truth_recovery(twin.latents(idx)[0], truth_of(subject.train, idx), seed)
             if rec is not None:
                 twin_rec[kind].append(rec[1])
-        worst.append(boot(lambda b, u=use, ub=u_base: max(_ratio(u["perm"], ub)(b),
-                                                          _ratio(u["noise"], ub)(b)),
+        worst.append(boot(lambda b, u=use, ub=u_base: worst_of(
+            _ratio(u[k], ub)(b) for k in ("perm", "noise")),
                           len(idx), settings, seed))
         base_use.append(boot(lambda b, u=u_base: float(u[b].mean()), len(idx), settings, seed))
 
@@ -142,6 +188,7 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     """Does the encoder fit and organise latents as well as a per-image lookup table?"""
     threshold = settings.thresholds["vlt_equivalence"]
     fit, vlt_use, cka, proc, rec_enc, rec_vlt, info = [], [], [], [], [], [], []
+    vol_auc: dict[str, list[float]] = {}
     overlap: dict[int, list[float]] = {}
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
@@ -152,6 +199,10 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         vlt_use.append(boot(lambda b, u=u_vlt: float(u[b].mean()), len(idx), settings, seed))
         mu_e, (mu_v, lv_v) = enc.latents(idx)[0], vlt.latents(idx)
         info.append(_reference_info(mu_v, lv_v, subject, idx, seed))
+        for k, v in volume_agreement({"encoder": enc, "vlt": vlt}, {"encoder": mu_e,
+                                                                      "vlt": mu_v},
+                                     subject, idx, settings.n_volumes, seed).items():
+            vol_auc.setdefault(k, []).append(v)
         cka.append(M.linear_cka(mu_e, mu_v))
         proc.append(M.procrustes_distance(mu_e, mu_v))
         ks = tuple(k for k in (5, 10, 20) if k < len(idx))
@@ -171,6 +222,8 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     if rec_enc:
         metrics["truth_recovery[encoder]"] = plain(rec_enc, True)
         metrics["truth_recovery[vlt]"] = plain(rec_vlt, True)
+    for k, v in vol_auc.items():
+        metrics[f"volume_auc_fsc[{k}]"] = plain(v, True)
     metrics["vlt_spread_to_width"] = plain([i["spread_to_width"] for i in info], True)
     flags: list[str] = []
     verdict = _unmeasurable(decide(metrics["fit_ratio"], threshold),

@@ -27,11 +27,13 @@ from ._common import (
     boot,
     floors_missed,
     informativeness,
+    least_informative,
     plain,
     pooled,
     sample,
     truth_of,
     verdict_with_guard,
+    worst_of,
 )
 from .result import CheckResult
 from .subject import Subject
@@ -97,7 +99,7 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
         moved = {t.name: model.encode(subject.train, idx, transform=t)[0] for t in transforms}
         info.append(informativeness(mu, logvar, truth_of(subject.train, idx), seed))
         disp = {t: _displacement(mu, m, settings, seed) for t, m in moved.items()}
-        worst.append(boot(lambda b, disp=disp: max(f(b) for f in disp.values()), len(idx),
+        worst.append(boot(lambda b, disp=disp: worst_of(f(b) for f in disp.values()), len(idx),
                           settings, seed))
         for t, m in moved.items():
             per_t[t]["d"].append(boot(disp[t], len(idx), settings, seed))
@@ -114,10 +116,9 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
         metrics[f"retrieval@10[{t}]"] = plain(v["r10"], True)
         if v["vol"]:
             metrics[f"volume_displacement[{t}]"] = plain(v["vol"], False)
-    info_mean = {k: float(np.mean([i[k] for i in info])) for k in info[0]}
-    for k in info_mean:
+    for k in info[0]:
         metrics[k] = plain([i[k] for i in info], True)
-    missed = floors_missed(info_mean, settings)
+    missed = floors_missed(least_informative(info), settings)
     verdict, flags = verdict_with_guard(metrics["displacement"], threshold, bool(missed))
     d = metrics["displacement"].value
     what = "shifted" if kind == "shift" else "rotated"

@@ -2,9 +2,9 @@
 
 The verdict of the governing metric against its threshold uses the bootstrap interval:
 
-* PASS when the whole interval lies on the good side of the threshold;
-* FAIL when the whole interval lies on the bad side;
-* WARN when the interval straddles the threshold (the value is within its own uncertainty).
+* PASS when the whole interval (and the value) lies on the good side of the threshold;
+* FAIL when the whole interval (and the value) lies on the bad side;
+* WARN otherwise: the value is within its own uncertainty of the threshold.
 
 Over several training seeds the interval is the percentile interval of the pooled bootstrap
 replicates of every seed, so it widens when the seeds disagree (the paper saw runs differ).
@@ -112,9 +112,10 @@ def decide(metric: Metric, threshold: Threshold) -> Verdict:
     if math.isnan(lo) or math.isnan(hi):
         lo = hi = metric.value
     worst, best = (lo, hi) if threshold.higher_is_better else (hi, lo)
-    if threshold.passes(worst):
+    ok = threshold.passes(metric.value)  # the value itself must agree with its interval
+    if threshold.passes(worst) and ok:
         return "PASS"
-    if not threshold.passes(best):
+    if not threshold.passes(best) and not ok:
         return "FAIL"
     return "WARN"
 

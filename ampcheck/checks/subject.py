@@ -89,6 +89,8 @@ class ProtocolModel:
     def __init__(self, vae: Any, batch_size: int = 256):
         validate_vae(vae)
         self.vae, self.batch_size = vae, int(batch_size)
+        if callable(getattr(vae, "eval", None)):
+            vae.eval()  # checks evaluate: no dropout, batch norm on its running statistics
         params = list(vae.parameters()) if hasattr(vae, "parameters") else []
         self.device = params[0].device if params else torch.device("cpu")
         self._enc_meta = _takes_meta(vae.encode)
@@ -248,7 +250,11 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
         cfg = _config_from(model, budget, device)
         train_set, heldout = data.split(heldout_fraction, seed=split_seed)
         if cfg.max_images is not None and cfg.max_images < len(train_set):
-            train_set = train_set.subset(np.arange(cfg.max_images))  # what the budget trains on
+            # what the budget trains on: a seeded random subset (real stacks are often ordered
+            # by micrograph, so the first images would not be like the held-out ones)
+            keep = np.random.default_rng(split_seed).choice(len(train_set), cfg.max_images,
+                                                            replace=False)
+            train_set = train_set.subset(np.sort(keep))
         tags |= {"trainable", "heldout"}
 
         def model_fn(seed: int):

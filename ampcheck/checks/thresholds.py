@@ -12,6 +12,7 @@ the issue tracker). A threshold is never moved to make a control pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -30,14 +31,16 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
         "as shift_invariance, for 90-degree rotations of the image."),
     "evil_twin": Threshold(
         "memorisation", 0.5, False,
-        "the share of the baseline's per-image fit (over a homogeneous fit) that an encoder fed "
-        "a fixed other image or noise recovers. Above one half the twin fits more than half as "
-        "well as the truth: the encoder memorises arbitrary inputs (paper §3.3)."),
+        "how much an encoder fed a fixed other image, or noise, helps its decoder (the loss "
+        "it saves over another image's latent), as a share of what the baseline's encoder, fed "
+        "the image itself, saves. Above one half the twin helps more than half as much as the "
+        "truth: the encoder memorises arbitrary inputs (paper §3.3)."),
     "vlt_equivalence": Threshold(
         "fit_ratio", 0.8, True,
-        "the encoder's per-image fit over a homogeneous fit, as a share of the lookup table's. "
-        "An encoder that explains at least 80% of what free per-image latents explain is no "
-        "worse than explicit latents, within the noise of short runs."),
+        "how much the encoder's latents help its decoder (the loss they save over another "
+        "image's latent), as a share of what the lookup table's free per-image latents save "
+        "theirs. An encoder at 80% or more is no worse than explicit latents, within the noise "
+        "of short runs."),
     "amortization_gap": Threshold(
         "gap_fraction", 0.5, False,
         "Cremer et al.'s gap (locally optimised q minus the encoder's q) as a share of what "
@@ -54,10 +57,12 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
         "generalisation threshold); if it does not, the control itself is broken."),
     "informative_spread": Threshold(
         "spread_to_width", 1.0, True,
-        "median distance between two images' posterior means over the median posterior "
-        "standard deviation. Below 1 the posteriors of different images overlap: the latents "
-        "say next to nothing about the image, and a collapsed encoder (constant output, "
-        "perfectly invariant) sits near 0."),
+        "median distance between two images' posterior means in units of the median posterior "
+        "standard deviation (the overlap of two Gaussian posteriors depends on this alone, "
+        "whatever zdim). Below 1 the posteriors of two images are nearly indistinguishable "
+        "(Bhattacharyya coefficient above 0.88): the latents say next to nothing about the "
+        "image, and a collapsed encoder (constant output, perfectly invariant) sits near 0. "
+        "A floor against collapse, not a mark of a good encoder."),
     "informative_recovery": Threshold(
         "truth_recovery", 0.1, True,
         "when ground truth is known: the cross-validated R² of the continuous coordinate (or AMI "
@@ -77,5 +82,7 @@ def resolve_thresholds(overrides: Mapping[str, float] | None = None) -> dict[str
             value = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"threshold {name!r} must be a number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"threshold {name!r} must be a finite number, got {value}")
         out[name] = replace(out[name], value=value)
     return out
