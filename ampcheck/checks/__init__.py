@@ -123,6 +123,8 @@ OPTIONS = {
                     "(default: the subject's own; the paper's finding is about 'large')",
     "shift_transforms": "shift_invariance: transforms such as ['roll:1', 'roll:0,5']",
     "rotation_transforms": "rotation_invariance: transforms such as ['rot90:1', 'rot90:2']",
+    "vlt_init": "vlt_equivalence: the table's init, 'normal' (default), 'zero', or "
+                "'from_encoder' (frozen at the encoder's latents: a positive control)",
     "recovery_method": "heldout_generalisation: 'linear' (default) or 'knn' regression",
     "mnist_data": "mnist_control: the MNIST data set (default: MnistDataset.load())",
 }

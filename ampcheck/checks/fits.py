@@ -117,8 +117,10 @@ def volume_agreement(runs: dict, latents: dict, subject: Subject, idx: np.ndarra
     for name, run in runs.items():
         aucs = []
         for p in pick:
-            zc, cls = float(truth["z_continuous"][p]), int(truth.get("z_class", [0] * len(idx))[p])
-            true = min((v for v in volumes if v[1] == cls), key=lambda v: abs(v[0] - zc))[2]
+            zc = float(truth["z_continuous"][p])
+            cls = int(truth["z_class"][p]) if "z_class" in truth else None
+            same = [v for v in volumes if cls is None or v[1] == cls] or list(volumes)
+            true = min(same, key=lambda v: abs(v[0] - zc))[2]
             aucs.append(M.auc_fsc(M.fsc(run.decode_volume(latents[name][p]), true)))
         out[name] = float(np.mean(aucs))
     return out
@@ -192,7 +194,13 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     overlap: dict[int, list[float]] = {}
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
-        enc, vlt = subject.model(seed), subject.variant(seed, variant="vlt")
+        enc = subject.model(seed)
+        if subject.options.get("vlt_init") == "from_encoder":  # the table starts at, and
+            vlt = subject.variant(seed, variant="vlt", table_init="from_encoder",  # keeps,
+                                  freeze_table=True, encoder_from=enc)  # the encoder's latents
+        else:
+            vlt = subject.variant(seed, variant="vlt",
+                                  table_init=subject.options.get("vlt_init", "normal"))
         u_enc = latent_use(enc, subject.train, idx, seed)
         u_vlt = latent_use(vlt, subject.train, idx, seed)
         fit.append(boot(_ratio(u_enc, u_vlt), len(idx), settings, seed))

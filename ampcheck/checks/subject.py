@@ -208,13 +208,17 @@ class Subject:
     def family(self) -> str:
         return self.config.model if self.config is not None else self.options.get("family", "")
 
-    def variant(self, seed: int, **overrides: Any) -> TrainedModel:
+    def variant(self, seed: int, *, encoder_from: TrainedModel | None = None,
+                **overrides: Any) -> TrainedModel:
         """The subject's config with ``overrides`` (variant, encoder, ...), trained on
-        ``train`` at the same budget and ``seed``."""
+        ``train`` at the same budget and ``seed`` (``encoder_from``: for a table initialised
+        from an encoder)."""
         if self.config is None or self.cache is None:
             raise ConfigError(f"{self.name} is not trained by ampcheck, so its variants "
                               "cannot be trained")
-        return self.cache.train(replace(self.config, seed=seed, **overrides), self.train)
+        extra = {} if encoder_from is None else {"encoder_from": encoder_from}
+        return self.cache.train(replace(self.config, seed=seed, **overrides), self.train,
+                                **extra)
 
 
 def _truth_tags(data) -> set[str]:
