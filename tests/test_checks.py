@@ -216,16 +216,6 @@ def test_several_training_seeds_pool_into_one_verdict(digits):
     assert two.metrics["spread_to_width"].lo <= two.metrics["spread_to_width"].hi
 
 
-@pytest.fixture(scope="module")
-def ci_set(tmp_path_factory):
-    from ampcheck.data.particles import ParticleDataset
-    from ampcheck.data.synthetic import SynthConfig, generate
-
-    out = generate(tmp_path_factory.mktemp("ci") / "ci", SynthConfig.preset("ci"),
-                   show_progress=False).out
-    return ParticleDataset.from_dir(out)
-
-
 @pytest.mark.cryoem
 def test_cryodrgn_style_encoder_fails_both_invariance_checks_at_the_smoke_budget(ci_set):
     for r in check_vae("cryoem:base", ci_set, checks=["shift_invariance",

@@ -301,13 +301,6 @@ def _latent_r2(run) -> tuple[float, float]:
     return float(lin), float(knn)
 
 
-@pytest.fixture(scope="module")
-def ci_set(tmp_path_factory):
-    out = generate(tmp_path_factory.mktemp("ci") / "ci", SynthConfig.preset("ci"),
-                   show_progress=False).out
-    return ParticleDataset.from_dir(out)
-
-
 @pytest.mark.cryoem
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder, bound", [("base", 0.2), ("invariant", 0.15)])

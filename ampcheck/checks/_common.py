@@ -84,6 +84,15 @@ def plain(values: list[float], higher_is_better: bool) -> Metric:
     return Metric(float(v.mean()), higher_is_better)
 
 
+def mean_ratio(num: np.ndarray, den: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The statistic ``mean(num) / mean(den)`` of a resample ``b`` (NaN unless the
+    denominator's mean is positive), for :func:`boot`."""
+    def stat(b: np.ndarray) -> float:
+        d = den[b].mean()
+        return float(num[b].mean() / d) if d > 0 else float("nan")
+    return stat
+
+
 def worst_of(values) -> float:
     """The largest value, NaN if any is NaN (Python's ``max`` would depend on the order)."""
     return float(np.max(np.fromiter(values, dtype=float)))

@@ -48,6 +48,7 @@ from ._common import (
     floors_missed,
     informativeness,
     least_informative,
+    mean_ratio,
     plain,
     pooled,
     sample,
@@ -64,14 +65,6 @@ def latent_use(run, data, idx: np.ndarray, seed: int = 0) -> np.ndarray:
     mu, _ = run.latents(idx)
     other = mu[derangement(len(idx), seed)]
     return run.recon_loss(data, idx, other) - run.recon_loss(data, idx, mu)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray):
-    """``mean(num) / mean(den)`` on a resample ``b`` (NaN when the denominator is not > 0)."""
-    def stat(b: np.ndarray) -> float:
-        d = den[b].mean()
-        return float(num[b].mean() / d) if d > 0 else float("nan")
-    return stat
 
 
 def _unmeasurable(verdict: str, reference_use, info: list[dict], settings: Settings,
@@ -148,12 +141,12 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
         for kind in ("perm", "noise"):
             twin = subject.variant(seed, variant=f"twin-{kind}", **extra)
             use[kind] = latent_use(twin, subject.train, idx, seed)
-            ratios[kind].append(boot(_ratio(use[kind], u_base), len(idx), settings, seed))
+            ratios[kind].append(boot(mean_ratio(use[kind], u_base), len(idx), settings, seed))
             rec = truth_recovery(twin.latents(idx)[0], truth_of(subject.train, idx), seed)
             if rec is not None:
                 twin_rec[kind].append(rec[1])
         worst.append(boot(lambda b, u=use, ub=u_base: worst_of(
-            _ratio(u[k], ub)(b) for k in ("perm", "noise")),
+            mean_ratio(u[k], ub)(b) for k in ("perm", "noise")),
                           len(idx), settings, seed))
         base_use.append(boot(lambda b, u=u_base: float(u[b].mean()), len(idx), settings, seed))
 
@@ -203,7 +196,7 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                                   table_init=subject.options.get("vlt_init", "normal"))
         u_enc = latent_use(enc, subject.train, idx, seed)
         u_vlt = latent_use(vlt, subject.train, idx, seed)
-        fit.append(boot(_ratio(u_enc, u_vlt), len(idx), settings, seed))
+        fit.append(boot(mean_ratio(u_enc, u_vlt), len(idx), settings, seed))
         vlt_use.append(boot(lambda b, u=u_vlt: float(u[b].mean()), len(idx), settings, seed))
         mu_e, (mu_v, lv_v) = enc.latents(idx)[0], vlt.latents(idx)
         info.append(_reference_info(mu_v, lv_v, subject, idx, seed))

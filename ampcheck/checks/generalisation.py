@@ -32,6 +32,7 @@ from ._common import (
     boot,
     floors_missed,
     least_informative,
+    mean_ratio,
     plain,
     pooled,
     sample,
@@ -97,11 +98,11 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
             e = local_elbos(model, data, idx, settings, seed)
             g, total = e["local"] - e["enc"], e["local"] - e["const"]
             per[name] = (g, total)
-            frac[name].append(boot(_mean_ratio(g, total), len(idx), settings, seed))
+            frac[name].append(boot(mean_ratio(g, total), len(idx), settings, seed))
             gap[name].append(boot(lambda b, g=g: float(g[b].mean()), len(idx), settings, seed))
             gain[name].append(boot(lambda b, t=total: float(t[b].mean()), len(idx), settings,
                                    seed))
-        worst.append(boot(lambda b, p=per: worst_of(_mean_ratio(g, t)(b) for g, t in p.values()),
+        worst.append(boot(lambda b, p=per: worst_of(mean_ratio(g, t)(b) for g, t in p.values()),
                           n, settings, seed))
     metrics = {"gap_fraction": pooled(worst, False, settings)}
     for name in sets:
@@ -125,13 +126,6 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
     return CheckResult("amortization_gap", subject.name, verdict, metrics, threshold, text,
                        tuple(flags), subject.seeds,
                        {"n_images": int(n), "steps": settings.gap_steps})
-
-
-def _mean_ratio(num: np.ndarray, den: np.ndarray):
-    def stat(b: np.ndarray) -> float:
-        d = den[b].mean()
-        return float(num[b].mean() / d) if d > 0 else float("nan")
-    return stat
 
 
 # ---------------------------------------------------------------------------- held-out
