@@ -66,10 +66,25 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    report = out / "report.json"
+    if not args.data_only:
+        from .train import resolve_device
+
+        resolve_device(args.device)  # before any work
+    if not args.data_only and report.exists() and not args.force:
+        raise ConfigError(f"{report} exists; use --force to replace it or --out for another "
+                          "directory")
+    data_dir = _run_data(out / "data", args)
+    if args.data_only:
+        return 0
+    return _run_battery(data_dir, report, args)
+
+
+def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
+    """Generate the embedded synthetic data set, or reuse the one made with the same settings."""
     from .data.synthetic import GENERATOR_VERSION, generate
 
-    out = Path(args.out)
-    data_dir = out / "data"
     cfg = _synth_config(args)
     manifest_path = data_dir / "manifest.json"
     if manifest_path.is_file() and not args.force:
@@ -81,11 +96,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if (manifest.get("generator_version") == GENERATOR_VERSION
                 and manifest.get("config") == _jsonable(asdict(cfg))):
             print(f"Reusing the synthetic data set in {data_dir} (same configuration).")
-            return 0
+            return data_dir
         raise ConfigError(f"{data_dir} holds a data set made with other settings; "
                           "use --force to replace it or --out for another directory")
     result = generate(data_dir, cfg, force=args.force, show_progress=not args.quiet)
     print(result.summary())
+    return data_dir
+
+
+def _run_battery(data_dir: Path, report: Path, args: argparse.Namespace) -> int:
+    """Every check on the cryoDRGN-style VAE (evil twins with the paper's large encoder) and
+    the MNIST control; print the amortization profile and write ``report.json``."""
+    import time
+
+    from .baselines import write_json_atomic
+    from .checks import TrainingCache, check_vae
+    from .data.particles import ParticleDataset
+
+    start = time.perf_counter()
+    data = ParticleDataset.from_dir(data_dir)
+    cache = TrainingCache(show_progress=not args.quiet)
+    common = {"budget": args.budget, "seeds": args.seeds, "device": args.device, "cache": cache}
+    results = check_vae("cryoem:base", data, options={"twin_encoder": "large"}, **common)
+    results += check_vae("cryoem:base", data, checks=["mnist_control"], **common)
+    seconds = time.perf_counter() - start
+    print(f"\nAmortization profile ({args.budget} budget, {args.seeds} seed(s), "
+          f"{seconds / 60:.1f} min):")
+    for r in results:
+        print(f"  {r.summary()}\n      {r.explanation}")
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    write_json_atomic(report, {
+        "profile": {r.check: r.verdict for r in results},
+        "checks": [r.to_dict() for r in results],
+        "dataset": {"path": str(data_dir), **{k: manifest.get(k) for k in
+                                                ("n", "D", "apix", "snr", "seed")}},
+        "runs": {"budget": args.budget, "seeds": args.seeds, "seconds": round(seconds, 1),
+                 "trained": cache.summary()},
+    })
+    print(f"\nReport: {report}")
     return 0
 
 
@@ -101,13 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ampcheck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="the main job on the embedded synthetic data set",
+    run = sub.add_parser("run", help="the main job: every check on the embedded synthetic data",
                          description="Generate the embedded synthetic data set (ci size by "
-                                     "default) and summarise it.")
+                                     "default), train every variant the checks need, run every "
+                                     "check and the MNIST control, print the amortization "
+                                     "profile and write OUT/report.json.")
     run.add_argument("--out", default="ampcheck-out", help="output directory (default "
                                                           "./ampcheck-out)")
     run.add_argument("--force", action="store_true", help="replace existing outputs")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--budget", choices=["smoke", "medium", "full"], default="smoke",
+                     help="training budget of every variant (default smoke: minutes on a CPU)")
+    run.add_argument("--seeds", type=_positive_int, default=1,
+                     help="training seeds per variant (default 1)")
+    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    run.add_argument("--data-only", action="store_true",
+                     help="only generate (or reuse) the data set and summarise it")
     _add_synth_options(run)
     run.set_defaults(func=_cmd_run)
 

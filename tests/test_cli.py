@@ -34,14 +34,34 @@ def test_synth_options_override_the_preset(tmp_path, capsys):
 
 
 def test_run_reuses_matching_data_and_refuses_other_settings(tmp_path, capsys):
-    out = str(tmp_path / "o")
-    assert main(["run", "--out", out, "--size", "tiny", "--quiet"]) == 0
-    assert main(["run", "--out", out, "--size", "tiny", "--quiet"]) == 0
+    out, only = str(tmp_path / "o"), ["--size", "tiny", "--quiet", "--data-only"]
+    assert main(["run", "--out", out, *only]) == 0
+    assert main(["run", "--out", out, *only]) == 0
     assert "Reusing" in capsys.readouterr().out
-    assert main(["run", "--out", out, "--size", "tiny", "--seed", "9", "--quiet"]) == 2
+    assert main(["run", "--out", out, *only, "--seed", "9"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert main(["run", "--out", out, "--size", "tiny", "--seed", "9", "--quiet",
-                 "--force"]) == 0
+    assert main(["run", "--out", out, *only, "--seed", "9", "--force"]) == 0
+
+
+@pytest.mark.cryoem
+@pytest.mark.mnist
+def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path, capsys):
+    import json
+
+    from ampcheck.checks import CHECKS
+
+    out = tmp_path / "o"
+    assert main(["run", "--out", str(out), "--size", "tiny", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["profile"]) == set(CHECKS)  # every check, the MNIST control included
+    assert all(v in ("PASS", "WARN", "FAIL") for v in report["profile"].values())
+    assert report["dataset"]["n"] == 48 and len(report["checks"]) == len(CHECKS)
+    assert "cryoem/twin-perm/large/seed0" in report["runs"]["trained"]
+    printed = capsys.readouterr().out
+    assert "Amortization profile" in printed and "evil_twin" in printed
+    # an existing report is not replaced without --force
+    assert main(["run", "--out", str(out), "--size", "tiny", "--quiet"]) == 2
+    assert "--force" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -52,6 +72,7 @@ def test_run_reuses_matching_data_and_refuses_other_settings(tmp_path, capsys):
     (["synth", "--out", "d", "--size", "huge"], "invalid choice"),
     (["synth"], "--out"),
     (["frobnicate"], "invalid choice"),
+    (["run", "--out", "d", "--size", "tiny", "--device", "gpu7"], "unknown device"),
 ])
 def test_bad_arguments_exit_2_with_a_message(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)

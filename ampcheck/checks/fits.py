@@ -78,6 +78,11 @@ def _unmeasurable(verdict: str, reference_use, info: list[dict], settings: Setti
     return "WARN" if flags else verdict
 
 
+def _why(flags: list[str]) -> str:
+    words = {"no_fit": "of no measurable use to its decoder", "uninformative": "uninformative"}
+    return " and ".join(words[f] for f in flags)
+
+
 @functools.lru_cache(maxsize=4)
 def _truth_volumes(manifest_path: str) -> tuple[tuple[float, int, np.ndarray], ...]:
     """``(z_continuous, z_class, volume)`` of each ground-truth volume an ampcheck synthetic
@@ -164,7 +169,7 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
                             metrics["baseline_latent_use"], info, settings, flags)
     m = metrics["memorisation"].value
     if flags:
-        text = (f"the baseline's latents are {' and '.join(flags).replace('_', ' ')}, so "
+        text = (f"the baseline's latents are {_why(flags)}, so "
                 f"memorisation ({m:.2g}) cannot be judged at this budget")
     elif verdict == "FAIL":
         text = (f"an encoder fed a fixed other image or noise gives its decoder {m:.0%} of "
@@ -231,7 +236,7 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                             metrics["vlt_latent_use"], info, settings, flags)
     f = metrics["fit_ratio"].value
     if flags:
-        text = (f"the lookup table's latents are {' and '.join(flags).replace('_', ' ')}, so "
+        text = (f"the lookup table's latents are {_why(flags)}, so "
                 f"the comparison (fit ratio {f:.2g}) cannot be judged at this budget")
     elif verdict == "PASS":
         text = (f"the encoder's latents give its decoder {f:.0%} of what free per-image "

@@ -176,6 +176,17 @@ class TrainingCache:
     def __len__(self) -> int:
         return len(self._runs)
 
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per trained run: epochs, mean seconds per epoch and the last epoch's losses."""
+        out = {}
+        for label, run in zip(self.trained, self._runs.values(), strict=True):
+            h = run.history
+            out[label] = {"epochs": len(h),
+                          "seconds_per_epoch": float(np.mean([r.seconds for r in h])) if h
+                          else None,
+                          "loss": h[-1].loss if h else None, "recon": h[-1].recon if h else None}
+        return out
+
 
 # ---------------------------------------------------------------------------- the subject
 @dataclass
