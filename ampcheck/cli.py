@@ -68,13 +68,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     report = out / "report.json"
-    if not args.data_only:
+    if not args.data_only:  # refuse before any work
         from .train import resolve_device
 
-        resolve_device(args.device)  # before any work
-    if not args.data_only and report.exists() and not args.force:
-        raise ConfigError(f"{report} exists; use --force to replace it or --out for another "
-                          "directory")
+        resolve_device(args.device)
+        if report.exists() and not args.force:
+            raise ConfigError(f"{report} exists; use --force to replace it or --out for "
+                              "another directory")
     data_dir = _run_data(out / "data", args)
     if args.data_only:
         return 0

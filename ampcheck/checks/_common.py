@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def settings_for(budget: str, thresholds: Mapping[str, Threshold] | None = None)
     base = SETTINGS[budget]
     if thresholds is None:
         return base
-    return Settings(**{**base.__dict__, "thresholds": dict(thresholds)})
+    return replace(base, thresholds=dict(thresholds))
 
 
 def sample(n: int, k: int, seed: int = 0) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics as M
-from ..data.transforms import Transform, parse_transform
+from ..data.transforms import Transform, derangement, parse_transform
 from ._common import (
     Settings,
     boot,
@@ -71,8 +71,6 @@ def _displacement(mu: np.ndarray, moved: np.ndarray, settings: Settings, seed: i
 
 def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed: int):
     """``volume_displacement`` (see the module docstring) on ``n`` images, or None."""
-    from ..data.transforms import derangement
-
     if n < 2 or not hasattr(getattr(model, "model", None), "decode_volume"):
         return None
     pick = sample(len(mu), n, seed + 7)

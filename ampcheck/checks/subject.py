@@ -159,8 +159,7 @@ class TrainingCache:
 
     def __init__(self, show_progress: bool = False):
         self.show_progress = show_progress
-        self._runs: dict[tuple, TrainedModel] = {}
-        self.trained: list[str] = []  # what was actually trained, in order (for reports)
+        self._runs: dict[tuple, TrainedModel] = {}  # in training order
 
     def train(self, cfg: TrainConfig, data, **kwargs) -> TrainedModel:
         key = (tuple(sorted(asdict(cfg).items())), data_key(data),
@@ -170,8 +169,19 @@ class TrainingCache:
                 print(f"ampcheck: training {cfg.model} {cfg.variant} ({cfg.encoder}), "
                       f"seed {cfg.seed}, {cfg.epochs} epoch(s)", file=sys.stderr, flush=True)
             self._runs[key] = train(cfg, data, show_progress=self.show_progress, **kwargs)
-            self.trained.append(f"{cfg.model}/{cfg.variant}/{cfg.encoder}/seed{cfg.seed}")
         return self._runs[key]
+
+    @staticmethod
+    def label(cfg: TrainConfig) -> str:
+        """``model/variant/encoder/seedN`` (a table's init too, when not the default)."""
+        init = f"/{cfg.table_init}" if cfg.variant == "vlt" and cfg.table_init != "normal" \
+            else ""
+        return f"{cfg.model}/{cfg.variant}{init}/{cfg.encoder}/seed{cfg.seed}"
+
+    @property
+    def trained(self) -> list[str]:
+        """What was actually trained, in order (for reports)."""
+        return [self.label(run.config) for run in self._runs.values()]
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -179,9 +189,9 @@ class TrainingCache:
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per trained run: epochs, mean seconds per epoch and the last epoch's losses."""
         out = {}
-        for label, run in zip(self.trained, self._runs.values(), strict=True):
+        for run in self._runs.values():
             h = run.history
-            out[label] = {"epochs": len(h),
+            out[self.label(run.config)] = {"epochs": len(h),
                           "seconds_per_epoch": float(np.mean([r.seconds for r in h])) if h
                           else None,
                           "loss": h[-1].loss if h else None, "recon": h[-1].recon if h else None}
