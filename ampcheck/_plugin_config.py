@@ -10,7 +10,6 @@ checks' registries, which are imported only when a name needs checking.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from ._argtypes import device as _device
+from ._argtypes import threshold as _threshold
 from .baselines import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
 BUDGETS = ("smoke", "medium", "full")
@@ -34,12 +35,6 @@ def _budget(text: str) -> str:
     return text
 
 
-def _device(text: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(text)):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-    return str(text)
-
-
 def _int_at_least(low: int):
     def parse(value: str | int) -> int:
         try:
@@ -50,18 +45,6 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value!r}")
         return number
     return parse
-
-
-def _threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not sep or not name.strip() or not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER (e.g. shift_invariance=0.3), "
-                                         f"got {text!r}")
-    return name.strip(), number
 
 
 def _factory_spec(text: str) -> str:

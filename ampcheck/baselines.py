@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,19 +61,13 @@ def baseline_path(directory: str | os.PathLike, model: str, check: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as strict JSON to ``path`` through a temporary file and a rename, so
     that a reader never sees half a file and an old file survives a failed write."""
+    from .cryoem.io import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"  # fails before anything is written
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _value(metric: Any) -> float | None:

@@ -1,8 +1,13 @@
 """The ``ampcheck`` command line.
 
-``ampcheck run`` is the main job (today: the embedded synthetic data set and its summary; the
-check battery joins it as it lands). ``ampcheck synth`` writes a synthetic data set. Errors that
-are the user's to fix print one line and exit with status 2, without a traceback.
+* ``ampcheck run``: the main job, every check on the embedded synthetic data set, with a report;
+* ``ampcheck synth``: write a synthetic data set;
+* ``ampcheck train``: train one harness variant into a run directory (resumable);
+* ``ampcheck check``: run the checks on a run of ``ampcheck train`` or on a cryoDRGN model;
+* ``ampcheck report``: render a report directory's HTML again from its JSON.
+
+Errors that are the user's to fix print one line and exit with status 2, without a traceback.
+Nothing the user has is replaced without ``--force``, and every file is written atomically.
 """
 
 from __future__ import annotations
@@ -10,29 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
-from .errors import AmpcheckError, ConfigError
+from . import _argtypes as argtypes
+from .errors import AmpcheckError, ConfigError, InputError
+
+REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
 
-def _number(convert, lower: float, strict: bool, what: str):
-    """An argparse type: ``convert`` the text and require it ``> lower`` (strict) or ``>=``."""
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value > lower if strict else value >= lower):  # NaN fails both
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = _number(int, 0, True, "a positive integer")
-_non_negative_int = _number(int, 0, False, "a non-negative integer")
-_positive_float = _number(float, 0, True, "a positive number")
+_positive_int, _non_negative_int, _positive_float = (
+    argtypes.positive_int, argtypes.non_negative_int, argtypes.positive_float)
 
 
 def _add_synth_options(p: argparse.ArgumentParser) -> None:
@@ -65,17 +62,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(report: Path, force: bool) -> None:
+    if report.exists() and not force:
+        raise ConfigError(f"{report} exists; use --force to replace it or --out for another "
+                          "directory")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    report = out / "report.json"
+    report = out / REPORT_JSON
     if not args.data_only:  # refuse before any work
         from .train import resolve_device
 
         resolve_device(args.device)
-        if report.exists() and not args.force:
-            raise ConfigError(f"{report} exists; use --force to replace it or --out for "
-                              "another directory")
-    data_dir = _run_data(out / "data", args)
+        _refuse_existing(report, args.force)
+    data_dir = Path(args.data) if args.data else _run_data(out / "data", args)
     if args.data_only:
         return 0
     return _run_battery(data_dir, report, args)
@@ -106,10 +107,7 @@ def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
 
 def _run_battery(data_dir: Path, report: Path, args: argparse.Namespace) -> int:
     """Every check on the cryoDRGN-style VAE (evil twins with the paper's large encoder) and
-    the MNIST control; print the amortization profile and write ``report.json``."""
-    import time
-
-    from .baselines import write_json_atomic
+    the MNIST control; print the amortization profile and write the report."""
     from .checks import TrainingCache, check_vae
     from .data.particles import ParticleDataset
 
@@ -119,21 +117,167 @@ def _run_battery(data_dir: Path, report: Path, args: argparse.Namespace) -> int:
     common = {"budget": args.budget, "seeds": args.seeds, "device": args.device, "cache": cache}
     results = check_vae("cryoem:base", data, options={"twin_encoder": "large"}, **common)
     results += check_vae("cryoem:base", data, checks=["mnist_control"], **common)
-    seconds = time.perf_counter() - start
-    print(f"\nAmortization profile ({args.budget} budget, {args.seeds} seed(s), "
+    _finish(report.parent, results, time.perf_counter() - start, _dataset(data, data_dir),
+            {"budget": args.budget, "seeds": args.seeds, "trained": cache.summary()})
+    return 0
+
+
+def _dataset(data, path) -> dict:
+    """What a report says of its data set: the manifest's summary when there is one."""
+    manifest = Path(path) / "manifest.json" if path is not None else None
+    summary = {"path": str(path) if path is not None else repr(data), "n": len(data),
+               "D": int(data.D), "apix": getattr(data, "apix", None)}
+    if manifest is not None and manifest.is_file():
+        m = json.loads(manifest.read_text())
+        summary.update({k: m.get(k) for k in ("n", "D", "apix", "snr", "seed")})
+    return summary
+
+
+def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> None:
+    """Print the amortization profile, write the report and say where it is."""
+    from .report import write_report
+
+    print(f"\nAmortization profile ({runs.get('budget', 'given')} budget, "
           f"{seconds / 60:.1f} min):")
     for r in results:
         print(f"  {r.summary()}\n      {r.explanation}")
-    manifest = json.loads((data_dir / "manifest.json").read_text())
-    write_json_atomic(report, {
-        "profile": {r.check: r.verdict for r in results},
-        "checks": [r.to_dict() for r in results],
-        "dataset": {"path": str(data_dir), **{k: manifest.get(k) for k in
-                                                ("n", "D", "apix", "snr", "seed")}},
-        "runs": {"budget": args.budget, "seeds": args.seeds, "seconds": round(seconds, 1),
-                 "trained": cache.summary()},
-    })
-    print(f"\nReport: {report}")
+    print("Rendering the report ...", flush=True)
+    path = write_report(out, results, dataset, {**runs, "seconds": round(seconds, 1)})
+    print(f"\nReport: {path} and {path.with_name(REPORT_HTML)}")
+
+
+# ---------------------------------------------------------------------------- train
+RUN_JSON = "run.json"
+
+
+def _load_data(spec: str, model: str | None):
+    """``(data, family)``: ``mnist`` (the offline digits or $AMPCHECK_MNIST) or a data set
+    directory (``ampcheck synth``'s layout, or particles with poses and CTF)."""
+    if spec == "mnist":
+        from .data.mnist import MnistDataset
+
+        data, family = MnistDataset.load(), "mnist"
+    else:
+        from .data.particles import ParticleDataset
+
+        data, family = ParticleDataset.from_dir(spec), "cryoem"
+    if model is not None and model != family:
+        raise ConfigError(f"--model {model} does not match --data {spec} (a {family} data set)")
+    return data, family
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .checks.subject import training_split
+    from .train import CHECKPOINT, budget_config, train
+
+    out = Path(args.out)
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and not (args.resume or args.force):
+        raise ConfigError(f"{ckpt} exists; use --resume to continue it, --force to train "
+                          "again from scratch (it is replaced after the first epoch), or "
+                          "--out for another directory")
+    data, family = _load_data(args.data, args.model)
+    overrides = {"model": family, "variant": args.variant, "seed": args.seed,
+                 "device": args.device, "amp": args.amp}
+    if args.encoder is not None:
+        overrides["encoder"] = args.encoder
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.variant == "vlt" and args.table_init:
+        overrides["table_init"] = args.table_init
+    cfg = budget_config(args.budget, **overrides)
+    train_set, _ = training_split(cfg, data)
+    run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet)
+    from .baselines import write_json_atomic
+
+    write_json_atomic(out / RUN_JSON, {
+        "data": args.data if args.data == "mnist" else str(Path(args.data).resolve()),
+        "budget": args.budget, "config": asdict(cfg),
+        "history": [asdict(r) for r in run.history]})
+    h = run.history[-1] if run.history else None
+    print(f"Trained {family} {cfg.variant} ({cfg.encoder}) on {len(run.data)} images: "
+          + (f"{len(run.history)} epoch(s), loss {h.loss:.5g}, "
+             f"{np.mean([r.seconds for r in run.history]):.1f} s/epoch" if h else "no epochs")
+          + f"\nRun: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- check
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .checks import resolve_checks, resolve_thresholds
+
+    if (args.run is None) == (args.cryodrgn is None):
+        raise ConfigError("give either --run RUN (a run of `ampcheck train`) or --cryodrgn DIR "
+                          "(a cryoDRGN train_vae directory)")
+    checks = resolve_checks(args.checks) if args.checks else None
+    thresholds = dict(args.threshold)
+    resolve_thresholds(thresholds)  # unknown names and bad values fail before any work
+    out = Path(args.out)
+    _refuse_existing(out / REPORT_JSON, args.force)
+    start = time.perf_counter()
+    if args.cryodrgn is not None:
+        results, dataset, runs = _check_cryodrgn(args, checks, thresholds)
+    else:
+        results, dataset, runs = _check_run(args, checks, thresholds)
+    _finish(out, results, time.perf_counter() - start, dataset, runs)
+    return 0
+
+
+def _check_run(args: argparse.Namespace, checks, thresholds):
+    """The checks on a run of ``ampcheck train``: its model is the subject's (not trained
+    again); the variants that checks need are trained at the run's own settings."""
+    from .checks import TrainingCache, check_vae
+    from .checks.subject import training_split
+    from .train import CHECKPOINT, TrainConfig, TrainedModel
+
+    run_dir = Path(args.run)
+    meta_path = run_dir / RUN_JSON
+    try:
+        meta = json.loads(meta_path.read_text())
+        cfg = TrainConfig.from_dict(meta["config"], str(meta_path))
+    except FileNotFoundError:
+        raise InputError(f"{meta_path}: no such file; --run expects a directory written by "
+                         "`ampcheck train`") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{meta_path} is not a run description of `ampcheck train` "
+                         f"({err})") from None
+    if cfg.variant != "vae":
+        raise ConfigError(f"{run_dir} is a {cfg.variant} run; the checks probe a VAE (`ampcheck "
+                          "train --variant vae`) and train the variants they need themselves")
+    if args.device != "auto":
+        cfg = replace(cfg, device=args.device)
+    data, _ = _load_data(meta["data"], cfg.model)
+    train_set, _ = training_split(cfg, data)
+    cache = TrainingCache(show_progress=not args.quiet)
+    cache.add(TrainedModel.load(run_dir / CHECKPOINT, train_set, device=cfg.device), train_set)
+    options = {"twin_encoder": args.twin_encoder} if args.twin_encoder else None
+    results = check_vae(cfg, data, checks=checks, budget=meta.get("budget", "smoke"),
+                        thresholds=thresholds, cache=cache, options=options,
+                        name=f"{cfg.model}:{cfg.encoder}")
+    return results, _dataset(data, None if meta["data"] == "mnist" else meta["data"]), {
+        "budget": meta.get("budget"), "seeds": 1, "run": str(run_dir.resolve()),
+        "trained": cache.summary()}
+
+
+def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
+    from .adapters.cryodrgn import check_cryodrgn
+
+    if args.particles is None or args.poses is None:
+        raise ConfigError("--cryodrgn needs --particles STACK and --poses POSES (and --ctf "
+                          "CTF when the model was trained with one)")
+    results = check_cryodrgn(args.cryodrgn, args.particles, args.poses, args.ctf,
+                             truth=args.truth, heldout_ind=args.heldout_ind, checks=checks,
+                             epoch=args.epoch, device=args.device, thresholds=thresholds)
+    return results, {"path": str(args.particles), "poses": str(args.poses),
+                     "ctf": None if args.ctf is None else str(args.ctf)}, {
+        "cryodrgn": str(Path(args.cryodrgn).resolve()), "epoch": args.epoch, "seeds": 1}
+
+
+# ---------------------------------------------------------------------------- report
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_html
+
+    print(f"Report: {render_html(args.dir)}")
     return 0
 
 
@@ -162,7 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training budget of every variant (default smoke: minutes on a CPU)")
     run.add_argument("--seeds", type=_positive_int, default=1,
                      help="training seeds per variant (default 1)")
-    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    run.add_argument("--device", type=argtypes.device, default="auto",
+                     help="auto (default), cpu or cuda[:N]")
+    run.add_argument("--data", metavar="DIR",
+                     help="an existing data set directory to check on, instead of generating "
+                          "the embedded one in OUT/data")
     run.add_argument("--data-only", action="store_true",
                      help="only generate (or reuse) the data set and summarise it")
     _add_synth_options(run)
@@ -179,7 +327,81 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write particles.star (RELION 3.1) describing the same particles")
     _add_synth_options(synth)
     synth.set_defaults(func=_cmd_synth)
+    _add_train_parser(sub)
+    _add_check_parser(sub)
+
+    report = sub.add_parser("report", help="render a report directory's report.html again",
+                            description="Render DIR/report.html from DIR/report.json and "
+                                        "DIR/arrays (written by `ampcheck run` or `check`).")
+    report.add_argument("dir", metavar="DIR", help="a report directory")
+    report.set_defaults(func=_cmd_report)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    from .models.encoders import ENCODER_PRESETS
+    from .models.table import TABLE_INITS
+    from .train import BUDGETS, VARIANTS
+
+    p = sub.add_parser("train", help="train one harness variant into a run directory",
+                       description="Train a cryo-EM (or MNIST) VAE, lookup table or evil twin on "
+                                   "the training split that the checks use; OUT gets "
+                                   "checkpoint.pt (after every epoch, atomically) and run.json.")
+    p.add_argument("--data", required=True, metavar="DIR|mnist",
+                   help="a data set directory (e.g. from `ampcheck synth`), or 'mnist'")
+    p.add_argument("--out", required=True, metavar="RUN", help="the run directory")
+    p.add_argument("--model", choices=["cryoem", "mnist"],
+                   help="model family (default: from the data)")
+    p.add_argument("--variant", choices=VARIANTS, default="vae", help="default vae")
+    p.add_argument("--encoder", choices=list(ENCODER_PRESETS),
+                   help="cryo-EM encoder preset (default base)")
+    p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
+                   help="named training budget (default smoke)")
+    p.add_argument("--epochs", type=_non_negative_int, help="override the budget's epochs")
+    p.add_argument("--table-init", choices=[t for t in TABLE_INITS if t != "from_encoder"],
+                   help="the VLT's initial table (vlt only; default normal)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="training seed (default 0)")
+    p.add_argument("--device", type=argtypes.device, default="auto",
+                   help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue RUN's checkpoint")
+    p.add_argument("--force", action="store_true", help="train again over an existing RUN")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_check_parser(sub) -> None:
+    from .models.encoders import ENCODER_PRESETS
+
+    p = sub.add_parser("check", help="run the checks on a trained model and write a report",
+                       description="Run the amortization checks on a run of `ampcheck train` "
+                                   "(--run) or on a model trained by cryoDRGN's train_vae "
+                                   "(--cryodrgn, needs the optional cryodrgn package), print "
+                                   "the profile and write OUT/report.json and report.html.")
+    p.add_argument("--run", metavar="RUN", help="a run directory of `ampcheck train`")
+    p.add_argument("--cryodrgn", metavar="DIR", help="a cryoDRGN train_vae output directory "
+                                                     "(weights.pkl, config.yaml)")
+    p.add_argument("--particles", metavar="STACK", help="--cryodrgn: the particle stack")
+    p.add_argument("--poses", metavar="POSES", help="--cryodrgn: the poses .pkl")
+    p.add_argument("--ctf", metavar="CTF", help="--cryodrgn: the CTF .pkl")
+    p.add_argument("--heldout-ind", metavar="IND",
+                   help="--cryodrgn: .pkl of the indices of images the model did not train on")
+    p.add_argument("--truth", metavar="NPZ", help="--cryodrgn: ground truth (z_continuous "
+                                                  "and/or z_class), for heldout_generalisation")
+    p.add_argument("--epoch", type=_positive_int,
+                   help="--cryodrgn: the epoch's weights (default: the last)")
+    p.add_argument("--checks", metavar="A,B", help="which checks (default: every one that "
+                                                   "applies)")
+    p.add_argument("--threshold", type=argtypes.threshold, action="append", default=[],
+                   metavar="NAME=VALUE", help="override a threshold (repeatable)")
+    p.add_argument("--twin-encoder", choices=list(ENCODER_PRESETS),
+                   help="--run: the evil twins' encoder (the paper's finding is about large)")
+    p.add_argument("--out", required=True, help="the report directory")
+    p.add_argument("--device", type=argtypes.device, default="auto",
+                   help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_check)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,14 +145,33 @@ def budget_config(budget: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**{"epochs": b.epochs, "max_images": b.max_images, **overrides})
 
 
+CURVE_POINTS = 25  # loss-curve points kept per epoch (means over consecutive batches)
+
+
 @dataclass(frozen=True)
 class EpochRecord:
+    """One epoch: mean loss and its parts, wall time, images seen, and ``curve``, the mean
+    loss over up to ``CURVE_POINTS`` consecutive runs of batches (for loss-curve plots)."""
+
     epoch: int
     loss: float
     recon: float
     kl: float
     seconds: float
     images: int
+    curve: tuple[float, ...] = ()
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _curve(losses: list[float], sizes: list[int], points: int = CURVE_POINTS
+           ) -> tuple[float, ...]:
+    """Image-weighted mean losses over ``points`` near-equal runs of consecutive batches."""
+    chunks = np.array_split(np.arange(len(losses)), min(points, len(losses)))
+    w, v = np.asarray(sizes, float), np.asarray(losses, float)
+    return tuple(float(np.average(v[c], weights=w[c])) for c in chunks if len(c))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -417,7 +436,8 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None,
         table.to(device)
     trained = TrainedModel(cfg, model, data, table, twins, device=device)
     if state is not None:
-        trained.history = [EpochRecord(**r) for r in state["history"]]
+        trained.history = [EpochRecord(**{**r, "curve": tuple(r.get("curve", ()))})
+                           for r in state["history"]]
     return trained
 
 
@@ -473,6 +493,7 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     model.train()
     for epoch in range(len(run.history), cfg.epochs):
         start, sums, seen = time.perf_counter(), np.zeros(3), 0
+        batch_losses, batch_sizes = [], []
         reference = run.history[-1].loss if run.history else None
         order = torch.randperm(n, generator=gen)
         batches = [order[s:s + bs] for s in range(0, n, bs)]
@@ -495,10 +516,13 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             for o in optimizers.values():
                 o.step()
             k = len(idx)
-            sums += k * np.array([loss.item(), recon.mean().item(), kl.mean().item()])
+            batch_losses.append(loss.item())
+            sums += k * np.array([batch_losses[-1], recon.mean().item(), kl.mean().item()])
             seen += k
+            batch_sizes.append(k)
         loss_, recon_, kl_ = (float(v) for v in sums / seen)
-        record = EpochRecord(epoch + 1, loss_, recon_, kl_, time.perf_counter() - start, seen)
+        record = EpochRecord(epoch + 1, loss_, recon_, kl_, time.perf_counter() - start, seen,
+                             _curve(batch_losses, batch_sizes))
         run.history.append(record)
         if show_progress:
             print(f"{cfg.model} {cfg.variant} ({cfg.encoder}) epoch {record.epoch}/{cfg.epochs}:"

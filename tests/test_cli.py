@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ampcheck.cli import main
@@ -14,6 +16,24 @@ from ampcheck.cli import main
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ampcheck", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
+
+
+def assert_self_contained(page: str) -> None:
+    """Every src/href of an HTML page is embedded data or an anchor that exists on it."""
+    refs = re.findall(r"""(?:src|href)=["']([^"']*)["']""", page)
+    ids = set(re.findall(r"""id=["']([^"']*)["']""", page))
+    assert refs and all(r.startswith("data:") or (r.startswith("#") and r[1:] in ids)
+                        for r in refs), [r[:40] for r in refs]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny data set and a base VAE trained on it by ``ampcheck train`` (seconds)."""
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["synth", "--out", str(root / "data"), "--size", "tiny", "--quiet"]) == 0
+    assert main(["train", "--data", str(root / "data"), "--out", str(root / "run"),
+                 "--quiet"]) == 0
+    return root
 
 
 def test_synth_writes_a_data_set_and_prints_its_summary(tmp_path):
@@ -59,6 +79,9 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     assert "cryoem/twin-perm/large/seed0" in report["runs"]["trained"]
     printed = capsys.readouterr().out
     assert "Amortization profile" in printed and "evil_twin" in printed
+    page = (out / "report.html").read_text()
+    assert all(f">{name}<" in page for name in CHECKS)
+    assert_self_contained(page)
     # an existing report is not replaced without --force
     assert main(["run", "--out", str(out), "--size", "tiny", "--quiet"]) == 2
     assert "--force" in capsys.readouterr().err
@@ -72,7 +95,18 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     (["synth", "--out", "d", "--size", "huge"], "invalid choice"),
     (["synth"], "--out"),
     (["frobnicate"], "invalid choice"),
-    (["run", "--out", "d", "--size", "tiny", "--device", "gpu7"], "unknown device"),
+    (["run", "--out", "d", "--size", "tiny", "--device", "gpu7"], "expected auto, cpu"),
+    (["train", "--data", "d", "--out", "r", "--variant", "gan"], "invalid choice"),
+    (["train", "--data", "nowhere", "--out", "r"], "nowhere"),
+    (["train", "--data", "mnist", "--out", "r", "--model", "cryoem"], "does not match"),
+    (["check", "--out", "o"], "either --run"),
+    (["check", "--out", "o", "--run", "r", "--cryodrgn", "c"], "either --run"),
+    (["check", "--out", "o", "--run", "r", "--checks", "shift,bogus"], "unknown check"),
+    (["check", "--out", "o", "--run", "r", "--threshold", "bogus=1"], "bogus"),
+    (["check", "--out", "o", "--run", "r", "--threshold", "shift_invariance"], "NAME=NUMBER"),
+    (["check", "--out", "o", "--run", "nowhere"], "ampcheck train"),
+    (["check", "--out", "o", "--cryodrgn", "c"], "--particles"),
+    (["report", "nowhere"], "no such report"),
 ])
 def test_bad_arguments_exit_2_with_a_message(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
@@ -103,3 +137,109 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["synth", "--out", str(tmp_path / "f"), "--size", "tiny"]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_train_writes_a_resumable_run_and_refuses_to_overwrite_it(tiny_run, capsys):
+    run = tiny_run / "run"
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["config"]["variant"] == "vae" and len(meta["history"]) == 1
+    assert meta["data"] == str((tiny_run / "data").resolve())
+    before = (run / "checkpoint.pt").read_bytes()
+    args = ["train", "--data", str(tiny_run / "data"), "--out", str(run), "--quiet"]
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before  # untouched
+
+
+def test_train_resume_continues_the_checkpoint(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_run / "run", tmp_path / "r")
+    first = json.loads((tmp_path / "r" / "run.json").read_text())["history"]
+    assert main(["train", "--data", str(tiny_run / "data"), "--out", str(tmp_path / "r"),
+                 "--quiet", "--resume", "--epochs", "2"]) == 0
+    history = json.loads((tmp_path / "r" / "run.json").read_text())["history"]
+    assert len(history) == 2 and history[0] == first[0]  # epoch 1 kept, epoch 2 added
+
+
+def test_an_interrupted_checkpoint_write_keeps_the_old_checkpoint(tiny_run, tmp_path,
+                                                                 monkeypatch):
+    import shutil
+
+    import ampcheck.train as T
+    from ampcheck.checks.subject import training_split
+    from ampcheck.data.particles import ParticleDataset
+
+    shutil.copytree(tiny_run / "run", tmp_path / "r")
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    cfg = T.TrainConfig.from_dict(json.loads((tmp_path / "r" / "run.json").read_text())["config"])
+    train_set, _ = training_split(cfg, ParticleDataset.from_dir(tiny_run / "data"))
+    run = T.TrainedModel.load(ckpt, train_set)
+
+    def half_written(obj, f):
+        open(f, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(T.torch, "save", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        run.save(ckpt)
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["checkpoint.pt", "run.json"]
+
+
+@pytest.mark.cryoem
+def test_check_run_uses_the_trained_model_and_writes_a_report(tiny_run, tmp_path, capsys):
+    out = tmp_path / "rep"
+    args = ["check", "--run", str(tiny_run / "run"), "--out", str(out), "--quiet",
+            "--checks", "shift_invariance,rotation_invariance,heldout_generalisation",
+            "--threshold", "shift_invariance=0.3"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["profile"]) == ["shift_invariance", "rotation_invariance",
+                                       "heldout_generalisation"]
+    assert report["checks"][0]["threshold"]["value"] == 0.3
+    # the run's own model was checked, not a new training: its history is the run's
+    trained = report["runs"]["trained"]
+    assert list(trained) == ["cryoem/vae/base/seed0"]
+    run_history = json.loads((tiny_run / "run" / "run.json").read_text())["history"]
+    assert trained["cryoem/vae/base/seed0"]["history"] == run_history
+    assert (out / "arrays" / "shift_invariance.npz").is_file()
+    assert_self_contained((out / "report.html").read_text())
+    assert "Amortization profile" in capsys.readouterr().out
+    assert main(args) == 2  # an existing report is kept
+    assert "--force" in capsys.readouterr().err
+
+
+def test_check_refuses_a_variant_run(tiny_run, tmp_path, capsys):
+    run = tmp_path / "vlt"
+    assert main(["train", "--data", str(tiny_run / "data"), "--out", str(run), "--quiet",
+                 "--variant", "vlt", "--epochs", "0"]) == 0
+    assert main(["check", "--run", str(run), "--out", str(tmp_path / "o")]) == 2
+    assert "vlt run" in capsys.readouterr().err
+
+
+def test_an_interrupted_report_write_keeps_the_old_report(tmp_path, monkeypatch):
+    from ampcheck import report as R
+    from ampcheck.checks.result import CheckResult, Metric, Threshold
+
+    def result(value):
+        return CheckResult("shift_invariance", "m", "PASS", {"displacement": Metric(value, False)},
+                           Threshold("displacement", 0.2, False), "fine",
+                           arrays={"mu": np.zeros((3, 2))})
+
+    R.write_report(tmp_path, [result(0.1)], {}, {}, html=False)
+    old = {p.name: p.read_bytes() for p in (tmp_path / "report.json",
+                                            tmp_path / "arrays" / "shift_invariance.npz")}
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R.np, "savez_compressed", boom)
+    with pytest.raises(KeyboardInterrupt):
+        R.write_report(tmp_path, [result(0.05)], {}, {}, html=False)
+    assert (tmp_path / "report.json").read_bytes() == old["report.json"]
+    assert (tmp_path / "arrays" / "shift_invariance.npz").read_bytes() == \
+        old["shift_invariance.npz"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["report.json", "arrays", "shift_invariance.npz"])  # no temporary left behind

@@ -69,7 +69,8 @@ def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
     return CheckResult("mnist_control", f"mnist ({getattr(data, 'source', 'digits')})", verdict,
                        metrics, threshold, f"classic MNIST VAE: {verdicts}", held.flags,
                        subject.seeds, {"profile": {k: r.to_dict() for k, r in profile.items()},
-                                       "data": repr(data)})
+                                       "data": repr(data)},
+                       {f"{k}/{a}": v for k, r in profile.items() for a, v in r.arrays.items()})
 
 
 CHECKS: dict[str, CheckSpec] = {s.name: s for s in (

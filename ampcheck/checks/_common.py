@@ -165,6 +165,11 @@ def verdict_with_guard(metric: Metric, threshold: Threshold, uninformative: bool
     return verdict, flags
 
 
+def percent(x: float) -> str:
+    """``x`` as a whole percentage for explanations (never "-0%")."""
+    return f"{x:.0%}" if abs(x) >= 0.005 else "0%"
+
+
 def truth_of(data, positions: np.ndarray) -> dict[str, np.ndarray]:
     truth = getattr(data, "truth", {}) or {}
     return {k: np.asarray(v)[positions] for k, v in truth.items()}

@@ -49,6 +49,7 @@ from ._common import (
     informativeness,
     least_informative,
     mean_ratio,
+    percent,
     plain,
     pooled,
     sample,
@@ -97,31 +98,42 @@ def _truth_volumes(manifest_path: str) -> tuple[tuple[float, int, np.ndarray], .
                  and (root / v["file"]).is_file())
 
 
+def central_slices(volume: np.ndarray) -> np.ndarray:
+    """The three central sections ``(3, D, D)`` of a volume ``[z, y, x]``: z, y, x = D/2."""
+    c = volume.shape[0] // 2
+    return np.stack([volume[c], volume[:, c], volume[:, :, c]]).astype(np.float32)
+
+
 def volume_agreement(runs: dict, latents: dict, subject: Subject, idx: np.ndarray,
-                     n: int, seed: int) -> dict[str, float]:
+                     n: int, seed: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Mean AUC-FSC ``{name: value}`` of each run's volume at its latent of ``n`` images
-    against the true volume nearest each image's conformation ({} without such volumes)."""
+    against the true volume nearest each image's conformation, and the central slices
+    ``(n, 3, D, D)`` of those volumes (``slices[<name>]``, ``slices[truth]``, with the images'
+    ``z_continuous``); both empty without such volumes."""
     stack = getattr(getattr(subject.data, "_stack", None), "path", None)
     manifest = Path(stack).parent / "manifest.json" if stack is not None else None
     if n < 1 or manifest is None or not manifest.is_file() or not all(
             hasattr(getattr(r, "model", None), "decode_volume") for r in runs.values()):
-        return {}
+        return {}, {}
     volumes = _truth_volumes(str(manifest))
     truth = truth_of(subject.train, idx)
     if not volumes or "z_continuous" not in truth:
-        return {}
-    out = {}
+        return {}, {}
     pick = sample(len(idx), n, seed + 7)
+    nearest = []
+    for p in pick:
+        zc = float(truth["z_continuous"][p])
+        cls = int(truth["z_class"][p]) if "z_class" in truth else None
+        same = [v for v in volumes if cls is None or v[1] == cls] or list(volumes)
+        nearest.append(min(same, key=lambda v: abs(v[0] - zc))[2])
+    out, slices = {}, {"slices[truth]": np.stack([central_slices(v) for v in nearest]),
+                       "z_continuous": truth["z_continuous"][pick]}
     for name, run in runs.items():
-        aucs = []
-        for p in pick:
-            zc = float(truth["z_continuous"][p])
-            cls = int(truth["z_class"][p]) if "z_class" in truth else None
-            same = [v for v in volumes if cls is None or v[1] == cls] or list(volumes)
-            true = min(same, key=lambda v: abs(v[0] - zc))[2]
-            aucs.append(M.auc_fsc(M.fsc(run.decode_volume(latents[name][p]), true)))
-        out[name] = float(np.mean(aucs))
-    return out
+        decoded = [run.decode_volume(latents[name][p]) for p in pick]
+        out[name] = float(np.mean([M.auc_fsc(M.fsc(d, t)) for d, t in zip(decoded, nearest,
+                                                                           strict=True)]))
+        slices[f"slices[{name}]"] = np.stack([central_slices(d) for d in decoded])
+    return out, slices
 
 
 def _reference_info(mu: np.ndarray, logvar: np.ndarray, subject: Subject, idx: np.ndarray,
@@ -172,10 +184,10 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
         text = (f"the baseline's latents are {_why(flags)}, so "
                 f"memorisation ({m:.2g}) cannot be judged at this budget")
     elif verdict == "FAIL":
-        text = (f"an encoder fed a fixed other image or noise gives its decoder {m:.0%} of "
+        text = (f"an encoder fed a fixed other image or noise gives its decoder {percent(m)} of "
                 "what the image itself gives: it memorises")
     elif verdict == "PASS":
-        text = f"evil twins give their decoder only {m:.0%} of what the image itself gives"
+        text = f"evil twins give their decoder only {percent(m)} of what the image itself gives"
     else:
         text = f"memorisation {m:.2g} is within its uncertainty of the threshold"
     return CheckResult("evil_twin", subject.name, verdict, metrics, threshold, text,
@@ -190,6 +202,7 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     fit, vlt_use, cka, proc, rec_enc, rec_vlt, info = [], [], [], [], [], [], []
     vol_auc: dict[str, list[float]] = {}
     overlap: dict[int, list[float]] = {}
+    arrays: dict[str, np.ndarray] = {}
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
         enc = subject.model(seed)
@@ -205,9 +218,10 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         vlt_use.append(boot(lambda b, u=u_vlt: float(u[b].mean()), len(idx), settings, seed))
         mu_e, (mu_v, lv_v) = enc.latents(idx)[0], vlt.latents(idx)
         info.append(_reference_info(mu_v, lv_v, subject, idx, seed))
-        for k, v in volume_agreement({"encoder": enc, "vlt": vlt}, {"encoder": mu_e,
-                                                                      "vlt": mu_v},
-                                     subject, idx, settings.n_volumes, seed).items():
+        aucs, slices = volume_agreement({"encoder": enc, "vlt": vlt},
+                                        {"encoder": mu_e, "vlt": mu_v}, subject, idx,
+                                        settings.n_volumes, seed)
+        for k, v in aucs.items():
             vol_auc.setdefault(k, []).append(v)
         cka.append(M.linear_cka(mu_e, mu_v))
         proc.append(M.procrustes_distance(mu_e, mu_v))
@@ -215,6 +229,9 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         for k, v in M.knn_overlap(mu_e, mu_v, ks=ks).items():
             overlap.setdefault(k, []).append(v)
         truth = truth_of(subject.train, idx)
+        if not arrays:  # what the report draws: both latent spaces, volumes beside the truth
+            arrays = {"mu[encoder]": mu_e, "mu[vlt]": mu_v, **slices,
+                      **{f"truth[{k}]": v for k, v in truth.items()}}
         for mu, out in ((mu_e, rec_enc), (mu_v, rec_vlt)):
             r = truth_recovery(mu, truth, seed)
             if r is not None:
@@ -239,12 +256,12 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         text = (f"the lookup table's latents are {_why(flags)}, so "
                 f"the comparison (fit ratio {f:.2g}) cannot be judged at this budget")
     elif verdict == "PASS":
-        text = (f"the encoder's latents give its decoder {f:.0%} of what free per-image "
+        text = (f"the encoder's latents give its decoder {percent(f)} of what free per-image "
                 f"latents give theirs (CKA {metrics['cka'].value:.2f})")
     elif verdict == "FAIL":
-        text = (f"the encoder's latents give its decoder only {f:.0%} of what free per-image "
+        text = (f"the encoder's latents give its decoder only {percent(f)} of what free per-image "
                 "latents give theirs")
     else:
         text = f"fit ratio {f:.2g} is within its uncertainty of the threshold"
     return CheckResult("vlt_equivalence", subject.name, verdict, metrics, threshold, text,
-                       tuple(flags), subject.seeds, {"n_images": int(len(idx))})
+                       tuple(flags), subject.seeds, {"n_images": int(len(idx))}, arrays)

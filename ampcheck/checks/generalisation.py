@@ -33,6 +33,7 @@ from ._common import (
     floors_missed,
     least_informative,
     mean_ratio,
+    percent,
     plain,
     pooled,
     sample,
@@ -118,9 +119,9 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
         text = ("per-image optimisation gains nothing over a constant posterior: the decoder "
                 "does not use the latent yet, so the gap is not measurable")
     elif verdict == "PASS":
-        text = f"the encoder gets within {f:.0%} of each image's optimal posterior"
+        text = f"the encoder gets within {percent(f)} of each image's optimal posterior"
     elif verdict == "FAIL":
-        text = f"the encoder misses {f:.0%} of what per-image optimisation reaches"
+        text = f"the encoder misses {percent(f)} of what per-image optimisation reaches"
     else:
         text = f"gap fraction {f:.2g} is within its uncertainty of the threshold"
     return CheckResult("amortization_gap", subject.name, verdict, metrics, threshold, text,
@@ -156,16 +157,20 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
     """Do held-out images land on the latent map that the training images built?"""
     threshold = settings.thresholds["heldout_generalisation"]
     drop, rec_tr, rec_ho, info = [], [], [], []
-    kind = ""
+    kind, arrays = "", {}
     for seed in subject.seeds:
         model = subject.model(seed)
         i_tr = sample(len(subject.train), settings.n_eval, seed)
         i_ho = sample(len(subject.heldout), settings.n_eval, seed)
         mu_tr, lv_tr = model.encode(subject.train, i_tr)
         mu_ho, _ = model.encode(subject.heldout, i_ho)
-        kind, s_tr, s_ho = _recovery(mu_tr, mu_ho, truth_of(subject.train, i_tr),
-                                     truth_of(subject.heldout, i_ho), seed,
+        t_tr, t_ho = truth_of(subject.train, i_tr), truth_of(subject.heldout, i_ho)
+        kind, s_tr, s_ho = _recovery(mu_tr, mu_ho, t_tr, t_ho, seed,
                                      subject.options.get("recovery_method", "linear"))
+        if not arrays:  # what the report draws: both sets on one latent map
+            arrays = {"mu[train]": mu_tr, "mu[heldout]": mu_ho,
+                      **{f"truth[{k}][train]": v for k, v in t_tr.items()},
+                      **{f"truth[{k}][heldout]": v for k, v in t_ho.items()}}
         a = boot(s_tr, len(i_tr), settings, seed)
         b = boot(s_ho, len(i_ho), settings, seed + 10_000)  # an independent resampling stream
         rec_tr.append(a)
@@ -193,5 +198,6 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
         text = f"recovery drop {d:.2g} is within its uncertainty of the threshold"
     return CheckResult("heldout_generalisation", subject.name, verdict, metrics, threshold,
                        text, tuple(flags), subject.seeds,
-                       {"measure": kind, "n_train": int(len(i_tr)), "n_heldout": int(len(i_ho))})
+                       {"measure": kind, "n_train": int(len(i_tr)), "n_heldout": int(len(i_ho))},
+                       arrays)
 

@@ -90,12 +90,17 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
     threshold = settings.thresholds[name]
     worst, info = [], []
     per_t = {t.name: {"d": [], "r1": [], "r10": [], "vol": []} for t in transforms}
+    arrays: dict[str, np.ndarray] = {}
     for seed in subject.seeds:
         model = subject.model(seed)
         idx = sample(len(subject.train), settings.n_eval, seed)
         mu, logvar = model.encode(subject.train, idx)
         moved = {t.name: model.encode(subject.train, idx, transform=t)[0] for t in transforms}
-        info.append(informativeness(mu, logvar, truth_of(subject.train, idx), seed))
+        truth = truth_of(subject.train, idx)
+        info.append(informativeness(mu, logvar, truth, seed))
+        if not arrays:  # what the report draws: each image joined to its transformed copy
+            arrays = {"mu": mu, **{f"moved[{t}]": m for t, m in moved.items()},
+                      **{f"truth[{k}]": v for k, v in truth.items()}}
         disp = {t: _displacement(mu, m, settings, seed) for t, m in moved.items()}
         worst.append(boot(lambda b, disp=disp: worst_of(f(b) for f in disp.values()), len(idx),
                           settings, seed))
@@ -133,7 +138,7 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
     return CheckResult(name, subject.name, verdict, metrics, threshold, text, tuple(flags),
                        subject.seeds, {"transforms": [t.name for t in transforms],
                                        "n_images": int(min(len(subject.train),
-                                                           settings.n_eval))})
+                                                           settings.n_eval))}, arrays)
 
 
 def shift_invariance(subject: Subject, settings: Settings) -> CheckResult:

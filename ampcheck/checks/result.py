@@ -126,7 +126,9 @@ class CheckResult:
 
     ``flags`` name conditions that qualify the verdict (``uninformative``: the latents carry
     too little for an invariance to mean anything). ``details`` holds anything else a report
-    may show (per-transform numbers, per-seed values), as plain JSON values.
+    may show (per-transform numbers, per-seed values), as plain JSON values. ``arrays`` holds
+    what the report plots (the first seed's latents, decoded volume slices), name -> array;
+    it is not part of the JSON (``ampcheck.report`` writes it beside it, as ``.npz``).
     """
 
     check: str
@@ -138,6 +140,7 @@ class CheckResult:
     flags: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     details: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

@@ -161,9 +161,18 @@ class TrainingCache:
         self.show_progress = show_progress
         self._runs: dict[tuple, TrainedModel] = {}  # in training order
 
+    @staticmethod
+    def _key(cfg: TrainConfig, data, kwargs: dict) -> tuple:
+        return (tuple(sorted(asdict(cfg).items())), data_key(data),
+                tuple(sorted((k, id(v)) for k, v in kwargs.items())))
+
+    def add(self, run: TrainedModel, data) -> None:
+        """Adopt ``run`` (say, loaded from a checkpoint) as the training of its config on
+        ``data``, so that checks use it instead of training it again."""
+        self._runs[self._key(run.config, data, {})] = run
+
     def train(self, cfg: TrainConfig, data, **kwargs) -> TrainedModel:
-        key = (tuple(sorted(asdict(cfg).items())), data_key(data),
-               tuple(sorted((k, id(v)) for k, v in kwargs.items())))
+        key = self._key(cfg, data, kwargs)
         if key not in self._runs:
             if self.show_progress:
                 print(f"ampcheck: training {cfg.model} {cfg.variant} ({cfg.encoder}), "
@@ -187,14 +196,19 @@ class TrainingCache:
         return len(self._runs)
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per trained run: epochs, mean seconds per epoch and the last epoch's losses."""
+        """Per trained run: its config, images, epochs, mean seconds per epoch and images per
+        second, the last epoch's losses and the whole history (loss curves for reports)."""
         out = {}
         for run in self._runs.values():
             h = run.history
-            out[self.label(run.config)] = {"epochs": len(h),
-                          "seconds_per_epoch": float(np.mean([r.seconds for r in h])) if h
-                          else None,
-                          "loss": h[-1].loss if h else None, "recon": h[-1].recon if h else None}
+            seconds = float(np.mean([r.seconds for r in h])) if h else None
+            out[self.label(run.config)] = {
+                "config": asdict(run.config), "images": len(run.data), "epochs": len(h),
+                "seconds_per_epoch": seconds,
+                "images_per_second": float(np.mean([r.images_per_second for r in h])) if h
+                else None,
+                "loss": h[-1].loss if h else None, "recon": h[-1].recon if h else None,
+                "history": [asdict(r) for r in h]}
         return out
 
 
@@ -273,13 +287,7 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
 
     if isinstance(model, str | TrainConfig):
         cfg = _config_from(model, budget, device)
-        train_set, heldout = data.split(heldout_fraction, seed=split_seed)
-        if cfg.max_images is not None and cfg.max_images < len(train_set):
-            # what the budget trains on: a seeded random subset (real stacks are often ordered
-            # by micrograph, so the first images would not be like the held-out ones)
-            keep = np.random.default_rng(split_seed).choice(len(train_set), cfg.max_images,
-                                                            replace=False)
-            train_set = train_set.subset(np.sort(keep))
+        train_set, heldout = training_split(cfg, data, heldout_fraction, split_seed)
         tags |= {"trainable", "heldout"}
 
         def model_fn(seed: int):
@@ -328,6 +336,20 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
     label = name or type(getattr(vae_like, "vae", vae_like)).__name__
     return Subject(label, data, train_set, heldout, seed_list, lambda seed: vae_like,
                    frozenset(tags), cache=cache, options={"family": _family(data)})
+
+
+def training_split(cfg: TrainConfig, data, heldout_fraction: float = 0.2, split_seed: int = 0):
+    """``(train_set, heldout)``: the views of ``data`` that ampcheck trains ``cfg`` on and
+    holds out. ``ampcheck train`` and the checks share it, so that a run trained by one is the
+    run the other would train."""
+    train_set, heldout = data.split(heldout_fraction, seed=split_seed)
+    if cfg.max_images is not None and cfg.max_images < len(train_set):
+        # what the budget trains on: a seeded random subset (real stacks are often ordered
+        # by micrograph, so the first images would not be like the held-out ones)
+        keep = np.random.default_rng(split_seed).choice(len(train_set), cfg.max_images,
+                                                        replace=False)
+        train_set = train_set.subset(np.sort(keep))
+    return train_set, heldout
 
 
 def _family(data) -> str:

@@ -1,0 +1,463 @@
+"""A model trained by ``cryodrgn train_vae`` (cryoDRGN 4.3), behind ampcheck's VAE protocol.
+
+cryoDRGN is optional: it is imported inside the functions that need it, so importing this
+module never needs it; without it they raise :class:`~ampcheck.errors.ConfigError` naming
+``pip install "ampcheck[cryodrgn]"``. The network is always cryoDRGN's own ``HetOnlyVAE``,
+built from the run's ``config.yaml`` by ``HetOnlyVAE.load`` (as ``cryodrgn eval_images`` and
+``analyze`` build it); nothing of its architecture is re-implemented here.
+
+An image reaches the encoder exactly as in cryoDRGN's ``eval_z`` (``commands/train_vae.py``),
+which writes ``z.pkl`` at the end of training; each step is cryoDRGN's own function:
+
+1. real-space window ``masking.spherical_window_mask(D, window_r, 0.99)`` when
+   ``dataset_args.window`` (``dataset.ImageDataset._process``);
+2. contrast inversion when ``dataset_args.invert_data``;
+3. ``fft.ht2_center`` then ``fft.symmetrize_ht``: the centred Hartley image ``(D+1, D+1)``;
+4. ``(h - norm[0]) / norm[1]`` with ``dataset_args.norm`` as stored in the config;
+5. when the poses carry translations, ``Lattice.translate_ht`` by the pose's shift
+   (``train_vae.preprocess_input``). cryoDRGN's ``PoseTracker.load`` turns the file's
+   fractions of the box into pixels with the *symmetrised* size ``D + 1`` (``train_vae``
+   passes ``data.D = D + 1``), so its shift is ``frac * (D + 1)``; ampcheck's ``meta["trans"]``
+   is ``frac * D``, and is scaled by ``(D + 1) / D`` here to reproduce cryoDRGN's numbers;
+6. when the run used a CTF, phase flipping by ``sign(ctf.compute_ctf(...))`` on
+   ``lattice.freqs2d / apix``, with ``apix = D_file * apix_file / D`` as
+   ``ctf.load_ctf_for_training`` computes it;
+7. ``HetOnlyVAE.encode``: the circular encoder mask ``model_args.enc_mask`` and the MLP.
+
+The decoder side (:meth:`CryoDRGNVAE.recon_loss`) is ``train_vae.run_batch`` /
+``loss_function`` per image: ``HetOnlyVAE`` evaluated at ``lattice.coords[mask] / extent / 2
+@ rot`` on the circular mask of radius ``D/2`` (DC excluded), times the CTF, against the
+translated Hartley image; the loss is the mean squared error over the masked pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..cryoem.io import load_pickle
+from ..errors import ConfigError, InputError, UnsafePickleError
+
+__all__ = ["CryoDRGNVAE", "check_cryodrgn", "cryodrgn_dataset", "cryodrgn_latents",
+           "load_cryodrgn", "read_indices", "INSTALL_HINT"]
+
+PathLike = str | os.PathLike
+
+INSTALL_HINT = 'pip install "ampcheck[cryodrgn]" (or pip install cryodrgn)'
+#: cryoDRGN commands whose output directories are not train_vae's (other models or layouts).
+_OTHER_COMMANDS = frozenset({"train_nn", "train_dec", "abinit", "abinit_het", "abinit_homo",
+                             "abinit_het_old", "abinit_homo_old", "backproject_voxel"})
+_MODEL_KEYS = ("qlayers", "qdim", "players", "pdim", "zdim", "encode_mode", "enc_mask",
+               "pe_type", "pe_dim", "domain")
+
+
+def _import_cryodrgn() -> SimpleNamespace:
+    """cryoDRGN's modules the adapter uses, or a :class:`ConfigError` saying how to install."""
+    try:
+        import cryodrgn
+    except ImportError as e:
+        raise ConfigError(f"the cryoDRGN adapter needs the cryodrgn package, which cannot be "
+                          f"imported here ({e}); install it with {INSTALL_HINT}") from None
+    try:
+        from cryodrgn import config, ctf, fft
+        from cryodrgn.masking import spherical_window_mask
+        from cryodrgn.models import HetOnlyVAE
+    except ImportError as e:
+        version = getattr(cryodrgn, "__version__", "?")
+        raise ConfigError(f"cryodrgn {version} lacks what the adapter uses ({e}); it targets "
+                          "cryodrgn 4.3: pip install cryodrgn==4.3.1") from None
+    return SimpleNamespace(config=config, ctf=ctf, fft=fft, HetOnlyVAE=HetOnlyVAE,
+                           window_mask=spherical_window_mask,
+                           version=getattr(cryodrgn, "__version__", "?"))
+
+
+# ----------------------------------------------------------------------------- the run directory
+def _weights_path(run: Path, epoch: int | None) -> tuple[Path, int | None]:
+    """``weights.pkl`` (or the highest ``weights.N.pkl``) for ``epoch=None``, else
+    ``weights.<epoch>.pkl``; returns the path and its epoch (None: the final weights)."""
+    numbered = {}
+    for p in run.iterdir():
+        m = re.fullmatch(r"weights\.(\d+)\.pkl", p.name)
+        if m and p.is_file():
+            numbered[int(m.group(1))] = p
+    if epoch is None:
+        if (run / "weights.pkl").is_file():
+            return run / "weights.pkl", None
+        if numbered:
+            last = max(numbered)
+            return numbered[last], last
+        raise InputError(f"{run}: no weights.pkl or weights.N.pkl; expected the output "
+                         "directory of cryodrgn train_vae")
+    if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 1:
+        raise ConfigError(f"epoch must be a positive integer or None (the final weights), "
+                          f"got {epoch!r}")
+    if int(epoch) not in numbered:
+        have = ", ".join(map(str, sorted(numbered))) or "none"
+        raise InputError(f"{run}: no weights.{epoch}.pkl; epochs saved: {have}")
+    return numbered[int(epoch)], int(epoch)
+
+
+def _read_config(run: Path) -> dict[str, Any]:
+    """config.yaml of a train_vae run, checked for what the adapter needs."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        old = " (config.pkl is from cryoDRGN < 1.0; not supported)" \
+            if (run / "config.pkl").is_file() else ""
+        raise InputError(f"{run}: no config.yaml{old}; expected the output directory of "
+                         "cryodrgn train_vae")
+    import yaml  # a dependency of cryodrgn, imported after it
+
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not readable as YAML ({first})") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"{path}: holds a {type(cfg).__name__}; expected a mapping with "
+                         "dataset_args, lattice_args and model_args (cryodrgn train_vae)")
+    cmd = cfg.get("cmd")
+    command = next((str(a) for a in cmd if str(a) in _OTHER_COMMANDS), None) \
+        if isinstance(cmd, list) else None
+    if command is not None:
+        raise InputError(f"{path}: written by cryodrgn {command}; expected a cryodrgn "
+                         "train_vae run (a heterogeneous VAE with an encoder)")
+    sections = {"dataset_args": ("norm",), "lattice_args": ("D", "extent"),
+                "model_args": _MODEL_KEYS}
+    for section, keys in sections.items():
+        part = cfg.get(section)
+        missing = [k for k in keys if not isinstance(part, dict) or k not in part]
+        if missing:
+            raise InputError(f"{path}: no {section}: {', '.join(missing)}; expected the "
+                             "config.yaml of cryodrgn train_vae (a heterogeneous VAE)")
+    mode = cfg["model_args"]["encode_mode"]
+    if mode not in ("resid", "mlp"):
+        why = {"conv": "its encoder reads real-space images normalised by statistics that "
+                       "config.yaml does not store",
+               "tilt": "tilt-series models are not supported"}.get(mode, "unknown mode")
+        raise InputError(f"{path}: encode_mode {mode!r} ({why}); expected 'resid' or 'mlp'")
+    norm = cfg["dataset_args"]["norm"]
+    ok = isinstance(norm, list | tuple) and len(norm) == 2 and all(
+        isinstance(v, int | float) and np.isfinite(v) for v in norm) and norm[1] > 0
+    if not ok:
+        raise InputError(f"{path}: dataset_args.norm is {norm!r}; expected [mean, std] with "
+                         "std > 0")
+    D = cfg["lattice_args"]["D"]
+    if not isinstance(D, int) or D < 3 or D % 2 == 0:
+        raise InputError(f"{path}: lattice_args.D is {D!r}; expected an odd size D + 1")
+    return cfg
+
+
+def _beta(cfg: dict[str, Any], path: Path) -> float:
+    """The KL weight of the run: ``--beta`` of its recorded command line, else ``1/zdim``
+    (cryoDRGN's default; config.yaml does not store beta itself)."""
+    cmd = cfg.get("cmd") if isinstance(cfg.get("cmd"), list) else []
+    for i, arg in enumerate(map(str, cmd)):
+        value = cmd[i + 1] if arg == "--beta" and i + 1 < len(cmd) else \
+            arg.partition("=")[2] if arg.startswith("--beta=") else None
+        if value is None:
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            warnings.warn(f"{path}: trained with the beta schedule {value!r}; the KL weight "
+                          "uses beta = 1/zdim", stacklevel=3)
+            break
+    return 1.0 / float(cfg["model_args"]["zdim"])
+
+
+# ----------------------------------------------------------------------------- the model
+class CryoDRGNVAE(torch.nn.Module):
+    """cryoDRGN's ``HetOnlyVAE`` with cryoDRGN's own preprocessing, as an ampcheck VAE.
+
+    Made by :func:`load_cryodrgn`. ``x`` is a batch of raw real-space images ``(B, D, D)``
+    float32 as stored in the particle stack (possibly transformed: a roll, a 90° rotation);
+    ``meta`` holds ``rot (B, 3, 3)``, ``trans (B, 2)`` in pixels (``fraction * D``), ``ctf (B, 9)``
+    ``[D, apix, dfu, dfv, dfang, volt, cs, w, phase_shift]`` and ``index (B,)``; ``ctf`` may be
+    absent for a run without CTF, ``trans`` for poses without translations.
+
+    Objective scale: :meth:`recon_loss` is cryoDRGN's ``gen_loss`` per image, the mean squared
+    error over the ``n_pix`` pixels of the decoder's circular mask (Hartley units of the
+    normalised images), and ``kl_weight = beta / n_pix``, so that ``recon_loss + kl_weight *
+    KL`` is, per image, the loss that ``train_vae`` minimises (``gen_loss + beta * kld /
+    mask.sum()``); ``beta`` is the run's ``--beta`` or ``1/zdim``.
+
+    The model is for evaluation: parameters are frozen and it stays on the device it was loaded
+    on (load again with another ``device`` to move it).
+    """
+
+    def __init__(self, net: torch.nn.Module, lattice: Any, cfg: dict[str, Any], *,
+                 cd: SimpleNamespace, beta: float, run_dir: Path, weights: Path,
+                 epoch: int | None, device: torch.device):
+        super().__init__()
+        self.net = net
+        self.lattice = lattice
+        self.config = cfg
+        self.run_dir, self.weights_path, self.epoch = run_dir, weights, epoch
+        self.device = device
+        self._cd = cd
+        ds = cfg["dataset_args"]
+        self.D = int(cfg["lattice_args"]["D"]) - 1  # the images' side; Hartley images D + 1
+        self.zdim = int(cfg["model_args"]["zdim"])
+        self.invert = bool(ds.get("invert_data", True))
+        self.norm = (float(ds["norm"][0]), float(ds["norm"][1]))
+        self.uses_ctf = ds.get("ctf") is not None
+        window_r = float(ds.get("window_r", 0.85))
+        self.window = (cd.window_mask(D=self.D, in_rad=window_r, out_rad=0.99).to(device)
+                       if ds.get("window", True) else None)
+        self.recon_mask = lattice.get_circular_mask(self.D // 2)  # run_batch's decoder mask
+        self.n_pix = int(self.recon_mask.sum())
+        self.beta = float(beta)
+        self.kl_weight = self.beta / self.n_pix
+
+    def __repr__(self) -> str:
+        at = "final" if self.epoch is None else f"epoch {self.epoch}"
+        return (f"CryoDRGNVAE({str(self.run_dir)!r}, {at}, D={self.D}, zdim={self.zdim}, "
+                f"encode_mode={self.config['model_args']['encode_mode']!r}, "
+                f"ctf={self.uses_ctf}, device={self.device})")
+
+    # ------------------------------------------------------------------ preprocessing
+    def hartley(self, x: torch.Tensor, meta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Raw images ``(B, D, D)`` -> cryoDRGN's translated, normalised, symmetrised centred
+        Hartley images ``(B, D+1, D+1)`` (steps 1-5 of the module docstring)."""
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        if x.ndim != 3 or tuple(x.shape[1:]) != (self.D, self.D):
+            raise InputError(f"images of shape {tuple(x.shape)}; the cryoDRGN model in "
+                             f"{self.run_dir} expects (B, {self.D}, {self.D})")
+        B, D1 = x.shape[0], self.D + 1
+        if self.window is not None:
+            x = x * self.window
+        if self.invert:
+            x = -x
+        fft = self._cd.fft
+        # symmetrize_ht drops the batch axis of a single image, hence the reshape
+        y = fft.symmetrize_ht(fft.ht2_center(x)).reshape(B, D1, D1)
+        y = (y - self.norm[0]) / self.norm[1]
+        trans = meta.get("trans")
+        if trans is not None:
+            # cryoDRGN's pixels are fraction * (D + 1) (PoseTracker.load gets data.D = D + 1)
+            t = trans.to(self.device, torch.float32) * (D1 / self.D)
+            y = self.lattice.translate_ht(y.reshape(B, -1), t.unsqueeze(1)).reshape(B, D1, D1)
+        return y
+
+    def ctf(self, meta: Mapping[str, torch.Tensor], B: int) -> torch.Tensor | None:
+        """The CTF ``(B, D+1, D+1)`` on the lattice, or None for a run without CTF."""
+        if not self.uses_ctf:
+            return None
+        params = meta.get("ctf")
+        if params is None:
+            raise InputError(f"the cryoDRGN model in {self.run_dir} was trained with CTF "
+                             f"parameters ({self.config['dataset_args']['ctf']}); give the CTF "
+                             "file of the particles")
+        params = params.to(self.device, torch.float32)
+        # load_ctf_for_training: apix for D-pixel images = D_file * apix_file / D
+        apix = params[:, 0] * params[:, 1] / self.D
+        freqs = self.lattice.freqs2d.unsqueeze(0).expand(B, *self.lattice.freqs2d.shape) \
+            / apix.view(B, 1, 1)
+        c = self._cd.ctf.compute_ctf(freqs, *torch.split(params[:, 2:9], 1, 1))
+        return c.view(B, self.D + 1, self.D + 1)
+
+    # ------------------------------------------------------------------ the VAE protocol
+    def encode(self, x: torch.Tensor, meta: Mapping[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``, each ``(B, zdim)``, as cryoDRGN's ``eval_z`` computes them."""
+        y = self.hartley(x, meta)
+        c = self.ctf(meta, y.shape[0])
+        if c is not None:
+            y = y * c.sign()  # phase flip the encoder's input, as eval_z / run_batch do
+        return self.net.encode(y)
+
+    def recon_loss(self, x: torch.Tensor, z: torch.Tensor,
+                   meta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-image mean squared error ``(B,)`` over the decoder mask, differentiable in
+        ``z (B, zdim)``: cryoDRGN's ``gen_loss`` image by image."""
+        y = self.hartley(x, meta)
+        B = y.shape[0]
+        if "rot" not in meta:
+            raise InputError("the cryoDRGN decoder needs poses (meta['rot']); give the poses "
+                             "file")
+        rot = meta["rot"].to(self.device, torch.float32)
+        mask, lat = self.recon_mask, self.lattice
+        coords = lat.coords[mask] / lat.extent / 2 @ rot  # (B, n_pix, 3), as run_batch
+        y_recon = self.net(coords, z.to(self.device, torch.float32)).view(B, -1)
+        c = self.ctf(meta, B)
+        if c is not None:
+            y_recon = y_recon * c.view(B, -1)[:, mask]
+        return ((y_recon - y.view(B, -1)[:, mask]) ** 2).mean(dim=1)
+
+
+def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = "auto",
+                  beta: float | None = None) -> CryoDRGNVAE:
+    """Load a ``cryodrgn train_vae`` output directory as a :class:`CryoDRGNVAE`.
+
+    Args:
+        run_dir: the directory with ``config.yaml`` and ``weights.pkl`` / ``weights.N.pkl``.
+        epoch: which ``weights.N.pkl``; None: ``weights.pkl`` (the final weights, whose
+            latents are ``z.pkl``), else the highest ``weights.N.pkl``.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        beta: the KL weight of the run; None: its recorded ``--beta``, else ``1/zdim``.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``. Raises
+    :class:`ConfigError` without cryodrgn, :class:`InputError` for a missing or unreadable
+    directory, config or weights, and for a config that is not train_vae's.
+    """
+    cd = _import_cryodrgn()
+    from ..train import resolve_device
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError(f"{run}: not a directory; expected the output directory of cryodrgn "
+                         "train_vae (config.yaml, weights.pkl)")
+    cfg = _read_config(run)
+    weights, found_epoch = _weights_path(run, epoch)
+    dev = resolve_device(device)
+    try:  # old configs: defaults for feat_sigma and activation, as cryoDRGN's analysis does
+        cfg_model = cd.config.update_config_v1(copy.deepcopy(cfg))
+        net, lattice = cd.HetOnlyVAE.load(cfg_model, weights=None, device=dev)
+    except (AssertionError, KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise InputError(f"{run / 'config.yaml'}: cryodrgn {cd.version} cannot build the model "
+                         f"it describes ({type(e).__name__}: {e})") from None
+    try:
+        ckpt = torch.load(weights, map_location=dev, weights_only=True)
+    except Exception as e:  # a refused global, a truncated or non-torch file
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise UnsafePickleError(f"{weights}: refusing to load it (it holds more than "
+                                    "tensors and plain data)") from None
+        raise InputError(f"{weights}: not a readable torch checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    state = ckpt.get("model_state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{weights}: no model_state_dict; expected a cryodrgn train_vae "
+                         "checkpoint")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{weights}: the weights do not fit the model in config.yaml "
+                         f"({str(e).splitlines()[0]})") from None
+    net.requires_grad_(False)  # checks optimise latents only
+    beta = _beta(cfg, run / "config.yaml") if beta is None else float(beta)
+    model = CryoDRGNVAE(net, lattice, cfg, cd=cd, beta=beta, run_dir=run, weights=weights,
+                        epoch=found_epoch, device=dev)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- data and checks
+def read_indices(path: PathLike, n: int) -> np.ndarray:
+    """A cryoDRGN ``--ind`` pickle: a 1-D array (or list) of distinct integer image indices
+    in ``[0, n)``, read with the restricted unpickler; returned sorted, int64."""
+    obj = load_pickle(path)
+    arr = np.asarray(obj) if isinstance(obj, np.ndarray | list | tuple) else None
+    if arr is None or arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        what = type(obj).__name__ if arr is None else f"a {arr.dtype} array of shape {arr.shape}"
+        raise InputError(f"{path}: holds {what}; expected a 1-D array of integer image "
+                         "indices (cryoDRGN's --ind format)")
+    if not len(arr):
+        raise InputError(f"{path}: holds no indices; expected the held-out images' indices")
+    bad = arr[(arr < 0) | (arr >= n)]
+    if bad.size:
+        raise InputError(f"{path}: index {int(bad[0])} is out of range; the stack has {n} "
+                         f"images (indices 0..{n - 1})")
+    uniq = np.unique(arr).astype(np.int64)
+    if len(uniq) != len(arr):
+        raise InputError(f"{path}: holds {len(arr) - len(uniq)} repeated indices; expected "
+                         "distinct image indices")
+    return uniq
+
+
+def cryodrgn_dataset(model: CryoDRGNVAE, particles: PathLike, poses: PathLike | None,
+                     ctf: PathLike | None = None, truth: PathLike | None = None):
+    """The ``ParticleDataset`` of ``particles`` (with poses, CTF, optional truth ``.npz``),
+    checked against ``model``: same image size, CTF given when the run used one. Its
+    normalisation is the run's, so its ``y`` is what cryoDRGN trained on (before shifts)."""
+    from ..data.particles import ParticleDataset
+
+    # the run's own normalisation: the data set's y then matches the model's, and no pass
+    # over the stack is spent estimating another
+    data = ParticleDataset.from_files(particles, poses=poses, ctf=ctf, truth=truth,
+                                      norm=model.norm)
+    D1 = model.D + 1
+    if data.D != model.D:
+        raise InputError(f"{particles}: images are {data.D} x {data.D} pixels but the cryoDRGN "
+                         f"model in {model.run_dir} was trained on {model.D} x {model.D} "
+                         f"(config.yaml lattice_args.D = {D1}); expected its particle stack")
+    if data.rot is None:
+        raise InputError(f"{particles}: no poses; give the poses file the model was trained "
+                         "with")
+    if model.uses_ctf and data.ctf is None:
+        raise InputError(f"the cryoDRGN model in {model.run_dir} was trained with CTF "
+                         f"parameters ({model.config['dataset_args']['ctf']}); give ctf=")
+    if model.config["dataset_args"].get("do_pose_sgd") and \
+            Path(poses or "").name != "pose.pkl":
+        warnings.warn(f"the cryoDRGN run in {model.run_dir} refined its poses (--do-pose-sgd); "
+                      "its latents used the refined ones: give poses=<run>/pose.pkl",
+                      stacklevel=3)
+    if not model.uses_ctf and data.ctf is not None:
+        warnings.warn(f"the cryoDRGN model in {model.run_dir} was trained without CTF; the "
+                      "CTF given is not used", stacklevel=3)
+    return data
+
+
+def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | None,
+                   ctf: PathLike | None = None, *, truth: PathLike | None = None,
+                   heldout_ind: PathLike | None = None, checks: Iterable[str] | None = None,
+                   epoch: int | None = None, device: str = "auto",
+                   thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
+                   options: Mapping[str, Any] | None = None) -> list:
+    """Run ampcheck's checks on a ``cryodrgn train_vae`` run; one ``CheckResult`` each.
+
+    Args:
+        run_dir: the run's output directory (see :func:`load_cryodrgn`).
+        particles, poses, ctf: the stack (``.mrcs``, ``.txt``, ``.star``), poses ``.pkl`` and
+            CTF ``.pkl`` the run was trained on (a ``.star`` may supply poses and CTF).
+        truth: optional ground truth ``.npz`` (``z_continuous`` / ``z_class``), needed by
+            ``heldout_generalisation``.
+        heldout_ind: a pickled index array (cryoDRGN's ``--ind`` format) of the images the
+            run did NOT train on; the rest are its training images (for a run trained with
+            ``--ind train.pkl`` on this stack: the complement of ``train.pkl``).
+        checks: names; default ``shift_invariance``, ``rotation_invariance``, and
+            ``heldout_generalisation`` when ``heldout_ind`` is given.
+        epoch, device: as :func:`load_cryodrgn`. thresholds, budget, options: as
+            :func:`ampcheck.checks.check_vae`.
+    """
+    from ..checks import check_vae
+
+    model = load_cryodrgn(run_dir, epoch=epoch, device=device)
+    data = cryodrgn_dataset(model, particles, poses, ctf, truth)
+    train_idx = None
+    if heldout_ind is not None:
+        held = read_indices(heldout_ind, len(data))
+        train_idx = np.setdiff1d(np.arange(len(data)), held)
+        if not len(train_idx):
+            raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
+                             "the held-out ones")
+    if checks is None:
+        checks = ["shift_invariance", "rotation_invariance"]
+        if heldout_ind is not None:
+            if not data.truth:
+                raise ConfigError("heldout_generalisation (asked for by heldout_ind) measures "
+                                  "how well latents recover the ground truth: give truth= (an "
+                                  ".npz with z_continuous and/or z_class), or name the checks")
+            checks.append("heldout_generalisation")
+    return check_vae(model, data, checks=checks, train_indices=train_idx, name="cryodrgn",
+                     thresholds=thresholds, budget=budget, options=options)
+
+
+def cryodrgn_latents(run_dir: PathLike, particles: PathLike, poses: PathLike | None,
+                     ctf: PathLike | None = None, epoch: int | None = None, *,
+                     device: str = "auto", batch_size: int = 256) -> np.ndarray:
+    """The adapter's ``mu (N, zdim)`` float32 for every image of the stack (untransformed), in
+    stack order: for comparison with the run's ``z.pkl`` (``epoch=None``) or ``z.N.pkl``."""
+    from ..checks.subject import ProtocolModel
+
+    model = load_cryodrgn(run_dir, epoch=epoch, device=device)
+    data = cryodrgn_dataset(model, particles, poses, ctf)
+    mu, _ = ProtocolModel(model, batch_size=batch_size).encode(data)
+    return mu

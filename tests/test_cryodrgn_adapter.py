@@ -1,0 +1,232 @@
+"""The cryoDRGN adapter (``ampcheck.adapters.cryodrgn``) against cryoDRGN itself.
+
+These tests need the optional ``cryodrgn`` package importable in the running interpreter
+(``pip install "ampcheck[cryodrgn]"``) and are skipped with that reason otherwise; the one
+test of the missing-package message runs everywhere. A tiny cryoDRGN model is trained here,
+in seconds, by ``cryodrgn train_vae`` on a synthetic set, with ``--ind`` naming its training
+images so that the rest are genuinely held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ampcheck.errors import ConfigError, InputError, UnsafePickleError
+
+NEEDS = ("cryodrgn is not importable in this interpreter; install it with "
+         'pip install "ampcheck[cryodrgn]" to test the cryoDRGN adapter')
+N, D, N_TRAIN = 200, 32, 150
+# `python -m cryodrgn` does not exist (no __main__). This is what the console script
+# `cryodrgn train_vae` runs (the command's add_args and main), by the interpreter under test so
+# that it is the same cryodrgn, without importing cryoDRGN's 22 other commands (seconds each).
+TRAIN_VAE = [sys.executable, "-c", "import argparse, sys; from cryodrgn.commands import "
+             "train_vae as t; p = argparse.ArgumentParser(); t.add_args(p); "
+             "t.main(p.parse_args(sys.argv[1:]))"]
+
+
+def test_without_cryodrgn_the_adapter_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "cryodrgn", None)  # `import cryodrgn` now fails
+    from ampcheck.adapters.cryodrgn import load_cryodrgn  # importing the adapter never needs it
+
+    with pytest.raises(ConfigError, match=r'pip install "ampcheck\[cryodrgn\]"'):
+        load_cryodrgn(tmp_path)
+
+
+# ----------------------------------------------------------------------------- a trained run
+def _dump(path: Path, obj) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A cryoDRGN run on the first N_TRAIN of N synthetic images (2 epochs, zdim 8)."""
+    pytest.importorskip("cryodrgn", reason=NEEDS)
+    from ampcheck.data.synthetic import SynthConfig, generate
+
+    tmp = tmp_path_factory.mktemp("cryodrgn")
+    data = generate(tmp / "set", SynthConfig(n=N, D=D, seed=5, volume_grid=1),
+                    show_progress=False).out
+    train = np.arange(N_TRAIN)
+    files = {"particles": data / "particles.mrcs", "poses": data / "poses.pkl",
+             "ctf": data / "ctf.pkl", "truth": data / "truth.npz",
+             "train_ind": _dump(tmp / "train.pkl", train),
+             "heldout_ind": _dump(tmp / "heldout.pkl", np.arange(N_TRAIN, N)),
+             "out": tmp / "run"}
+    cmd = [*TRAIN_VAE, str(files["particles"]), "--poses", str(files["poses"]),
+           "--ctf", str(files["ctf"]), "--ind", str(files["train_ind"]), "--zdim", "8",
+           "-n", "2", "--enc-dim", "32", "--enc-layers", "2", "--dec-dim", "32",
+           "--dec-layers", "2", "-b", "32", "--seed", "0", "--no-analysis",
+           "-o", str(files["out"])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return argparse.Namespace(**files, train=train)
+
+
+def _zspread(z: np.ndarray) -> float:
+    return float(z.std(axis=0).mean())
+
+
+@pytest.mark.cryoem
+@pytest.mark.parametrize("epoch", [None, 1])
+def test_latents_are_cryodrgns_own(run, epoch):
+    from ampcheck.adapters.cryodrgn import cryodrgn_dataset, cryodrgn_latents, load_cryodrgn
+    from ampcheck.checks.subject import ProtocolModel
+    from ampcheck.cryoem.io import read_z
+
+    mu = cryodrgn_latents(run.out, run.particles, run.poses, run.ctf, epoch=epoch)
+    z_mu, z_logvar = read_z(run.out / ("z.pkl" if epoch is None else f"z.{epoch}.pkl"))
+    assert mu.shape == (N, 8) and z_mu.shape == (N_TRAIN, 8)
+    diff = float(np.abs(mu[run.train] - z_mu).max())
+    print(f"epoch {epoch}: max |mu - z.pkl| = {diff:.3g}, latent spread {_zspread(z_mu):.3g}")
+    # Measured with cryoDRGN 4.3.1 on CPU: 0 (bitwise equal). Float tolerance only.
+    assert diff <= 1e-4 * _zspread(z_mu)
+
+    model = load_cryodrgn(run.out, epoch=epoch)
+    data = cryodrgn_dataset(model, run.particles, run.poses, run.ctf)
+    _, logvar = ProtocolModel(model).encode(data, run.train)
+    assert np.abs(logvar - z_logvar).max() <= 1e-4 * max(float(np.abs(z_logvar).max()), 1.0)
+
+
+@pytest.mark.cryoem
+def test_loss_matches_cryodrgns_evaluation(run):
+    """Per-image recon_loss and kl_weight reproduce cryoDRGN's eval_images loss on a batch,
+    computed by cryoDRGN's own data set, pose tracker, CTF loader and eval_batch."""
+    from cryodrgn import config, ctf, dataset
+    from cryodrgn.commands.eval_images import eval_batch
+    from cryodrgn.models import HetOnlyVAE
+    from cryodrgn.pose import PoseTracker
+
+    from ampcheck.adapters.cryodrgn import cryodrgn_dataset, load_cryodrgn
+    from ampcheck.checks.subject import ProtocolModel
+
+    cfg = config.load(str(run.out / "config.yaml"))
+    train = run.train
+    ref = dataset.ImageDataset(mrcfile=str(run.particles), lazy=False,
+                               norm=cfg["dataset_args"]["norm"], invert_data=True, ind=train)
+    poses = PoseTracker.load(str(run.poses), len(train), ref.D, None, train)
+    ctf_params = torch.tensor(ctf.load_ctf_for_training(ref.D - 1, str(run.ctf))[train])
+    net, lattice = HetOnlyVAE.load(cfg, str(run.out / "weights.pkl"))
+    net.eval()
+    batch = list(range(40))
+    rot, trans = poses.get_pose(torch.tensor(batch))
+    y = ref[batch]["y"]
+    beta = 1 / 8
+    _, _, loss, gen_loss, kld = eval_batch(net, lattice, y, rot, trans, beta,
+                                           ctf_params=ctf_params[batch])
+
+    model = load_cryodrgn(run.out)
+    assert model.kl_weight == pytest.approx(beta / model.n_pix)
+    pm = ProtocolModel(model)
+    data = cryodrgn_dataset(model, run.particles, run.poses, run.ctf)
+    idx = train[batch]
+    mu, logvar = pm.encode(data, idx)
+    recon = pm.recon_loss(data, idx, mu)
+    kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(axis=1)
+    assert recon.mean() == pytest.approx(gen_loss, rel=1e-5)
+    assert kl.mean() == pytest.approx(kld, rel=1e-4)
+    assert (recon + model.kl_weight * kl).mean() == pytest.approx(loss, rel=1e-5)
+
+    z = torch.tensor(mu[:4], requires_grad=True)  # differentiable in z (amortization gap)
+    pm.recon_closure(data, idx[:4])(z).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+@pytest.mark.cryoem
+def test_check_cryodrgn_runs_the_checks(run):
+    from ampcheck.adapters.cryodrgn import check_cryodrgn
+
+    results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
+                             heldout_ind=run.heldout_ind)
+    by_name = {r.check: r for r in results}
+    assert list(by_name) == ["shift_invariance", "rotation_invariance",
+                             "heldout_generalisation"]
+    for r in results:
+        assert r.verdict in ("PASS", "FAIL", "WARN"), r
+        assert r.model == "cryodrgn"
+        print(r.check, r.verdict, r.explanation)
+    assert by_name["heldout_generalisation"].details["n_heldout"] == N - N_TRAIN
+
+    results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
+                             checks=["shift_invariance"])
+    assert [r.check for r in results] == ["shift_invariance"]
+    with pytest.raises(ConfigError, match="truth"):  # held-out recovery needs ground truth
+        check_cryodrgn(run.out, run.particles, run.poses, run.ctf, heldout_ind=run.heldout_ind)
+
+
+# ----------------------------------------------------------------------------- bad input
+def _copy_run(run, dest: Path, **edits) -> Path:
+    import yaml
+
+    dest.mkdir()
+    shutil.copy(run.out / "weights.pkl", dest / "weights.pkl")
+    cfg = yaml.safe_load((run.out / "config.yaml").read_text())
+    for key, value in edits.items():
+        section, _, name = key.partition("__")
+        if name:
+            cfg[section][name] = value
+        else:
+            cfg[section] = value
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dest
+
+
+@pytest.mark.cryoem
+def test_bad_run_directories_are_explained(run, tmp_path):
+    from ampcheck.adapters.cryodrgn import load_cryodrgn
+
+    with pytest.raises(InputError, match="not a directory"):
+        load_cryodrgn(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="no config.yaml"):
+        load_cryodrgn(tmp_path)
+    (tmp_path / "config.yaml").write_text("model_args: [unclosed\n")
+    with pytest.raises(InputError, match="not readable as YAML"):
+        load_cryodrgn(tmp_path)
+    nn = _copy_run(run, tmp_path / "nn", cmd=["cryodrgn", "train_nn", "p.mrcs"])
+    with pytest.raises(InputError, match="train_nn"):
+        load_cryodrgn(nn)
+    homo = _copy_run(run, tmp_path / "homo", model_args={"layers": 3, "dim": 256})
+    with pytest.raises(InputError, match="model_args"):
+        load_cryodrgn(homo)
+    wider = _copy_run(run, tmp_path / "wider", model_args__qdim=64)
+    with pytest.raises(InputError, match="do not fit"):
+        load_cryodrgn(wider)
+    (wider / "weights.pkl").unlink()
+    with pytest.raises(InputError, match="no weights.pkl"):
+        load_cryodrgn(wider)
+    with pytest.raises(InputError, match="epochs saved: 1, 2"):
+        load_cryodrgn(run.out, epoch=7)
+    unsafe = _copy_run(run, tmp_path / "unsafe")
+    torch.save({"model_state_dict": argparse.Namespace()}, unsafe / "weights.pkl")
+    with pytest.raises(UnsafePickleError, match="refusing"):
+        load_cryodrgn(unsafe)
+
+
+@pytest.mark.cryoem
+def test_bad_data_for_the_run_is_explained(run, tmp_path):
+    from ampcheck.adapters.cryodrgn import check_cryodrgn, cryodrgn_latents
+    from ampcheck.data.synthetic import SynthConfig, generate
+
+    small = generate(tmp_path / "small", SynthConfig(n=8, D=16, seed=1, volume_grid=1),
+                     show_progress=False).out
+    with pytest.raises(InputError, match="16 x 16 pixels .* trained on 32 x 32"):
+        cryodrgn_latents(run.out, small / "particles.mrcs", small / "poses.pkl",
+                         small / "ctf.pkl")
+    with pytest.raises(InputError, match="trained with CTF"):
+        cryodrgn_latents(run.out, run.particles, run.poses, None)
+    for bad, why in ((np.array([3, N]), "out of range"), (np.array([1, 1]), "repeated"),
+                     (np.array([0.5]), "integer"), ({"ind": 1}, "integer")):
+        path = _dump(tmp_path / "ind.pkl", bad)
+        with pytest.raises(InputError, match=why):
+            check_cryodrgn(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
+                           heldout_ind=path)

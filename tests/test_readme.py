@@ -1,0 +1,126 @@
+"""Every command and example in README.md runs, so the README cannot rot.
+
+* ``make`` targets: the quick start's two are what CI runs (``.ci/run``); every target exists;
+* ``.venv/bin/ampcheck ...`` lines run, in order, in one scratch directory;
+* ``.venv/bin/python -m pytest ...`` lines collect (running them is CI's or the reader's job);
+* ``cryodrgn`` lines and ``ampcheck check --cryodrgn`` run when cryoDRGN is installed;
+* Python blocks run in order in one scratch directory; the pytest-module example runs under
+  pytester with the README's ``[tool.ampcheck]`` block as its ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ampcheck.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PROGRAMS = {"make", ".venv/bin/ampcheck", ".venv/bin/python", "cryodrgn"}
+PYTEST_EXAMPLE = "# test_amortization.py"
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", README, flags=re.S | re.M)
+
+
+def commands() -> list[list[str]]:
+    """Each command line of the bash blocks, split, without its trailing comment."""
+    return [shlex.split(line, comments=True) for block in blocks("bash")
+            for line in block.splitlines() if shlex.split(line, comments=True)]
+
+
+def test_every_readme_command_is_one_this_file_runs():
+    found = {c[0] for c in commands()}
+    assert found <= PROGRAMS, found - PROGRAMS
+    assert {"make", ".venv/bin/ampcheck"} <= found
+
+
+def test_quick_start_is_what_ci_runs():
+    makefile, ci = (ROOT / "Makefile").read_text(), (ROOT / ".ci" / "run").read_text()
+    targets = [c[1] for c in commands() if c[0] == "make"]
+    assert targets[:2] == ["run", "test"]  # the quick start: the main job, then the tests
+    for t in targets:
+        assert re.search(rf"^{t}:", makefile, flags=re.M), f"no make target {t!r}"
+    ci_lines = [ln.split("#")[0].strip() for ln in ci.splitlines()]
+    assert "make test" in ci_lines and "make run" in ci_lines
+
+
+def test_readme_pytest_commands_collect():
+    for c in commands():
+        if c[0] == ".venv/bin/python":
+            assert c[1:3] == ["-m", "pytest"], c
+            proc = subprocess.run([sys.executable, *c[1:], "--collect-only", "-q",
+                                   "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=300)
+            assert proc.returncode == 0, (c, proc.stdout[-2000:], proc.stderr[-2000:])
+
+
+@pytest.mark.cryoem
+def test_readme_ampcheck_commands_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for c in commands():
+        if c[0] == ".venv/bin/ampcheck" and "--cryodrgn" not in c:
+            assert main(c[1:]) == 0, shlex.join(c)
+            ran += 1
+    assert ran >= 7
+    assert (tmp_path / "reports" / "vae" / "report.json").is_file()
+
+
+def _cryodrgn_executable() -> str | None:
+    beside = Path(sys.executable).parent / "cryodrgn"  # the extra, installed with ampcheck
+    return (str(beside) if beside.is_file() else None) or os.environ.get("AMPCHECK_CRYODRGN") \
+        or shutil.which("cryodrgn")
+
+
+@pytest.mark.cryoem
+def test_readme_cryodrgn_commands_run(tmp_path, monkeypatch):
+    pytest.importorskip("cryodrgn", reason="ampcheck check --cryodrgn needs the optional "
+                                           "cryodrgn package (pip install ampcheck[cryodrgn])")
+    exe = _cryodrgn_executable()
+    if exe is None:
+        pytest.skip("no cryodrgn executable")
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", "tiny-set", "--size", "tiny", "--quiet"]) == 0
+    lines = [c for c in commands() if c[0] == "cryodrgn" or "--cryodrgn" in c]
+    assert [c[0] for c in lines] == ["cryodrgn", ".venv/bin/ampcheck"]
+    proc = subprocess.run([exe, *lines[0][1:]], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(lines[1][1:]) == 0
+    assert (tmp_path / "reports" / "cdrgn" / "report.json").is_file()
+
+
+@pytest.mark.cryoem
+@pytest.mark.mnist
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    examples = [b for b in blocks("python") if not b.startswith(PYTEST_EXAMPLE)]
+    assert len(examples) >= 3
+    for code in examples:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out
+    assert "shift_invariance" in printed and "heldout_generalisation" in printed
+
+
+@pytest.mark.mnist
+def test_readme_pytest_example_runs_with_the_readme_settings(pytester):
+    (example,) = [b for b in blocks("python") if b.startswith(PYTEST_EXAMPLE)]
+    (toml,) = blocks("toml")
+    (factory,) = [b for b in blocks("python") if "def fit_my_vae" in b]
+    # mymodels: the README's VAE and factory, without the lines that run the checks
+    pytester.makepyfile(mymodels=factory[:factory.index("\nfor result in check_vae(")])
+    pytester.makepyfile(test_amortization=example)
+    pytester.makefile(".toml", pyproject=toml)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=600)
+    # the linear encoder is not shift invariant (a strict expected failure) and generalises
+    result.assert_outcomes(passed=1, xfailed=1)
+    result.stdout.fnmatch_lines(["*ampcheck*summary*"])

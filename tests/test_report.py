@@ -1,0 +1,209 @@
+"""The HTML report: one self-contained page from ``report.json`` and ``arrays/*.npz``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ampcheck import report as rp
+from ampcheck.checks.result import CheckResult, Metric, Threshold
+from ampcheck.errors import InputError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+URI = "data:image/png;base64,"
+DATASET = {"path": "/data/synthetic", "n": 40, "D": 8, "apix": 6.0, "snr": 0.1, "seed": 0}
+
+
+def result(check: str, verdict: str = "FAIL", arrays=None, *, value: float = 0.9,
+           model: str = "cryoem:base", details=None, explanation: str | None = None,
+           extra=None) -> CheckResult:
+    """A fake result whose governing metric is ``score`` (lower is better, pass at 0.2)."""
+    metrics = {"score": Metric(value, False, value - 0.1, value + 0.1), **(extra or {})}
+    return CheckResult(check, model, verdict, metrics, Threshold("score", 0.2, False, "why"),
+                       explanation or f"{check} explained", details=details or {},
+                       arrays=arrays or {})
+
+
+def latents(n: int = 40, d: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def history(epochs: int, start: float) -> list[dict]:
+    return [{"epoch": e, "loss": start / e, "recon": start / e, "kl": 0.1, "seconds": 1.0,
+             "images": 40, "curve": [start / e * (1 + 0.1 * j) for j in range(3, 0, -1)]}
+            for e in range(1, epochs + 1)]
+
+
+def runs() -> dict:
+    trained = {f"{data}/{variant}/base/seed0": {
+        "images": 40, "epochs": 3, "seconds_per_epoch": 0.5, "images_per_second": 80.0,
+        "loss": 1.0, "recon": 1.0, "history": history(3, scale)}
+        for data, scale in (("cryoem", 0.7), ("mnist", 500.0)) for variant in ("vae", "vlt")}
+    trained["cryoem/vae/base/seed0"]["history"][1].pop("curve")  # per-epoch loss only
+    return {"budget": "smoke", "seeds": 1, "seconds": 12.5, "trained": trained}
+
+
+def battery() -> list[CheckResult]:
+    """One result of each kind the page plots, 2-D latents (fast: no UMAP)."""
+    rng = np.random.default_rng(1)
+    mu, z = latents(), rng.uniform(size=40)
+    cls = rng.integers(0, 3, size=40)
+    slices = {f"slices[{k}]": rng.normal(size=(3, 3, 8, 8)) for k in ("truth", "encoder", "vlt")}
+    inner = result("shift_invariance", model="mnist").to_dict()
+    return [
+        result("shift_invariance", arrays={"mu": mu, "moved[roll(0,1)]": mu + 0.5,
+                                           "moved[rot90(1)]": -mu, "truth[z_continuous]": z},
+               extra={"displacement[roll(0,1)]": Metric(0.9, False)}),
+        result("evil_twin", "WARN", value=0.3, details={"twin_encoder": "large", "n": 40}),
+        result("vlt_equivalence", "PASS", value=0.1, arrays={
+            "mu[encoder]": mu, "mu[vlt]": latents(seed=2), "truth[z_class]": cls,
+            "z_continuous": z[:3], **slices}),
+        result("heldout_generalisation", arrays={
+            "mu[train]": mu, "mu[heldout]": latents(10, seed=3), "truth[z_class][train]": cls,
+            "truth[z_class][heldout]": cls[:10]}),
+        result("mnist_control", "PASS", value=0.0, model="mnist",
+               details={"profile": {"shift_invariance": inner}},
+               arrays={"shift_invariance/mu": mu, "shift_invariance/moved[roll(0,1)]": mu * 2,
+                       "shift_invariance/truth[z_class]": cls}),
+    ]
+
+
+EXPECTED_PNGS = 1 + 0 + 2 + 1 + 1 + 1  # the checks above in order, then the loss curves
+
+
+def pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(re.escape(URI) + r"([A-Za-z0-9+/=]+)", page)]
+
+
+class Links(HTMLParser):
+    """Every id, and every src / href, of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name == "id":
+                self.ids.add(value)
+            elif name in ("src", "href"):
+                self.refs.append(value)
+
+
+def render(tmp_path: Path, results, dataset=None, run_info=None) -> str:
+    rp.write_report(tmp_path, results, DATASET if dataset is None else dataset,
+                    runs() if run_info is None else run_info)
+    return (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> str:
+    return render(tmp_path_factory.mktemp("report"), battery())
+
+
+def test_page_names_every_check_with_its_verdict(page):
+    for r in battery():
+        row = re.search(rf"<a href='#check-{r.check}'>{r.check}</a></td><td>(.*?)</td>", page)
+        assert row and f">{r.verdict}</span>" in row.group(1), r.check
+        assert f"id='check-{r.check}'" in page
+    assert "Amortization profile" in page and "ampcheck" in page and "/data/synthetic" in page
+
+
+def test_page_embeds_one_valid_png_per_figure(page):
+    images = pngs(page)
+    assert len(images) == EXPECTED_PNGS
+    assert all(img.startswith(PNG) and len(img) > 1000 for img in images)
+
+
+def test_page_is_self_contained(page):
+    links = Links()
+    links.feed(page)
+    assert links.refs, "the profile links to each section"
+    for ref in links.refs:
+        assert ref.startswith("data:image/png;base64,") or ref[1:] in links.ids, ref
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_page_shows_training_runs_and_reading_guide(page):
+    assert "Training runs" in page and "mnist/vlt/base/seed0" in page
+    assert "uninformative" in page and "How to read" in page
+    assert "Inner profile" in page  # the MNIST control's own profile table
+
+
+def test_text_is_escaped(tmp_path):
+    page = render(tmp_path, [result("shift_invariance", explanation="<script>x & y</script>")],
+                  dataset={"path": "<b>odd</b>"}, run_info={})
+    assert "<script>" not in page and "&lt;script&gt;x &amp; y&lt;/script&gt;" in page
+    assert "&lt;b&gt;odd&lt;/b&gt;" in page
+
+
+def test_missing_arrays_nan_metrics_and_unknown_checks_render(tmp_path):
+    results = battery() + [
+        result("brand_new_check", "WARN", value=float("nan"), arrays={"foo": np.ones(3)},
+               extra={"other": Metric(float("inf"), True)}),
+        result("half_heldout", arrays={"mu[train]": latents()}),  # no held-out latents
+        result("bad_shift", arrays={"mu": latents(), "moved[x]": latents(5)}),  # n differs
+    ]
+    rp.write_report(tmp_path, results, {}, {"trained": {"x": {"history": None}}}, html=False)
+    for npz in (tmp_path / "arrays").glob("vlt*.npz"):
+        npz.unlink()
+    page = rp.render_html(tmp_path).read_text(encoding="utf-8")
+    assert "brand_new_check" in page and "<code>score</code> = —" in page
+    assert len(pngs(page)) == EXPECTED_PNGS - 3  # no VLT plots, no loss curves
+    assert len(set(re.findall(r"id='([^']+)'", page))) == len(re.findall(r"id='", page))
+
+
+def test_empty_report_renders(tmp_path):
+    page = render(tmp_path, [], dataset={}, run_info={})
+    assert "no check results" in page and not pngs(page)
+
+
+def test_interrupted_render_leaves_the_old_page(tmp_path, monkeypatch):
+    render(tmp_path, battery()[:2])
+    before = (tmp_path / "report.html").read_bytes()
+
+    def broken(fig):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(rp, "_png", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        rp.render_html(tmp_path)
+    assert (tmp_path / "report.html").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays", "report.html", "report.json"]
+
+
+def test_high_dimensional_latents_are_embedded_with_umap(tmp_path):
+    mu = latents(60, 8)
+    z = np.linspace(0, 1, 60)
+    page = render(tmp_path, [result("shift_invariance", arrays={
+        "mu": mu, "moved[roll(0,1)]": mu + 0.1, "truth[z_continuous]": z})], run_info={})
+    assert "UMAP of the 8-D latents" in page
+    assert [img[:8] for img in pngs(page)] == [PNG]
+
+
+def test_load_report_explains_what_is_wrong(tmp_path):
+    with pytest.raises(InputError, match="no such report"):
+        rp.load_report(tmp_path / "missing")
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        rp.load_report(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"checks": []}))
+    with pytest.raises(InputError, match="not an ampcheck report"):
+        rp.render_html(tmp_path)
+
+
+def test_loss_curves_spread_each_epochs_points_over_that_epoch():
+    x, y = rp._loss_series({"history": [
+        {"epoch": 1, "loss": 2.0, "curve": [3.0, 2.0, 1.0]},
+        {"epoch": 2, "loss": 0.5},  # no curve: the epoch's mean, at its end
+        {"epoch": 3, "loss": None, "curve": []}, "junk"]})
+    np.testing.assert_allclose(x, [1 / 3, 2 / 3, 1, 2, 3])
+    np.testing.assert_allclose(y[:4], [3, 2, 1, 0.5])
+    assert np.isnan(y[4])
