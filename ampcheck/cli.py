@@ -167,6 +167,9 @@ def _load_data(spec: str, model: str | None):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Train one variant; under ``torchrun`` every process runs this, and they train together
+    (DDP), rank 0 alone writing the run."""
+    from . import distributed
     from .checks.subject import training_split
     from .train import CHECKPOINT, budget_config, train
 
@@ -183,11 +186,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["encoder"] = args.encoder
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.batch_size is not None:  # the global batch, over all processes
+        overrides["batch_size"] = args.batch_size
     if args.variant == "vlt" and args.table_init:
         overrides["table_init"] = args.table_init
     cfg = budget_config(args.budget, **overrides)
     train_set, _ = training_split(cfg, data)
-    run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet)
+    try:
+        run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet)
+    finally:
+        distributed.teardown()  # leave torchrun's process group, if train() joined one
+    if not distributed.is_main():
+        return 0
     from .baselines import write_json_atomic
 
     write_json_atomic(out / RUN_JSON, {
@@ -358,6 +368,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
                    help="named training budget (default smoke)")
     p.add_argument("--epochs", type=_non_negative_int, help="override the budget's epochs")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="images per step over all processes (default 8 for cryo-EM, 128 for "
+                        "MNIST; under torchrun a multiple of the number of processes)")
     p.add_argument("--table-init", choices=[t for t in TABLE_INITS if t != "from_encoder"],
                    help="the VLT's initial table (vlt only; default normal)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="training seed (default 0)")
@@ -405,11 +418,16 @@ def _add_check_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command != "train":
+            raise ConfigError(f"only `ampcheck train` runs under torchrun; run `ampcheck "
+                              f"{args.command}` as a single process")
         return args.func(args)
     except AmpcheckError as err:
         print(f"ampcheck: error: {err}", file=sys.stderr)

@@ -10,7 +10,9 @@ The model family (cryo-EM or MNIST) supplies ``prepare``, ``encode``, ``recon_lo
 networks and sparse Adam for a table. The loop reads top to bottom; randomness comes from one
 seeded generator, so the same seed on a CPU gives the same history, and a run resumed from a
 checkpoint continues exactly as if it had not stopped. (On CUDA, kernels are not forced to be
-deterministic: runs agree to rounding.)
+deterministic: runs agree to rounding.) Under ``torchrun`` the processes train together with
+DistributedDataParallel and do the optimisation of one process on the same global batch (see
+:mod:`ampcheck.distributed`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ._progress import progress
 from .cryoem.io import atomic_path
 from .data.transforms import NoiseTwins, PermutationTwins
+from .distributed import World, setup
 from .errors import ConfigError, InputError, TrainingDiverged
 from .models.table import TABLE_INITS, LatentTable
 
@@ -406,10 +410,11 @@ class _RawImages:
         return self.data.images(np.atleast_1d(idx))
 
 
-def _assemble(cfg: TrainConfig, data, state: dict | None = None,
-              source: str = "checkpoint") -> TrainedModel:
-    """Model, latent source and twins for ``cfg`` on ``data``; restored from ``state``."""
-    device = resolve_device(cfg.device)
+def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "checkpoint",
+              device: torch.device | None = None) -> TrainedModel:
+    """Model, latent source and twins for ``cfg`` on ``data``; restored from ``state``; on
+    ``device`` (default: the config's)."""
+    device = resolve_device(cfg.device) if device is None else device
     data = model_view(cfg, _capped(cfg, data))
     n = len(data)
     if state is not None and state["data"] != {"n": n, "D": int(data.D)}:
@@ -450,9 +455,15 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
         resume: continue from ``out/checkpoint.pt`` if it exists (same config and data).
         encoder_from: for ``table_init="from_encoder"``, the trained model whose encoder
             fills the table (its latents on the same images).
+
+    Under ``torchrun`` every process calls this alike; they train on shares of each global
+    batch of ``cfg.resolved_batch_size`` images (which must divide by the number of
+    processes), and rank 0 alone writes ``out`` and prints.
     """
     if resume and out is None:
         raise ConfigError("resume=True needs out=<the run's directory>")
+    world = World.current()  # one process unless launched by torchrun
+    world.check_batch(cfg.resolved_batch_size)
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     state = None
     if resume and ckpt.exists():
@@ -461,7 +472,7 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             raise InputError(f"{ckpt}: a saved model, not a resumable training checkpoint")
         if replace(TrainConfig.from_dict(state["config"], str(ckpt)), epochs=cfg.epochs) != cfg:
             raise ConfigError(f"{ckpt}: the checkpoint was made with another configuration")
-    run = _assemble(cfg, data, state, str(ckpt))
+    run = _assemble(cfg, data, state, str(ckpt), setup(world, resolve_device(cfg.device)))
     model, table, device = run.model, run.table, run.device
     n, bs, beta = len(run.data), cfg.resolved_batch_size, run.beta
 
@@ -490,6 +501,7 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     # coordinates, Fourier features, CTF) in float32.
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                               enabled=cfg.amp and device.type == "cuda")
+    objective = world.wrap(_Objective(run, autocast))  # in DDP under torchrun
     model.train()
     for epoch in range(len(run.history), cfg.epochs):
         start, sums, seen = time.perf_counter(), np.zeros(3), 0
@@ -498,51 +510,90 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
         order = torch.randperm(n, generator=gen)
         batches = [order[s:s + bs] for s in range(0, n, bs)]
         bar = progress(batches, len(batches), f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       enabled=show_progress and sys.stderr.isatty())
+                       enabled=show_progress and world.is_main and sys.stderr.isatty())
         for b, idx in enumerate(bar, 1):
-            batch = _to(run.data.get_batch(idx.numpy()), device)
-            prep = model.prepare(batch)
-            with autocast:
-                mu, logvar = run._latent(idx, batch, prep)
-                eps = torch.randn(mu.shape, generator=gen).to(device)
-                z = mu.float() + eps * torch.exp(0.5 * logvar.float())
-                recon = model.recon_loss(prep, z).float()
-            kl = kl_divergence(mu.float(), logvar.float())
+            k = len(idx)
+            eps = torch.randn((k, model.zdim), generator=gen)  # the whole global batch's noise
+            part, weight = world.shard(k)  # this rank's share (the whole batch in one process)
+            recon, kl = objective(idx[part], eps[part].to(device))
             loss = recon.mean() + beta * model.kl_weight * kl.mean()
-            _guard(loss, epoch, b, sums[0] / seen if seen else reference, cfg.explode_factor)
+            if world.distributed:
+                loss = weight * loss
+                values = _global_means(world, recon, kl, weight, k, run.kl_scale)
+            else:
+                values = loss.item(), recon.mean().item(), kl.mean().item()
+            _guard(values[0], epoch, b, sums[0] / seen if seen else reference,
+                   cfg.explode_factor)
             for o in optimizers.values():
                 o.zero_grad(set_to_none=True)
             loss.backward()
+            if world.distributed and "table" in optimizers:  # the global batch's rows
+                grad = table.rows.weight.grad
+                table.rows.weight.grad = world.gather_rows(grad, k) / world.size
             for o in optimizers.values():
                 o.step()
-            k = len(idx)
-            batch_losses.append(loss.item())
-            sums += k * np.array([batch_losses[-1], recon.mean().item(), kl.mean().item()])
+            batch_losses.append(values[0])
+            sums += k * np.array(values)
             seen += k
             batch_sizes.append(k)
         loss_, recon_, kl_ = (float(v) for v in sums / seen)
         record = EpochRecord(epoch + 1, loss_, recon_, kl_, time.perf_counter() - start, seen,
                              _curve(batch_losses, batch_sizes))
         run.history.append(record)
-        if show_progress:
+        if show_progress and world.is_main:
             print(f"{cfg.model} {cfg.variant} ({cfg.encoder}) epoch {record.epoch}/{cfg.epochs}:"
                   f" loss {loss_:.5g}, recon {recon_:.5g}, KL {kl_:.4g}"
                   f" ({record.seconds:.1f} s, {seen / record.seconds:.0f} images/s)",
                   file=sys.stderr, flush=True)
-        if ckpt is not None:
+        if ckpt is not None and world.is_main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             run.save(ckpt, optimizers, gen)
+    world.barrier()  # all ranks return together, after rank 0's last checkpoint
     model.eval()
     return run
 
 
-def _guard(loss: torch.Tensor, epoch: int, batch: int, reference: float | None,
+class _Objective(nn.Module):
+    """Per-image ``(recon (B,), kl (B,))`` of training images ``idx (B,)`` at reparameterisation
+    noise ``eps (B, zdim)``: the forward pass that DistributedDataParallel wraps.
+
+    It holds as a submodule only what DDP averages gradients of: the whole model, or a VLT's
+    decoder alone (its encoder is idle, and DDP insists that every parameter it holds gets a
+    gradient). The table stays outside: its sparse gradients are gathered by hand.
+    """
+
+    def __init__(self, run: TrainedModel, autocast: torch.autocast):
+        super().__init__()
+        self.trained = run.model.decoder if run.config.variant == "vlt" else run.model
+        self.run, self.autocast = run, autocast
+
+    def forward(self, idx: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        run, model = self.run, self.run.model
+        batch = _to(run.data.get_batch(idx.numpy()), run.device)
+        prep = model.prepare(batch)
+        with self.autocast:
+            mu, logvar = run._latent(idx, batch, prep)
+            z = mu.float() + eps * torch.exp(0.5 * logvar.float())
+            recon = model.recon_loss(prep, z).float()
+        return recon, kl_divergence(mu.float(), logvar.float())
+
+
+def _global_means(world: World, recon: torch.Tensor, kl: torch.Tensor, weight: float, k: int,
+                  kl_scale: float) -> tuple[float, float, float]:
+    """``(loss, recon, kl)`` means over the global batch of ``k`` images from every rank's
+    share ``recon, kl (k_r,)``, the same on every rank (a share of weight 0 counts nothing)."""
+    local = torch.stack([recon.sum(), kl.sum()]) if weight else recon.new_zeros(2)
+    recon_, kl_ = (world.sum(local) / k).tolist()
+    return recon_ + kl_scale * kl_, recon_, kl_
+
+
+def _guard(value: float, epoch: int, batch: int, reference: float | None,
            factor: float) -> None:
-    """Stop with a clear message on a NaN, infinite or exploding loss.
+    """Stop with a clear message on a NaN, infinite or exploding loss ``value``.
 
     ``reference`` is this epoch's mean loss so far (the previous epoch's for its first batch).
+    Under torchrun every rank sees the same global values, so all ranks stop together.
     """
-    value = loss.item()
     where = f"epoch {epoch + 1}, batch {batch}"
     if not math.isfinite(value):
         raise TrainingDiverged(f"training diverged at {where}: the loss is {value}")

@@ -243,3 +243,10 @@ def test_an_interrupted_report_write_keeps_the_old_report(tmp_path, monkeypatch)
         old["shift_invariance.npz"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         ["report.json", "arrays", "shift_invariance.npz"])  # no temporary left behind
+
+
+def test_only_train_runs_under_torchrun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", "--out", str(tmp_path / "o"), "--size", "tiny"]) == 2
+    assert "only `ampcheck train` runs under torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,7 +1,8 @@
 """Every command and example in README.md runs, so the README cannot rot.
 
 * ``make`` targets: the quick start's two are what CI runs (``.ci/run``); every target exists;
-* ``.venv/bin/ampcheck ...`` lines run, in order, in one scratch directory;
+* ``.venv/bin/ampcheck ...`` and ``.venv/bin/torchrun ...`` lines run, in order, in one scratch
+  directory;
 * ``.venv/bin/python -m pytest ...`` lines collect (running them is CI's or the reader's job);
 * ``cryodrgn`` lines and ``ampcheck check --cryodrgn`` run when cryoDRGN is installed;
 * Python blocks run in order in one scratch directory; the pytest-module example runs under
@@ -24,7 +25,7 @@ from ampcheck.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-PROGRAMS = {"make", ".venv/bin/ampcheck", ".venv/bin/python", "cryodrgn"}
+PROGRAMS = {"make", ".venv/bin/ampcheck", ".venv/bin/python", ".venv/bin/torchrun", "cryodrgn"}
 PYTEST_EXAMPLE = "# test_amortization.py"
 
 
@@ -72,7 +73,13 @@ def test_readme_ampcheck_commands_run(tmp_path, monkeypatch):
         if c[0] == ".venv/bin/ampcheck" and "--cryodrgn" not in c:
             assert main(c[1:]) == 0, shlex.join(c)
             ran += 1
-    assert ran >= 7
+        elif c[0] == ".venv/bin/torchrun":  # torchrun is torch.distributed.run
+            proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *c[1:]],
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, (shlex.join(c), proc.stderr[-3000:])
+            ran += 1
+    assert ran >= 8
+    assert (tmp_path / "runs" / "ddp" / "run.json").is_file()
     assert (tmp_path / "reports" / "vae" / "report.json").is_file()
 
 
