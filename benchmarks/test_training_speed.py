@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+from table1 import VARIANTS  # the one list of variants (benchmarks/table1.py)
 
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.data.synthetic import SynthConfig, generate
@@ -20,15 +21,6 @@ from ampcheck.train import TrainConfig, train
 IMAGES = int(os.environ.get("AMPCHECK_BENCH_IMAGES", "256"))
 CI_IMAGES = 2000
 
-VARIANTS = {
-    "baseline": dict(),
-    "vlt_random_init": dict(variant="vlt", table_init="normal"),
-    "twin_permuted": dict(variant="twin-perm"),
-    "twin_noise_large": dict(variant="twin-noise", encoder="large"),
-    "twin_permuted_large": dict(variant="twin-perm", encoder="large"),
-    "twin_permuted_small": dict(variant="twin-perm", encoder="small"),
-    "invariant_encoder": dict(encoder="invariant"),
-}
 
 
 @pytest.fixture(scope="module")
