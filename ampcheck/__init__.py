@@ -30,6 +30,7 @@ _EXPORTS = {
     "CHECKS": "ampcheck.checks",
     "VAE": "ampcheck.checks",
     "MnistDataset": "ampcheck.data.mnist",
+    "keep_freed_memory": "ampcheck.allocator",
 }
 
 __all__ = ["__version__", *_EXPORTS]

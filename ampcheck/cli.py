@@ -417,7 +417,12 @@ def _add_check_parser(sub) -> None:
     p.set_defaults(func=_cmd_check)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    ``owns_process``: this process runs nothing else (the ``ampcheck`` program), so the
+    commands that train may tune process-wide settings (:mod:`ampcheck.allocator`).
+    """
     import os
 
     parser = build_parser()
@@ -428,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command != "train":
             raise ConfigError(f"only `ampcheck train` runs under torchrun; run `ampcheck "
                               f"{args.command}` as a single process")
+        malloc = os.environ.get("AMPCHECK_MALLOC", "keep")
+        if malloc not in ("keep", "system"):
+            raise ConfigError(f"AMPCHECK_MALLOC={malloc!r}; expected keep (the default: freed "
+                              "memory stays in the process for the next training step) or system")
+        if owns_process and malloc == "keep" and args.command in ("run", "train", "check"):
+            from .allocator import keep_freed_memory
+
+            keep_freed_memory()
         return args.func(args)
     except AmpcheckError as err:
         print(f"ampcheck: error: {err}", file=sys.stderr)
@@ -440,5 +453,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def program() -> int:
+    """The ``ampcheck`` program: :func:`main` in a process of its own."""
+    return main(owns_process=True)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(program())

@@ -485,7 +485,10 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     uses_encoder = cfg.variant != "vlt"
     params = [p for name, p in model.named_parameters()
               if uses_encoder or not name.startswith("encoder.")]
-    optimizers = {"model": torch.optim.Adam(params, lr=cfg.resolved_lr)}
+    # One fused kernel for the whole update instead of a handful of passes over each parameter,
+    # gradient and moment: Adam is memory-bound, and the 5 x 1024 encoder's 8.8 M parameters
+    # made it about 15 ms of a 200 ms step on 2 CPU cores (5 ms fused).
+    optimizers = {"model": torch.optim.Adam(params, lr=cfg.resolved_lr, fused=True)}
     if table is not None and not cfg.freeze_table:
         table_lr = cfg.table_lr if cfg.table_lr is not None else 100 * cfg.resolved_lr
         optimizers["table"] = torch.optim.SparseAdam(table.parameters(), lr=table_lr)

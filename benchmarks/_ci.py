@@ -1,7 +1,10 @@
-"""The data set the benchmark scripts share: the ``ci`` synthetic set, made once."""
+"""What the benchmark scripts share: the ``ci`` synthetic set (made once) and the choice of
+``malloc`` behaviour (see :mod:`ampcheck.allocator`)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +22,35 @@ def ci_data(path: Path | None = None) -> Path:
         subprocess.run([sys.executable, "-m", "ampcheck", "synth", "--out", str(data),
                         "--force", "--quiet"], check=True)
     return data
+
+
+def add_malloc_option(ap: argparse.ArgumentParser, default: str = "keep") -> None:
+    ap.add_argument("--malloc", choices=("keep", "system"), default=default,
+                    help="keep: freed memory stays in the process, as the `ampcheck` program "
+                         "sets it; system: glibc's defaults (default: %(default)s)")
+
+
+def apply_malloc(choice: str) -> None:
+    """Set this process's ``malloc`` as ``choice`` says, and say so."""
+    if choice == "keep":
+        from ampcheck.allocator import keep_freed_memory
+
+        took = keep_freed_memory()
+        print("malloc: freed memory kept in the process" if took else
+              "malloc: not glibc, left as it is")
+    else:
+        print("malloc: glibc's defaults")
+
+
+def malloc_env(choice: str) -> dict[str, str]:
+    """The environment for a child process (any program) with ``malloc`` as ``choice`` says:
+    glibc reads the same two thresholds from these variables at start-up."""
+    from ampcheck.allocator import LIMIT_BYTES
+
+    env = dict(os.environ)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        if choice == "keep":
+            env[name] = str(LIMIT_BYTES)
+        else:
+            env.pop(name, None)
+    return env

@@ -1,6 +1,7 @@
 """How close the cryo-EM VAE's training step comes to this machine's matrix-multiply rate.
 
-Run: ``.venv/bin/python benchmarks/roofline.py [--images 400] [--data DIR] [--profile]``.
+Run: ``.venv/bin/python benchmarks/roofline.py [--images 400] [--rounds 5] [--data DIR] [--profile]
+[--malloc keep|system]``.
 
 1. The machine's fp32 matmul rate, measured with torch: a large square product and the
    product of the decoder's hidden layer at batch 8 (the shape the step is made of).
@@ -9,7 +10,8 @@ Run: ``.venv/bin/python benchmarks/roofline.py [--images 400] [--data DIR] [--pr
    input gradient of the first layers, which nothing needs) and by
    ``torch.utils.flop_counter.FlopCounterMode`` on a real step.
 3. The step's achieved rate (FLOPs per image x images/s of a timed epoch) and its fraction of
-   the measured matmul rate; with ``--profile``, where the time goes (torch.profiler, by op).
+   the matmul rates measured just before that epoch, median over ``--rounds`` rounds; with
+   ``--profile``, where the time goes (torch.profiler, by op).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _ci import ci_data
+from _ci import add_malloc_option, apply_malloc, ci_data
 from torch.utils.flop_counter import FlopCounterMode
 
 from ampcheck.data.particles import ParticleDataset
@@ -77,17 +79,15 @@ def one_step(run, idx: np.ndarray) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=400, help="images in the timed epoch")
+    ap.add_argument("--images", type=int, default=400, help="images in each timed epoch")
+    ap.add_argument("--rounds", type=int, default=5, help="matmul measurements and epochs")
     ap.add_argument("--data", type=Path, help="a data set directory (default: the ci set)")
     ap.add_argument("--profile", action="store_true", help="break the step down by op")
+    add_malloc_option(ap)
     args = ap.parse_args()
+    apply_malloc(args.malloc)
     data = ParticleDataset.from_dir(ci_data(args.data))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-    square = matmul_rate(2048, 2048, 2048)
-    hidden = matmul_rate(8 * 1608, 256, 256)
-    print(f"fp32 matmul: {square:.1f} GFLOP/s (2048^3), {hidden:.1f} GFLOP/s "
-          f"(12,864 x 256 @ 256 x 256, the decoder's hidden layer at batch 8)")
 
     cfg = TrainConfig(epochs=1, max_images=args.images, batch_size=8, device="cpu")
     run = train(TrainConfig(epochs=0, batch_size=8, device="cpu"), data, show_progress=False)
@@ -99,12 +99,22 @@ def main() -> None:
     print(f"training step: {analytic / 1e9:.3f} GFLOP per image from the architecture, "
           f"{counted / 1e9:.3f} counted by FlopCounterMode")
 
-    timed = [train(cfg, data, show_progress=False).history[-1] for _ in range(2)]
-    ips = max(h.images / h.seconds for h in timed)  # the less disturbed of two epochs
-    achieved = ips * counted / 1e9
-    print(f"achieved: {ips:.1f} images/s = {achieved:.1f} GFLOP/s = "
-          f"{achieved / square:.0%} of the 2048^3 matmul rate, "
-          f"{achieved / hidden:.0%} of the hidden-layer matmul rate")
+    # A shared machine's speed drifts by tens of percent over minutes, so each round measures
+    # the matmul rates right before its epoch and the fractions are taken round by round.
+    fractions = []
+    for r in range(args.rounds):
+        square = matmul_rate(2048, 2048, 2048)
+        hidden = matmul_rate(8 * 1608, 256, 256)
+        h = train(cfg, data, show_progress=False).history[-1]
+        achieved = h.images / h.seconds * counted / 1e9
+        fractions.append((achieved / square, achieved / hidden))
+        print(f"round {r + 1}: fp32 matmul {square:.1f} GFLOP/s (2048^3), {hidden:.1f} "
+              f"GFLOP/s (12,864 x 256 @ 256 x 256, the decoder's hidden layer at batch 8); "
+              f"step {h.images / h.seconds:.1f} images/s = {achieved:.1f} GFLOP/s = "
+              f"{achieved / square:.0%} and {achieved / hidden:.0%} of them", flush=True)
+    print(f"achieved (median of {args.rounds} rounds): "
+          f"{statistics.median(f for f, _ in fractions):.0%} of the 2048^3 matmul rate, "
+          f"{statistics.median(f for _, f in fractions):.0%} of the hidden-layer matmul rate")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

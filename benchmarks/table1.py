@@ -1,6 +1,7 @@
 """The paper's Table 1 analogue: seconds per epoch of every training variant, interleaved.
 
-Run: ``.venv/bin/python benchmarks/table1.py [--images 256] [--rounds 3] [--data DIR]``.
+Run: ``.venv/bin/python benchmarks/table1.py [--images 256] [--rounds 5] [--data DIR]
+[--malloc keep|system]``.
 Each round trains every variant for one epoch of ``--images`` images of the ci set (D = 64),
 in a new order each round (a variant that always ran first or after another would carry that
 position's cost: warm caches, a freshly grown allocator); the table gives each variant's
@@ -16,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _ci import ci_data
+from _ci import add_malloc_option, apply_malloc, ci_data
 
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.train import TrainConfig, train
@@ -39,7 +40,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", type=Path, help="a data set directory (default: the ci set)")
+    add_malloc_option(ap)
     args = ap.parse_args()
+    apply_malloc(args.malloc)
     data = ParticleDataset.from_dir(ci_data(args.data))
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     order = list(VARIANTS)

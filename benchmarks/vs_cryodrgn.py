@@ -1,9 +1,9 @@
 """Training throughput of ampcheck's cryo-EM VAE next to cryoDRGN's ``train_vae``, same work.
 
 Run: ``.venv/bin/python benchmarks/vs_cryodrgn.py [--rounds 2] [--epochs 1] [--data DIR]
-[--cryodrgn EXE]``. It installs nothing: cryoDRGN runs when it is importable in this
-interpreter (the ``ampcheck[cryodrgn]`` extra) or from the executable given by ``--cryodrgn``
-(or ``$AMPCHECK_CRYODRGN``); without either, only ampcheck is timed.
+[--cryodrgn EXE] [--malloc system|keep]``. It installs nothing: cryoDRGN runs when it is
+importable in this interpreter (the ``ampcheck[cryodrgn]`` extra) or from the executable given
+by ``--cryodrgn`` (or ``$AMPCHECK_CRYODRGN``); without either, only ampcheck is timed.
 
 Both train the same configuration on the same data: the ``ci`` synthetic set (2,000 images,
 D = 64, made once under ``.benchmarks/`` unless ``--data`` names another), encoder and decoder
@@ -12,7 +12,9 @@ Gaussian Fourier features of the same size. The two alternate, ``--rounds`` time
 run a fresh process of ``--epochs`` epochs over all images; the script prints each run's
 images/s (from the epochs' own wall time, as each program reports it), the medians, their
 ratio, and the last epoch's mean reconstruction loss of each (mean squared error over the
-masked pixels of the normalised Hartley images, in both programs).
+masked pixels of the normalised Hartley images, in both programs). Both programs run with
+the same ``malloc`` settings: glibc's defaults unless ``--malloc keep``, which gives both the
+thresholds that the ``ampcheck`` program sets for itself (see ``ampcheck/allocator.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from _ci import ci_data
+from _ci import add_malloc_option, ci_data, malloc_env
 
 CONFIG = {"zdim": 8, "hidden": 256, "layers": 3, "batch": 8}
 EPOCH_LINE = re.compile(r"# =====> Epoch: (\d+) Average gen loss = ([\d.e+-]+), .*"
@@ -61,10 +63,10 @@ print(json.dumps([asdict(h) for h in run.history]))
 """
 
 
-def run_ampcheck(data: Path, epochs: int) -> dict:
+def run_ampcheck(data: Path, epochs: int, env: dict[str, str]) -> dict:
     """ampcheck's base VAE on every image of ``data`` (no held-out split, as cryoDRGN)."""
     proc = subprocess.run([sys.executable, "-c", AMPCHECK_TRAIN, str(data), str(epochs)],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=env)
     history = json.loads(proc.stdout.strip().splitlines()[-1])
     images = sum(h["images"] for h in history)
     seconds = sum(h["seconds"] for h in history)
@@ -72,7 +74,8 @@ def run_ampcheck(data: Path, epochs: int) -> dict:
             "seconds_per_epoch": seconds / len(history)}
 
 
-def run_cryodrgn(cmd: list[str], data: Path, epochs: int, work: Path) -> dict:
+def run_cryodrgn(cmd: list[str], data: Path, epochs: int, work: Path,
+                 env: dict[str, str]) -> dict:
     out = work / f"cryodrgn-{time.time_ns()}"
     c = CONFIG
     proc = subprocess.run(
@@ -80,7 +83,7 @@ def run_cryodrgn(cmd: list[str], data: Path, epochs: int, work: Path) -> dict:
          str(data / "ctf.pkl"), "--zdim", str(c["zdim"]), "--enc-dim", str(c["hidden"]),
          "--enc-layers", str(c["layers"]), "--dec-dim", str(c["hidden"]), "--dec-layers",
          str(c["layers"]), "-b", str(c["batch"]), "-n", str(epochs), "--lr", "1e-4",
-         "--no-analysis", "-o", str(out)], capture_output=True, text=True, check=False)
+         "--no-analysis", "-o", str(out)], capture_output=True, text=True, check=False, env=env)
     log = proc.stdout + proc.stderr + ((out / "run.log").read_text()
                                        if (out / "run.log").is_file() else "")
     epochs_found = {int(m[0]): m for m in EPOCH_LINE.findall(log)}
@@ -101,8 +104,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--data", type=Path, help="a data set directory (default: the ci set)")
     ap.add_argument("--cryodrgn", help="the cryodrgn executable of another environment")
+    add_malloc_option(ap, default="system")
     args = ap.parse_args()
     data = ci_data(args.data)
+    env = malloc_env(args.malloc)
+    print(f"malloc: {args.malloc}, for both programs")
     cmd = cryodrgn_command(args.cryodrgn)
     if cmd is None:
         print("cryoDRGN not found (install ampcheck[cryodrgn] or pass --cryodrgn): timing "
@@ -113,8 +119,8 @@ def main() -> None:
             for name in ("ampcheck", "cryodrgn") if r % 2 == 0 else ("cryodrgn", "ampcheck"):
                 if name == "cryodrgn" and cmd is None:
                     continue
-                res = (run_ampcheck(data, args.epochs) if name == "ampcheck"
-                       else run_cryodrgn(cmd, data, args.epochs, Path(tmp)))
+                res = (run_ampcheck(data, args.epochs, env) if name == "ampcheck"
+                       else run_cryodrgn(cmd, data, args.epochs, Path(tmp), env))
                 runs[name].append(res)
                 print(f"round {r + 1} {name:9s} {res['images_per_s']:6.1f} images/s "
                       f"({res['seconds_per_epoch']:.1f} s/epoch), last-epoch recon "

@@ -148,6 +148,38 @@ def test_many_stacks_keep_a_bounded_number_of_maps_open(tmp_path, monkeypatch):
     np.testing.assert_array_equal(stack[::-1], both[::-1])
 
 
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path``, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+            inside = len(head) >= 6 and head[-1] == str(path)
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("release_kib, resident", [(2**20, "all"), (256, "none")])
+def test_read_pages_leave_the_resident_set(tmp_path, release_kib, resident):
+    path = tmp_path / "big.mrcs"
+    imgs = _imgs(64, 64)  # 16 KiB an image, 1 MiB in all
+    io.write_stack(path, imgs)
+    stack = io.read_stack(path)
+    stack._RELEASE_BYTES = release_kib * 1024
+    for start in range(0, 64, 16):  # 256 KiB a batch
+        np.testing.assert_array_equal(stack.read(np.arange(start, start + 16)),
+                                      imgs[start:start + 16])
+    kib = _mapped_kib(path.resolve())
+    if resident == "all":
+        assert kib >= 1024  # every page read is still counted as this process's memory
+    else:
+        assert kib < 64  # dropped after each 256 KiB read (the header page may stay)
+    np.testing.assert_array_equal(stack.read(np.arange(64)[::-1]), imgs[::-1])  # reads again
+    stack.close()
+
+
 def test_star_stack_resolves_names_and_order(tmp_path):
     a, b = _imgs(3, 8, 1), _imgs(4, 8, 2)
     (tmp_path / "stacks").mkdir()

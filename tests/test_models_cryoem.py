@@ -183,3 +183,23 @@ def test_invariant_encoder_centres_on_the_particle():
     y = symmetrize_ht(ht2_center(torch.from_numpy(image[None]).float())).reshape(1, -1)
     found = model.encoder.centroid(y[:, model.mask]).numpy()[0]
     np.testing.assert_allclose(found, [x0, y0], atol=0.05)
+
+
+@pytest.mark.parametrize("rows", [4, 600])  # fewer and more rows than features: both paths
+def test_resid_linear_is_x_plus_wx_plus_b_with_its_gradients(rows):
+    from ampcheck.models.mlp import ResidLinear
+
+    torch.manual_seed(0)
+    layer = ResidLinear(32, 32)
+    x = torch.randn(rows, 32, requires_grad=True)
+    out = layer(x)
+    (out * torch.linspace(-1, 1, 32)).sum().backward()
+    # the same layer written out in float64
+    x64 = x.detach().double().requires_grad_()
+    w64 = layer.weight.detach().double().requires_grad_()
+    b64 = layer.bias.detach().double().requires_grad_()
+    ref = x64 + x64 @ w64.T + b64
+    (ref * torch.linspace(-1, 1, 32, dtype=torch.float64)).sum().backward()
+    for got, want in ((out, ref), (x.grad, x64.grad), (layer.weight.grad, w64.grad),
+                      (layer.bias.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5)
