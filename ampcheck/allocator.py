@@ -23,7 +23,8 @@ import platform
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc malloc.h)
-LIMIT_BYTES = 2**30  # the default of both thresholds
+LIMIT_BYTES = 2**30  # keep_freed_memory's default for both thresholds
+_CAPPED_MMAP_THRESHOLD = 32 * 2**20  # the most that some glibc versions accept
 
 
 def keep_freed_memory(limit_bytes: int = LIMIT_BYTES) -> bool:
@@ -31,7 +32,8 @@ def keep_freed_memory(limit_bytes: int = LIMIT_BYTES) -> bool:
     ``limit_bytes`` of free heap instead of returning it to the kernel.
 
     Returns True where the setting took (Linux with glibc), False elsewhere, where it does
-    nothing.
+    nothing. Some glibc versions refuse an mmap threshold above 32 MiB (half their heap size);
+    they get 32 MiB, and larger blocks are still mapped and unmapped each time.
     """
     if limit_bytes <= 0:
         raise ValueError(f"limit_bytes must be positive, got {limit_bytes}")
@@ -40,5 +42,6 @@ def keep_freed_memory(limit_bytes: int = LIMIT_BYTES) -> bool:
     mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     limit = min(limit_bytes, 2**31 - 1)
-    took = [mallopt(param, limit) for param in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD)]
-    return all(took)
+    took = mallopt(_M_MMAP_THRESHOLD, limit) or mallopt(
+        _M_MMAP_THRESHOLD, min(limit, _CAPPED_MMAP_THRESHOLD))
+    return bool(took) and bool(mallopt(_M_TRIM_THRESHOLD, limit))

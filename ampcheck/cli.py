@@ -417,6 +417,18 @@ def _add_check_parser(sub) -> None:
     p.set_defaults(func=_cmd_check)
 
 
+def _set_malloc(setting: str) -> None:
+    """``AMPCHECK_MALLOC``: keep freed memory in this process (see :mod:`ampcheck.allocator`)
+    or leave glibc's ``malloc`` as it is."""
+    if setting not in ("keep", "system"):
+        raise ConfigError(f"AMPCHECK_MALLOC={setting!r}; expected keep (the default: freed "
+                          "memory stays in the process for the next training step) or system")
+    if setting == "keep":
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -433,14 +445,8 @@ def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command != "train":
             raise ConfigError(f"only `ampcheck train` runs under torchrun; run `ampcheck "
                               f"{args.command}` as a single process")
-        malloc = os.environ.get("AMPCHECK_MALLOC", "keep")
-        if malloc not in ("keep", "system"):
-            raise ConfigError(f"AMPCHECK_MALLOC={malloc!r}; expected keep (the default: freed "
-                              "memory stays in the process for the next training step) or system")
-        if owns_process and malloc == "keep" and args.command in ("run", "train", "check"):
-            from .allocator import keep_freed_memory
-
-            keep_freed_memory()
+        if owns_process and args.command in ("run", "train", "check"):
+            _set_malloc(os.environ.get("AMPCHECK_MALLOC", "keep"))
         return args.func(args)
     except AmpcheckError as err:
         print(f"ampcheck: error: {err}", file=sys.stderr)

@@ -497,7 +497,11 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     gen = torch.Generator().manual_seed(cfg.seed)
     if state is not None:
         for k, o in optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+            saved = state["optimizers"][k]
+            if k == "model":  # a checkpoint from before fused Adam resumes fused all the same
+                saved = {**saved, "param_groups": [{**g, "fused": True}
+                                                   for g in saved["param_groups"]]}
+            o.load_state_dict(saved)
         gen.set_state(state["generator"])
 
     # bf16 for the networks only: each model keeps its geometry (translations, rotated

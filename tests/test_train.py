@@ -59,6 +59,17 @@ def test_resumed_training_equals_uninterrupted_training(tiny, tmp_path, variant)
         train(quick(variant=variant, epochs=3, lr=5e-4), tiny, out=tmp_path, resume=True)
 
 
+def test_a_checkpoint_from_before_fused_adam_resumes_fused(tiny, tmp_path):
+    straight = train(quick(epochs=3), tiny, show_progress=False)
+    train(quick(epochs=1), tiny, out=tmp_path, show_progress=False)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    for group in state["optimizers"]["model"]["param_groups"]:
+        group["fused"] = None  # what torch.optim.Adam() without fused=True saves
+    torch.save(state, tmp_path / CHECKPOINT)
+    resumed = train(quick(epochs=3), tiny, out=tmp_path, resume=True, show_progress=False)
+    assert [r.loss for r in resumed.history] == [r.loss for r in straight.history]
+
+
 def test_checkpoint_loads_with_weights_only_and_gives_the_same_latents(tiny, tmp_path):
     run = train(quick(variant="vlt"), tiny, out=tmp_path, show_progress=False)
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)

@@ -149,8 +149,8 @@ class ImageStack:
     _MAX_OPEN = 64  # memory maps kept open at once (a .star may name thousands of stacks)
     # Pages of a map that was read stay in the process's resident set until the map closes, so
     # an epoch over a large stack would count the whole stack as this process's memory. After
-    # this many bytes read from a file its map's pages are dropped (the kernel keeps them in
-    # its page cache; a later read finds them there).
+    # this many bytes read from the stack, the pages of its open maps are dropped (the kernel
+    # keeps them in its page cache; a later read finds them there).
     _RELEASE_BYTES = 64 * 2**20
 
     def __init__(self, path: PathLike, files: Sequence[_StackFile],
@@ -176,7 +176,7 @@ class ImageStack:
             self._local = np.asarray(local, dtype=np.int64)
             self._n = len(self._file_of)
         self._open: OrderedDict[int, Any] = OrderedDict()
-        self._unreleased: dict[int, int] = {}  # bytes read from an open map since its release
+        self._unreleased = 0  # bytes read since the open maps' pages were last dropped
 
     @property
     def files(self) -> list[Path]:
@@ -225,7 +225,9 @@ class ImageStack:
                 out[sel] = data[ls[0]:ls[-1] + 1]
             else:
                 out[sel] = data[ls]
-            self._read_from(int(f), ls.size * data[0].nbytes)
+            self._unreleased += ls.size * data[0].nbytes
+        if self._unreleased >= self._RELEASE_BYTES:
+            self._release()
         if not np.isfinite(out).all():
             b = int(np.nonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))[0][0])
             f, i = int(fid[b]), int(loc[b])
@@ -251,27 +253,25 @@ class ImageStack:
             self._open.move_to_end(f)
         else:
             if len(self._open) >= self._MAX_OPEN:
-                closed, mrc = self._open.popitem(last=False)
-                self._unreleased.pop(closed, None)
-                mrc.close()
+                self._open.popitem(last=False)[1].close()
             self._open[f] = _open_mrc(self._files[f].path)
         data = self._open[f].data
         return data.reshape(1, *data.shape) if data.ndim == 2 else data
 
-    def _read_from(self, f: int, nbytes: int) -> None:
-        """Count bytes read from file ``f``'s map; past ``_RELEASE_BYTES``, drop its pages."""
-        self._unreleased[f] = self._unreleased.get(f, 0) + nbytes
-        if self._unreleased[f] < self._RELEASE_BYTES:
+    def _release(self) -> None:
+        """Drop the pages of every open map from this process's resident set."""
+        self._unreleased = 0
+        if not hasattr(mmap, "MADV_DONTNEED"):
             return
-        self._unreleased[f] = 0
-        mapped = getattr(self._open[f].data, "_mmap", None)  # numpy.memmap's mmap.mmap
-        if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-            mapped.madvise(mmap.MADV_DONTNEED)
+        for mrc in self._open.values():
+            mapped = getattr(mrc.data, "_mmap", None)  # numpy.memmap's mmap.mmap
+            if mapped is not None:
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     # -- resources
     def close(self) -> None:
         """Close the memory maps (reading again reopens them)."""
-        self._unreleased.clear()
+        self._unreleased = 0
         while self._open:
             self._open.popitem()[1].close()
 
@@ -287,7 +287,7 @@ class ImageStack:
 
     def __getstate__(self) -> dict:  # picklable for DataLoader workers: maps reopen lazily
         state = self.__dict__.copy()
-        state["_open"], state["_unreleased"] = OrderedDict(), {}
+        state["_open"], state["_unreleased"] = OrderedDict(), 0
         return state
 
 

@@ -12,12 +12,13 @@ class ResidLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.in_features
-        if (x.numel() // n <= n or x.dtype != torch.float32
-                or torch.is_autocast_enabled(x.device.type)):
+        if (x.numel() // n <= n or x.dtype != torch.float32 or x.device.type not in ("cpu", "cuda")
+                or torch.is_autocast_enabled(x.device.type)
+                or torch.get_float32_matmul_precision() != "highest"):
             return super().forward(x) + x
         # Many rows (the decoder's lattice points): x W^T + b + x = x (W + I)^T + b, one product
-        # and no (rows, n) addition forward or backward, for one (n, n) addition. Not in bf16,
-        # where 1 + w would round w to a few bits.
+        # and no (rows, n) addition forward or backward, for one (n, n) addition. Only in full
+        # fp32 products: in bf16 or TF32, 1 + w would round w to a few bits.
         return F.linear(x, self.weight + torch.eye(n, dtype=x.dtype, device=x.device), self.bias)
 
 
