@@ -11,7 +11,9 @@ Run: ``.venv/bin/python benchmarks/roofline.py [--images 400] [--rounds 5] [--da
    ``torch.utils.flop_counter.FlopCounterMode`` on a real step.
 3. The step's achieved rate (FLOPs per image x images/s of a timed epoch) and its fraction of
    the matmul rates measured just before that epoch, median over ``--rounds`` rounds; with
-   ``--profile``, where the time goes (torch.profiler, by op).
+   ``--profile``, where the time goes (torch.profiler, by op). On a shared machine the
+   profiler's shares moved from one profile of the same code to the next (``threshold_backward``
+   3% and 20%): judge a change by unprofiled timings, interleaved.
 """
 
 from __future__ import annotations
