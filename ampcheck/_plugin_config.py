@@ -22,7 +22,7 @@ from ._argtypes import device as _device
 from ._argtypes import threshold as _threshold
 from .baselines import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
-BUDGETS = ("smoke", "medium", "full")
+BUDGETS = ("smoke", "standard", "medium", "full")
 FILE_KEYS = {"budget", "seed", "seeds", "device", "data", "thresholds", "models",
              "baseline_dir", "tolerance"}
 DEFAULTS = {"budget": "smoke", "seed": 0, "seeds": 1, "device": "auto", "data": "mnist"}
@@ -68,7 +68,7 @@ def _data_spec(text: str, base: Path | None = None) -> str:
 def add_options(parser: pytest.Parser) -> None:
     """The ``--ampcheck-*`` options, in one group, each with a validating parser."""
     group = parser.getgroup("ampcheck", "ampcheck: does a VAE's encoder really amortize?")
-    group.addoption("--ampcheck-budget", type=_budget, metavar="{smoke,medium,full}",
+    group.addoption("--ampcheck-budget", type=_budget, metavar="{smoke,standard,medium,full}",
                     help="training and evaluation budget of the checks (default: smoke)")
     group.addoption("--ampcheck-device", type=_device, metavar="auto|cpu|cuda[:N]",
                     help="device ampcheck trains on (default: auto)")

@@ -32,12 +32,12 @@ _positive_int, _non_negative_int, _positive_float = (
     argtypes.positive_int, argtypes.non_negative_int, argtypes.positive_float)
 
 
-def _add_synth_options(p: argparse.ArgumentParser) -> None:
+def _add_synth_options(p: argparse.ArgumentParser, size: str) -> None:
     from .data.synthetic import SIZES
 
-    p.add_argument("--size", choices=list(SIZES), default="ci",
-                   help="preset: ci (64 px, 2,000 images), paper (128 px, 50,000), tiny "
-                        "(32 px, 48); default ci")
+    p.add_argument("--size", choices=list(SIZES), default=size,
+                   help="preset: standard (24 px, 1,250 images), ci (64 px, 2,000), paper "
+                        f"(128 px, 50,000), tiny (32 px, 48); default {size}")
     p.add_argument("--n", type=_positive_int, help="number of images (overrides the preset)")
     p.add_argument("--box", type=_positive_int, metavar="D", help="image size in pixels (even)")
     p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
@@ -106,17 +106,16 @@ def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
 
 
 def _run_battery(data_dir: Path, report: Path, args: argparse.Namespace) -> int:
-    """Every check on the cryoDRGN-style VAE (evil twins with the paper's large encoder) and
-    the MNIST control; print the amortization profile and write the report."""
-    from .checks import TrainingCache, check_vae
+    """The main job's battery (:func:`~ampcheck.checks.main_battery`); print the amortization
+    profile and write the report."""
+    from .checks import TrainingCache, main_battery
     from .data.particles import ParticleDataset
 
     start = time.perf_counter()
     data = ParticleDataset.from_dir(data_dir)
     cache = TrainingCache(show_progress=not args.quiet)
-    common = {"budget": args.budget, "seeds": args.seeds, "device": args.device, "cache": cache}
-    results = check_vae("cryoem:base", data, options={"twin_encoder": "large"}, **common)
-    results += check_vae("cryoem:base", data, checks=["mnist_control"], **common)
+    results = main_battery(data, budget=args.budget, seeds=args.seeds, device=args.device,
+                           cache=cache)
     _finish(report.parent, results, time.perf_counter() - start, _dataset(data, data_dir),
             {"budget": args.budget, "seeds": args.seeds, "trained": cache.summary()})
     return 0
@@ -139,7 +138,11 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
 
     print(f"\nAmortization profile ({runs.get('budget', 'given')} budget, "
           f"{seconds / 60:.1f} min):")
+    several, model = len({r.model for r in results}) > 1, None
     for r in results:
+        if several and r.model != model:  # a heading for each model's results
+            model = r.model
+            print(f" {model}:")
         print(f"  {r.summary()}\n      {r.explanation}")
     print("Rendering the report ...", flush=True)
     path = write_report(out, results, dataset, {**runs, "seconds": round(seconds, 1)})
@@ -262,10 +265,11 @@ def _check_run(args: argparse.Namespace, checks, thresholds):
     cache.add(TrainedModel.load(run_dir / CHECKPOINT, train_set, device=cfg.device), train_set)
     options = {"twin_encoder": args.twin_encoder} if args.twin_encoder else None
     results = check_vae(cfg, data, checks=checks, budget=meta.get("budget", "smoke"),
+                        seeds=[cfg.seed],  # the run's own model, never a retrained seed 0
                         thresholds=thresholds, cache=cache, options=options,
                         name=f"{cfg.model}:{cfg.encoder}")
     return results, _dataset(data, None if meta["data"] == "mnist" else meta["data"]), {
-        "budget": meta.get("budget"), "seeds": 1, "run": str(run_dir.resolve()),
+        "budget": meta.get("budget"), "seeds": [cfg.seed], "run": str(run_dir.resolve()),
         "trained": cache.summary()}
 
 
@@ -296,6 +300,8 @@ def _jsonable(value):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .train import BUDGETS
+
     parser = argparse.ArgumentParser(
         prog="ampcheck",
         description="Does your VAE's encoder really amortize inference? Checks from a cryo-EM "
@@ -312,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "./ampcheck-out)")
     run.add_argument("--force", action="store_true", help="replace existing outputs")
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    run.add_argument("--budget", choices=["smoke", "medium", "full"], default="smoke",
-                     help="training budget of every variant (default smoke: minutes on a CPU)")
+    run.add_argument("--budget", choices=list(BUDGETS), default="standard",
+                     help="training budget of every variant (default standard: informative in "
+                          "minutes on a CPU; full: the paper's settings, for a GPU)")
     run.add_argument("--seeds", type=_positive_int, default=1,
                      help="training seeds per variant (default 1)")
     run.add_argument("--device", type=argtypes.device, default="auto",
@@ -323,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "the embedded one in OUT/data")
     run.add_argument("--data-only", action="store_true",
                      help="only generate (or reuse) the data set and summarise it")
-    _add_synth_options(run)
+    _add_synth_options(run, "standard")
     run.set_defaults(func=_cmd_run)
 
     synth = sub.add_parser("synth", help="write a synthetic heterogeneous cryo-EM data set",
@@ -335,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="no progress output")
     synth.add_argument("--star", action="store_true",
                        help="also write particles.star (RELION 3.1) describing the same particles")
-    _add_synth_options(synth)
+    _add_synth_options(synth, "ci")
     synth.set_defaults(func=_cmd_synth)
     _add_train_parser(sub)
     _add_check_parser(sub)

@@ -21,7 +21,7 @@ Configuration: the ``--ampcheck-*`` options and ``[tool.ampcheck]`` in the rootd
 ``pyproject.toml``::
 
     [tool.ampcheck]
-    budget = "smoke"            # smoke | medium | full
+    budget = "smoke"            # smoke | standard | medium | full
     seed = 0                    # first training seed
     seeds = 1                   # number of training seeds
     device = "auto"             # auto | cpu | cuda[:N]

@@ -2,10 +2,12 @@
 
 A report directory holds
 
-* ``report.json``: ``{"profile": {check: verdict}, "checks": [CheckResult.to_dict()...],
+* ``report.json``: ``{"profile": {key: verdict}, "checks": [CheckResult.to_dict()...],
   "dataset": {...}, "runs": {...}}``; ``runs["trained"]`` maps each trained run's label to its
   config, seconds per epoch, images per second and loss history;
-* ``arrays/<check>.npz``: what each check kept for plots (:attr:`CheckResult.arrays`);
+* ``arrays/<key>.npz``: what each check kept for plots (:attr:`CheckResult.arrays`); a
+  result's key is its check's name, or ``check[model]`` for a second model's result of the
+  same check (:func:`~ampcheck.checks.result.result_keys`);
 * ``report.html``: one self-contained page (images embedded), rendered from the two above, so
   ``ampcheck report DIR`` can re-render it at any time.
 
@@ -35,7 +37,7 @@ from matplotlib.lines import Line2D
 
 from . import __version__
 from .baselines import write_json_atomic
-from .checks.result import CheckResult
+from .checks.result import CheckResult, result_keys
 from .cryoem.io import atomic_path
 from .errors import InputError
 
@@ -50,12 +52,14 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
     return the path of ``report.json``."""
     out = Path(out)
     (out / ARRAYS).mkdir(parents=True, exist_ok=True)
-    for r in results:
+    keys = result_keys([(r.check, r.model) for r in results])
+    for key, r in zip(keys, results, strict=True):
         if r.arrays:
-            with atomic_path(out / ARRAYS / f"{r.check}.npz") as tmp, open(tmp, "wb") as f:
+            with atomic_path(out / ARRAYS / f"{key}.npz") as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(f, **{k: np.asarray(v) for k, v in r.arrays.items()})
     path = out / REPORT_JSON
-    write_json_atomic(path, {"profile": {r.check: r.verdict for r in results},
+    write_json_atomic(path, {"profile": dict(zip(keys, (r.verdict for r in results),
+                                                 strict=True)),
                              "checks": [r.to_dict() for r in results],
                              "dataset": dataset, "runs": runs})
     if html:
@@ -120,8 +124,9 @@ def render_html(out: str | Path) -> Path:
 def _page(report: Json, arrays: dict[str, Arrays]) -> str:
     checks = [c for c in _list(report.get("checks")) if isinstance(c, dict)]
     anchors = _anchors(checks)
-    sections = "".join(_check_section(c, arrays.get(str(c.get("check")), {}), a)
-                       for c, a in zip(checks, anchors, strict=True))
+    keys = result_keys([(str(c.get("check")), str(c.get("model"))) for c in checks])
+    sections = "".join(_check_section(c, arrays.get(k, {}), a)
+                       for c, a, k in zip(checks, anchors, keys, strict=True))
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
             "content='width=device-width, initial-scale=1'><title>ampcheck amortization report"
             f"</title><style>{_CSS}</style></head><body>{_header(report, checks)}"
@@ -220,14 +225,17 @@ def _profile_table(checks: list[Json], anchors: list[str], linked: bool = True) 
     if not checks:
         return "<p class='note'>This report holds no check results.</p>"
     rows = []
+    several = len({str(c.get("model")) for c in checks}) > 1  # name each row's model then
     for c, a in zip(checks, anchors, strict=True):
         t, name = _dict(c.get("threshold")), _e(c.get("check", "?"))
+        model = f" <small class='nw'>{_e(c.get('model'))}</small>" if several else ""
         metric = _e(t.get("metric", "?"))
         m = _dict(_dict(c.get("metrics")).get(t.get("metric")))
         ci = _interval(m)  # spans keep "name = value" and "[lo, hi]" whole when a cell wraps
         governing = f"<span class='nw'><code>{metric}</code> = {_e(_fmt(m.get('value')))}" \
                     "</span>" + ("" if ci == "—" else f" <span class='nw'>{_e(ci)}</span>")
-        rows.append([f"<a href='#{a}'>{name}</a>" if linked else name, _badge(c.get("verdict")),
+        rows.append([(f"<a href='#{a}'>{name}</a>" if linked else name) + model,
+                     _badge(c.get("verdict")),
                      governing, f"{metric} <span class='nw'>{_e(_bound(t))}</span>",
                      _e(", ".join(map(str, _list(c.get("flags"))))) or "—",
                      _e(c.get("explanation", ""))])

@@ -119,20 +119,28 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Budget:
-    """A named amount of training: epochs and an optional cap on the number of images."""
+    """A named amount of training: epochs, an optional cap on the number of images, and the
+    networks' learning rate (``None``: the model family's default, cryoDRGN's 1e-4 for cryo-EM).
+    A lookup table's learning rate follows from it (``TrainConfig.table_lr``)."""
 
     epochs: int
     max_images: int | None = None
+    lr: float | None = None
 
 
-# Named budgets per model family.
-# smoke: CI on 2 CPU cores, about half a minute per cryo-EM harness on the ci data set (the
+# Named budgets per model family (the measurements behind each are in the README).
+# smoke: the test suite's, about half a minute per cryo-EM harness on the ci data set (the
 #   decoder learns the consensus; heterogeneity does not show yet: latent-to-truth R^2 ~ 0);
-# medium: the smallest budget at which the cryo-EM VAE's latents pick up the heterogeneity of
-#   the ci set on a CPU (R^2 ~ 0.3 after 5 epochs; minutes on 2 cores, for `slow` tests);
-# full: the paper's 50 epochs of the whole set, for a GPU.
+# standard: the main job's (`ampcheck run`), informative in minutes on 2 CPU cores: each of at
+#   most 1,000 training images is seen 12 times at 10x cryoDRGN's learning rate, enough for
+#   the latents of every variant the battery trains (a lookup table's rows move once per
+#   epoch) to recover the hinge of the `standard` data set (24 px) at every seed tried;
+# medium: five epochs of the whole set at cryoDRGN's learning rate (for `slow` tests);
+# full: the paper's settings (cryoDRGN's defaults: 50 epochs, lr 1e-4, batch 8), for a GPU.
 BUDGETS: dict[str, dict[str, Budget]] = {
     "smoke": {"cryoem": Budget(epochs=1, max_images=1000), "mnist": Budget(epochs=20)},
+    "standard": {"cryoem": Budget(epochs=12, max_images=1000, lr=1e-3),
+                 "mnist": Budget(epochs=50)},
     "medium": {"cryoem": Budget(epochs=5), "mnist": Budget(epochs=50)},
     "full": {"cryoem": Budget(epochs=50), "mnist": Budget(epochs=100)},
 }
@@ -146,7 +154,8 @@ def budget_config(budget: str, **overrides: Any) -> TrainConfig:
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     b = BUDGETS[budget][model]
-    return TrainConfig(**{"epochs": b.epochs, "max_images": b.max_images, **overrides})
+    return TrainConfig(**{"epochs": b.epochs, "max_images": b.max_images, "lr": b.lr,
+                          **overrides})
 
 
 CURVE_POINTS = 25  # loss-curve points kept per epoch (means over consecutive batches)

@@ -68,15 +68,20 @@ def test_run_reuses_matching_data_and_refuses_other_settings(tmp_path, capsys):
 def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path, capsys):
     import json
 
-    from ampcheck.checks import CHECKS
+    from ampcheck.checks import CHECKS, INVARIANT_CONTROL
 
     out = tmp_path / "o"
-    assert main(["run", "--out", str(out), "--size", "tiny", "--quiet"]) == 0
+    assert main(["run", "--out", str(out), "--size", "tiny", "--budget", "smoke",
+                 "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["profile"]) == set(CHECKS)  # every check, the MNIST control included
+    # every check (the MNIST control included) and the invariant encoder's positive controls
+    control = {f"{c}[cryoem:invariant]" for c in INVARIANT_CONTROL}
+    assert set(report["profile"]) == set(CHECKS) | control
     assert all(v in ("PASS", "WARN", "FAIL") for v in report["profile"].values())
-    assert report["dataset"]["n"] == 48 and len(report["checks"]) == len(CHECKS)
-    assert "cryoem/twin-perm/large/seed0" in report["runs"]["trained"]
+    assert report["dataset"]["n"] == 48 and len(report["checks"]) == len(CHECKS) + len(control)
+    trained = report["runs"]["trained"]
+    assert {"cryoem/twin-perm/large/seed0", "cryoem/vae/invariant/seed0"} <= set(trained)
+    assert "cryoem/vae/large/seed0" not in trained  # the twins' baseline is the base VAE
     printed = capsys.readouterr().out
     assert "Amortization profile" in printed and "evil_twin" in printed
     page = (out / "report.html").read_text()
@@ -85,6 +90,14 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     # an existing report is not replaced without --force
     assert main(["run", "--out", str(out), "--size", "tiny", "--quiet"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_run_defaults_to_the_informative_standard_budget_and_data_set():
+    from ampcheck.cli import build_parser
+
+    args = build_parser().parse_args(["run"])
+    assert (args.budget, args.size) == ("standard", "standard")
+    assert build_parser().parse_args(["synth", "--out", "d"]).size == "ci"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -209,6 +222,24 @@ def test_check_run_uses_the_trained_model_and_writes_a_report(tiny_run, tmp_path
     assert "Amortization profile" in capsys.readouterr().out
     assert main(args) == 2  # an existing report is kept
     assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.cryoem
+def test_check_run_checks_a_run_of_another_seed_without_training(tiny_run, tmp_path):
+    # A run trained with --seed 3 is checked as itself: seed 3, its own history, nothing
+    # trained (a seed-0 model of the same config used to be trained and reported instead).
+    run = tmp_path / "seed3"
+    assert main(["train", "--data", str(tiny_run / "data"), "--out", str(run), "--seed", "3",
+                 "--quiet"]) == 0
+    out = tmp_path / "rep"
+    assert main(["check", "--run", str(run), "--out", str(out), "--quiet",
+                 "--checks", "shift_invariance"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["checks"][0]["seeds"] == [3]
+    trained = report["runs"]["trained"]
+    assert list(trained) == ["cryoem/vae/base/seed3"]
+    assert trained["cryoem/vae/base/seed3"]["history"] == \
+        json.loads((run / "run.json").read_text())["history"]
 
 
 def test_check_refuses_a_variant_run(tiny_run, tmp_path, capsys):

@@ -110,7 +110,8 @@ def page(tmp_path_factory) -> str:
 
 def test_page_names_every_check_with_its_verdict(page):
     for r in battery():
-        row = re.search(rf"<a href='#check-{r.check}'>{r.check}</a></td><td>(.*?)</td>", page)
+        row = re.search(rf"<a href='#check-{r.check}'>{r.check}</a>(?: <small[^>]*>"
+                        rf"{r.model}</small>)?</td><td>(.*?)</td>", page)
         assert row and f">{r.verdict}</span>" in row.group(1), r.check
         assert f"id='check-{r.check}'" in page
     assert "Amortization profile" in page and "ampcheck" in page and "/data/synthetic" in page
@@ -207,3 +208,31 @@ def test_loss_curves_spread_each_epochs_points_over_that_epoch():
     np.testing.assert_allclose(x, [1 / 3, 2 / 3, 1, 2, 3])
     np.testing.assert_allclose(y[:4], [3, 2, 1, 0.5])
     assert np.isnan(y[4])
+
+
+def test_result_keys_tell_a_second_models_results_apart():
+    from ampcheck.checks.result import result_keys
+
+    pairs = [("shift_invariance", "cryoem:base"), ("evil_twin", "cryoem:base"),
+             ("shift_invariance", "cryoem:invariant"), ("mnist_control", "mnist")]
+    assert result_keys(pairs) == ["shift_invariance", "evil_twin",
+                                  "shift_invariance[cryoem:invariant]", "mnist_control"]
+
+
+def test_two_models_results_of_one_check_keep_their_own_verdicts_and_plots(tmp_path):
+    # the main job checks the cryoDRGN-style VAE and, as its positive control, the invariant
+    # encoder: one check name, two results, neither may overwrite the other
+    base, inv = latents(), latents(seed=5)
+    results = [
+        result("shift_invariance", "FAIL", arrays={"mu": base, "moved[roll(0,1)]": base + 1}),
+        result("shift_invariance", "PASS", value=0.0, model="cryoem:invariant",
+               arrays={"mu": inv, "moved[roll(0,1)]": inv}),
+    ]
+    page = render(tmp_path, results, run_info={})
+    report, arrays = rp.load_report(tmp_path)
+    assert report["profile"] == {"shift_invariance": "FAIL",
+                                 "shift_invariance[cryoem:invariant]": "PASS"}
+    np.testing.assert_array_equal(arrays["shift_invariance"]["mu"], base)
+    np.testing.assert_array_equal(arrays["shift_invariance[cryoem:invariant]"]["mu"], inv)
+    assert len(pngs(page)) == 2  # one latent map each
+    assert "cryoem:invariant</small>" in page  # the profile names each row's model

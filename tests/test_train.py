@@ -258,8 +258,15 @@ def test_bad_configuration_is_rejected(tiny, kwargs, message):
 
 def test_budgets_are_named_configs():
     smoke, full = budget_config("smoke"), budget_config("full")
+    # full is the paper's (cryoDRGN's defaults): 50 epochs of every image, lr 1e-4, batch 8
     assert full.epochs == 50 and full.max_images is None
+    assert (full.resolved_lr, full.resolved_batch_size) == (1e-4, 8)
     assert smoke.epochs < full.epochs
+    # the main job's: 1,000 images seen 12 times at 10x the learning rate; overrides still win
+    standard = budget_config("standard")
+    assert (standard.epochs, standard.max_images, standard.resolved_lr) == (12, 1000, 1e-3)
+    assert budget_config("standard", lr=1e-4).resolved_lr == 1e-4
+    assert budget_config("standard", model="mnist").resolved_lr == 1e-3  # MNIST's own default
     assert budget_config("smoke", variant="vlt").variant == "vlt"
     with pytest.raises(ConfigError, match="unknown budget"):
         budget_config("huge")

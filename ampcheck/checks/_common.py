@@ -42,6 +42,8 @@ class Settings:
 
 SETTINGS = {
     "smoke": Settings("smoke"),
+    "standard": Settings("standard", n_eval=500, n_loss=500, n_gap=24, gap_steps=100,
+                         n_volumes=4),
     "medium": Settings("medium", n_eval=1000, n_loss=1000, n_gap=48, gap_steps=150,
                        n_volumes=8),
     "full": Settings("full", n_eval=5000, n_loss=5000, n_gap=128, gap_steps=300,

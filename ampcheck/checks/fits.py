@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..data.transforms import derangement
+from ..errors import ConfigError
 from ._common import (
     Settings,
     boot,
@@ -146,12 +147,17 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     threshold = settings.thresholds["evil_twin"]
     enc = subject.options.get("twin_encoder")
     extra = {"encoder": enc} if enc else {}
+    baseline = subject.options.get("twin_baseline", "same")
+    if baseline not in ("same", "subject"):
+        raise ConfigError(f"twin_baseline must be 'same' or 'subject', got {baseline!r}")
+    own_baseline = baseline == "subject"
     ratios: dict[str, list] = {"perm": [], "noise": []}
     twin_rec: dict[str, list] = {"perm": [], "noise": []}
     worst, base_use, info = [], [], []
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
-        base = subject.variant(seed, **extra) if extra else subject.model(seed)
+        base = subject.variant(seed, **extra) if extra and not own_baseline \
+            else subject.model(seed)
         u_base = latent_use(base, subject.train, idx, seed)
         info.append(_reference_info(*base.latents(idx), subject, idx, seed))
         use = {}
@@ -193,7 +199,9 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     return CheckResult("evil_twin", subject.name, verdict, metrics, threshold, text,
                        tuple(flags), subject.seeds,
                        {"twin_encoder": enc or (subject.config.encoder if subject.config
-                                                else None), "n_images": int(len(idx))})
+                                                else None),
+                        "baseline": "the subject's own model" if own_baseline or not extra
+                        else f"a VAE with the {enc} encoder", "n_images": int(len(idx))})
 
 
 def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:

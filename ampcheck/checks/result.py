@@ -180,3 +180,17 @@ class CheckResult:
         flags = f"  [{', '.join(self.flags)}]" if self.flags else ""
         return (f"{self.check:<24} {self.verdict:<4}  {t.metric} = {self.governing} "
                 f"(pass: {op} {t.value:g}){flags}")
+
+
+def result_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """A unique key for each ``(check, model)`` of a report, in order: the check's name for
+    its first result, ``check[model]`` for another model's (the main job checks the
+    cryoDRGN-style VAE and, on some checks, the invariant encoder as their positive control).
+    """
+    seen: set[str] = set()
+    keys = []
+    for check, model in pairs:
+        key = check if check not in seen else f"{check}[{model}]"
+        seen.add(check)
+        keys.append(key)
+    return keys
