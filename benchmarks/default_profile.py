@@ -70,7 +70,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             keys = result_keys([(r.check, r.model) for r in results])
             r2 = {}
-            for run in cache._runs.values():
+            for run in cache.runs:
                 if run.config.model == "cryoem":
                     idx = np.arange(min(len(run.data), 500))
                     rec = truth_recovery(run.latents(idx)[0], truth_of(run.data, idx))

@@ -188,6 +188,11 @@ class TrainingCache:
         return f"{cfg.model}/{cfg.variant}{init}/{cfg.encoder}/seed{cfg.seed}"
 
     @property
+    def runs(self) -> list[TrainedModel]:
+        """Every trained run, in training order."""
+        return list(self._runs.values())
+
+    @property
     def trained(self) -> list[str]:
         """What was actually trained, in order (for reports)."""
         return [self.label(run.config) for run in self._runs.values()]
