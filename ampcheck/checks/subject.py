@@ -195,7 +195,7 @@ class TrainingCache:
     @property
     def trained(self) -> list[str]:
         """What was actually trained, in order (for reports)."""
-        return [self.label(run.config) for run in self._runs.values()]
+        return [self.label(run.config) for run in self.runs]
 
     def __len__(self) -> int:
         return len(self._runs)
