@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import write_json_atomic
+
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "Tolerance", "baseline_path", "compare_baseline",
            "write_baseline", "write_json_atomic"]
 
@@ -56,18 +58,6 @@ def baseline_path(directory: str | os.PathLike, model: str, check: str) -> Path:
     """``directory/<model, made safe for a file name>/<check>.json``."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("._") or "model"
     return Path(directory) / safe / f"{check}.json"
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as strict JSON to ``path`` through a temporary file and a rename, so
-    that a reader never sees half a file and an old file survives a failed write."""
-    from .cryoem.io import atomic_path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"  # fails before anything is written
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def _value(metric: Any) -> float | None:

@@ -13,9 +13,11 @@ Nothing the user has is replaced without ``--force``, and every file is written 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def _add_synth_options(p: argparse.ArgumentParser, size: str) -> None:
     p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
     p.add_argument("--snr", type=_positive_float,
                    help="signal-to-noise ratio (default 0.1; 'inf' for noiseless)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="random seed (default 0)")
 
 
 def _synth_config(args: argparse.Namespace):
@@ -55,31 +57,39 @@ def _synth_config(args: argparse.Namespace):
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate
+    from .outdir import OutputDir
 
-    result = generate(args.out, _synth_config(args), force=args.force, star=args.star,
-                      show_progress=not args.quiet)
+    with OutputDir(args.out, "ampcheck synth") as held:
+        result = generate(held.path, _synth_config(args), force=args.force, star=args.star,
+                          show_progress=not args.quiet)
     print(result.summary())
     return 0
 
 
-def _refuse_existing(report: Path, force: bool) -> None:
-    if report.exists() and not force:
-        raise ConfigError(f"{report} exists; use --force to replace it or --out for another "
-                          "directory")
+def _refuse_existing(out: Path, names, force: bool, hint: str = "") -> None:
+    """Refuse (before any work) to replace anything in ``out`` without ``--force``: files
+    ampcheck wrote and files it did not write alike."""
+    for name in names:
+        if (out / name).exists() and not force:
+            raise ConfigError(f"{out / name} exists; use --force to replace it{hint} or --out "
+                              "for another directory")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    report = out / REPORT_JSON
-    if not args.data_only:  # refuse before any work
-        from .train import resolve_device
+    from .outdir import OutputDir
+    from .report import REPORT_PARTS
 
-        resolve_device(args.device)
-        _refuse_existing(report, args.force)
-    data_dir = Path(args.data) if args.data else _run_data(out / "data", args)
-    if args.data_only:
-        return 0
-    return _run_battery(data_dir, report, args)
+    with OutputDir(args.out, "ampcheck run") as held:
+        out = held.path
+        if not args.data_only:  # refuse before any work
+            from .train import resolve_device
+
+            resolve_device(args.device)
+            _refuse_existing(out, REPORT_PARTS, args.force, " (the whole report is replaced)")
+        data_dir = Path(args.data) if args.data else _run_data(out / "data", args)
+        if args.data_only:
+            return 0
+        return _run_battery(data_dir, out / REPORT_JSON, args)
 
 
 def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
@@ -143,7 +153,7 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
         if several and r.model != model:  # a heading for each model's results
             model = r.model
             print(f" {model}:")
-        print(f"  {r.summary()}\n      {r.explanation}")
+        print(f"  {r.summary()}" + ("" if r.verdict == "SKIP" else f"\n      {r.explanation}"))
     print("Rendering the report ...", flush=True)
     path = write_report(out, results, dataset, {**runs, "seconds": round(seconds, 1)})
     print(f"\nReport: {path} and {path.with_name(REPORT_HTML)}")
@@ -153,9 +163,10 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
 RUN_JSON = "run.json"
 
 
-def _load_data(spec: str, model: str | None):
+def _load_data(spec: str, model: str | None, source: str = "--data"):
     """``(data, family)``: ``mnist`` (the offline digits or $AMPCHECK_MNIST) or a data set
-    directory (``ampcheck synth``'s layout, or particles with poses and CTF)."""
+    directory (``ampcheck synth``'s layout, or particles with poses and CTF). ``source`` names
+    where ``spec`` and ``model`` came from, for messages."""
     if spec == "mnist":
         from .data.mnist import MnistDataset
 
@@ -165,23 +176,69 @@ def _load_data(spec: str, model: str | None):
 
         data, family = ParticleDataset.from_dir(spec), "cryoem"
     if model is not None and model != family:
-        raise ConfigError(f"--model {model} does not match --data {spec} (a {family} data set)")
+        what = (f"--model {model} does not match --data {spec}" if source == "--data"
+                else f"{source} describes a {model} model trained on {spec}")
+        raise ConfigError(f"{what} (a {family} data set)")
     return data, family
+
+
+def _read_run(path: Path) -> dict:
+    """A ``run.json`` of ``ampcheck train``, checked for the keys this module reads."""
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; --run expects a directory written by "
+                         "`ampcheck train`") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not a run description of `ampcheck train` ({err})") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)
+            and isinstance(meta.get("data"), str)):
+        raise InputError(f"{path} is not a run description of `ampcheck train` (expected "
+                         "'data' and 'config')")
+    return meta
+
+
+def _train_meta(args: argparse.Namespace, cfg, run_id: str, status: str,
+                history=()) -> dict:
+    return {"data": args.data if args.data == "mnist" else str(Path(args.data).resolve()),
+            "budget": args.budget, "config": asdict(cfg), "run_id": run_id, "status": status,
+            "history": [asdict(r) for r in history]}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train one variant; under ``torchrun`` every process runs this, and they train together
-    (DDP), rank 0 alone writing the run."""
+    (DDP), rank 0 alone holding and writing the run."""
+    import os
+    import secrets
+
+    from .outdir import OutputDir
+
+    main_rank = os.environ.get("RANK", "0") == "0"
+    held = OutputDir(args.out, "ampcheck train") if main_rank else contextlib.nullcontext()
+    with held:
+        return _train_into(Path(os.path.abspath(args.out)), args, secrets.token_hex(8),
+                           main_rank)
+
+
+def _train_into(out: Path, args: argparse.Namespace, new_id: str, main_rank: bool) -> int:
+    """``run.json`` says ``training`` from the start and ``complete`` at the end, with the id
+    that every checkpoint of this training records: a run killed at any instant is either
+    complete and consistent, or seen to be unfinished by ``check --run``."""
     from . import distributed
     from .checks.subject import training_split
+    from .files import write_json_atomic
     from .train import CHECKPOINT, budget_config, train
 
-    out = Path(args.out)
-    ckpt = out / CHECKPOINT
-    if ckpt.exists() and not (args.resume or args.force):
-        raise ConfigError(f"{ckpt} exists; use --resume to continue it, --force to train "
-                          "again from scratch (it is replaced after the first epoch), or "
-                          "--out for another directory")
+    ckpt, meta_path = out / CHECKPOINT, out / RUN_JSON
+    if main_rank and not (args.resume or args.force):  # torchrun stops the others if it refuses
+        _refuse_existing(out, (CHECKPOINT, RUN_JSON), False,
+                         "" if not ckpt.exists() else " (after the first epoch), --resume to "
+                                                      "continue it")
+    run_id = new_id
+    if args.resume and meta_path.exists():
+        run_id = _read_run(meta_path).get("run_id") or new_id
+    elif args.resume and ckpt.exists():
+        run_id = None  # an older run: the checkpoint's own id, or a new one
     data, family = _load_data(args.data, args.model)
     overrides = {"model": family, "variant": args.variant, "seed": args.seed,
                  "device": args.device, "amp": args.amp}
@@ -195,18 +252,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["table_init"] = args.table_init
     cfg = budget_config(args.budget, **overrides)
     train_set, _ = training_split(cfg, data)
+    if distributed.is_main() and run_id is not None:
+        write_json_atomic(meta_path, _train_meta(args, cfg, run_id, "training"))
     try:
-        run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet)
+        run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet,
+                    run_id=run_id)
     finally:
         distributed.teardown()  # leave torchrun's process group, if train() joined one
     if not distributed.is_main():
         return 0
-    from .baselines import write_json_atomic
-
-    write_json_atomic(out / RUN_JSON, {
-        "data": args.data if args.data == "mnist" else str(Path(args.data).resolve()),
-        "budget": args.budget, "config": asdict(cfg),
-        "history": [asdict(r) for r in run.history]})
+    write_json_atomic(meta_path, _train_meta(args, cfg, run.run_id, "complete", run.history))
     h = run.history[-1] if run.history else None
     print(f"Trained {family} {cfg.variant} ({cfg.encoder}) on {len(run.data)} images: "
           + (f"{len(run.history)} epoch(s), loss {h.loss:.5g}, "
@@ -218,58 +273,85 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 def _cmd_check(args: argparse.Namespace) -> int:
     from .checks import resolve_checks, resolve_thresholds
+    from .outdir import OutputDir, reading
+    from .report import REPORT_PARTS
 
     if (args.run is None) == (args.cryodrgn is None):
         raise ConfigError("give either --run RUN (a run of `ampcheck train`) or --cryodrgn DIR "
                           "(a cryoDRGN train_vae directory)")
-    checks = resolve_checks(args.checks) if args.checks else None
+    checks = resolve_checks(args.checks) if args.checks is not None else None
     thresholds = dict(args.threshold)
     resolve_thresholds(thresholds)  # unknown names and bad values fail before any work
-    out = Path(args.out)
-    _refuse_existing(out / REPORT_JSON, args.force)
-    start = time.perf_counter()
-    if args.cryodrgn is not None:
-        results, dataset, runs = _check_cryodrgn(args, checks, thresholds)
-    else:
-        results, dataset, runs = _check_run(args, checks, thresholds)
-    _finish(out, results, time.perf_counter() - start, dataset, runs)
+    with OutputDir(args.out, "ampcheck check") as held:
+        out = held.path
+        _refuse_existing(out, REPORT_PARTS, args.force, " (the whole report is replaced)")
+        start = time.perf_counter()
+        if args.cryodrgn is not None:
+            results, dataset, runs = _check_cryodrgn(args, checks, thresholds)
+        else:
+            run_dir = Path(args.run).resolve()
+            # no `ampcheck train` may start on the run while it is read (unless it is --out)
+            with reading(run_dir, "--run") if run_dir != out else contextlib.nullcontext():
+                results, dataset, runs = _check_run(run_dir, args, checks, thresholds)
+        _finish(out, results, time.perf_counter() - start, dataset, runs)
     return 0
 
 
-def _check_run(args: argparse.Namespace, checks, thresholds):
-    """The checks on a run of ``ampcheck train``: its model is the subject's (not trained
-    again); the variants that checks need are trained at the run's own settings."""
-    from .checks import TrainingCache, check_vae
+def open_run(run_dir: Path, device: str = "auto", *, vae_only: bool = False):
+    """``(meta, cfg, data, train_set, model)`` of a run of ``ampcheck train``: its
+    ``run.json``, config, whole data set, training split and trained model (on ``device``;
+    ``auto``: the run's own).
+
+    A run that is unfinished, whose ``run.json`` and ``checkpoint.pt`` describe different
+    trainings, or whose data set changed since it was trained, is refused with one line; so is
+    any run but a VAE's with ``vae_only`` (before anything is loaded).
+    """
     from .checks.subject import training_split
     from .train import CHECKPOINT, TrainConfig, TrainedModel
 
-    run_dir = Path(args.run)
     meta_path = run_dir / RUN_JSON
+    meta = _read_run(meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
         cfg = TrainConfig.from_dict(meta["config"], str(meta_path))
-    except FileNotFoundError:
-        raise InputError(f"{meta_path}: no such file; --run expects a directory written by "
-                         "`ampcheck train`") from None
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(f"{meta_path} is not a run description of `ampcheck train` "
                          f"({err})") from None
-    if cfg.variant != "vae":
+    if meta.get("status", "complete") != "complete":
+        done = len(meta.get("history") or ())
+        raise InputError(f"{run_dir} is an unfinished training ({meta_path.name} says "
+                         f"{meta.get('status')!r}; {done} of {cfg.epochs} epochs recorded): "
+                         "finish it with `ampcheck train --resume` first")
+    if vae_only and cfg.variant != "vae":
         raise ConfigError(f"{run_dir} is a {cfg.variant} run; the checks probe a VAE (`ampcheck "
                           "train --variant vae`) and train the variants they need themselves")
-    if args.device != "auto":
-        cfg = replace(cfg, device=args.device)
-    data, _ = _load_data(meta["data"], cfg.model)
+    device = cfg.device if device == "auto" else device
+    data, _ = _load_data(meta["data"], cfg.model, source=str(meta_path))
     train_set, _ = training_split(cfg, data)
+    model = TrainedModel.load(run_dir / CHECKPOINT, train_set, device=device)
+    if (meta.get("run_id") is not None and model.run_id != meta["run_id"]) \
+            or replace(model.config, device=cfg.device) != cfg:
+        raise InputError(f"{run_dir}: {CHECKPOINT} and {RUN_JSON} describe different trainings "
+                         "(an interrupted `ampcheck train --force`?); train it again with "
+                         "--force, or continue it with --resume")
+    return meta, replace(cfg, device=device), data, train_set, model
+
+
+def _check_run(run_dir: Path, args: argparse.Namespace, checks, thresholds):
+    """The checks on a run of ``ampcheck train`` (:func:`open_run`): its model is the
+    subject's (not trained again); the variants that checks need are trained at the run's own
+    settings."""
+    from .checks import TrainingCache, check_vae
+
+    meta, cfg, data, train_set, model = open_run(run_dir, args.device, vae_only=True)
     cache = TrainingCache(show_progress=not args.quiet)
-    cache.add(TrainedModel.load(run_dir / CHECKPOINT, train_set, device=cfg.device), train_set)
+    cache.add(model, train_set)
     options = {"twin_encoder": args.twin_encoder} if args.twin_encoder else None
     results = check_vae(cfg, data, checks=checks, budget=meta.get("budget", "smoke"),
                         seeds=[cfg.seed],  # the run's own model, never a retrained seed 0
                         thresholds=thresholds, cache=cache, options=options,
                         name=f"{cfg.model}:{cfg.encoder}")
     return results, _dataset(data, None if meta["data"] == "mnist" else meta["data"]), {
-        "budget": meta.get("budget"), "seeds": [cfg.seed], "run": str(run_dir.resolve()),
+        "budget": meta.get("budget"), "seeds": [cfg.seed], "run": str(run_dir),
         "trained": cache.summary()}
 
 
@@ -289,9 +371,13 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
 
 # ---------------------------------------------------------------------------- report
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .outdir import OutputDir
     from .report import render_html
 
-    print(f"Report: {render_html(args.dir)}")
+    if not Path(args.dir).is_dir():
+        raise InputError(f"{args.dir}: no such report directory")
+    with OutputDir(args.dir, "ampcheck report", what="report directory") as held:
+        print(f"Report: {render_html(held.path)}")
     return 0
 
 
@@ -380,7 +466,7 @@ def _add_train_parser(sub) -> None:
                         "MNIST; under torchrun a multiple of the number of processes)")
     p.add_argument("--table-init", choices=[t for t in TABLE_INITS if t != "from_encoder"],
                    help="the VLT's initial table (vlt only; default normal)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="training seed (default 0)")
     p.add_argument("--device", type=argtypes.device, default="auto",
                    help="auto (default), cpu or cuda[:N]")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
@@ -436,6 +522,20 @@ def _set_malloc(setting: str) -> None:
         keep_freed_memory()
 
 
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
+
+
+def _show(caught) -> None:
+    """Each distinct warning of a command, one line each, as ``ampcheck: warning: ...``."""
+    seen = set()
+    for w in caught:
+        line = f"ampcheck: warning: {_one_line(w.message)}"
+        if line not in seen:
+            seen.add(line)
+            print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -454,12 +554,17 @@ def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
                               f"{args.command}` as a single process")
         if owns_process and args.command in ("run", "train", "check"):
             _set_malloc(os.environ.get("AMPCHECK_MALLOC", "keep"))
-        return args.func(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            status = args.func(args)
+        _show(caught)  # after success only: an error is one line, nothing beside it
+        return status
     except AmpcheckError as err:
-        print(f"ampcheck: error: {err}", file=sys.stderr)
+        print(f"ampcheck: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a folder that cannot be created, a full disk, no permission
-        print(f"ampcheck: error: {err}", file=sys.stderr)
+        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        print(f"ampcheck: error: {_one_line(text)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ampcheck: interrupted", file=sys.stderr)

@@ -7,7 +7,8 @@ traceback. ``assert`` is kept for internal invariants only.
 
 from __future__ import annotations
 
-__all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError", "TrainingDiverged"]
+__all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError", "TrainingDiverged",
+           "OutputError", "BusyError"]
 
 
 class AmpcheckError(Exception):
@@ -28,3 +29,12 @@ class ConfigError(AmpcheckError, ValueError):
 
 class TrainingDiverged(AmpcheckError, RuntimeError):
     """The loss became NaN, infinite or exploded (the message names the epoch and batch)."""
+
+
+class OutputError(AmpcheckError, OSError):
+    """An output could not be written (a full disk, a file-size limit, no permission); the
+    message names the file, and what was there before is intact."""
+
+
+class BusyError(ConfigError):
+    """Another ampcheck process is writing the same output directory (the message names it)."""

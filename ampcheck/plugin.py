@@ -11,7 +11,9 @@ Fixtures:
 * ``ampcheck_check``: ``ampcheck_check.run(model, check, *, data=None, expected=None)`` runs
   one check with the session's settings and cache, records it (test report section "ampcheck
   metrics", terminal summary, ``--ampcheck-report``), compares it with its stored baseline and
-  fails the test unless the verdict is PASS (or ``expected``);
+  fails the test unless the verdict is PASS (or ``expected``); a check that does not apply to
+  the model or the data (a ``SKIP`` result) skips the test with its reason, and is neither
+  recorded nor compared with a baseline;
 * ``ampcheck_case``: one ``(model, check)`` case per applicable check of the model that
   ``--ampcheck-model module:factory`` returns;
 * ``ampcheck_settings``, ``ampcheck_cache``, ``ampcheck_data``: the resolved configuration,
@@ -141,18 +143,22 @@ class AmpcheckSession:
         return self._subjects[key][0]
 
     def run(self, model: Any, check: str, data: Any = None, name: str | None = None):
-        """``(subject, CheckResult)`` of ``check`` on ``model`` with the session's settings
-        (skips the test when the check does not apply to the model)."""
+        """``(subject, CheckResult)`` of ``check`` on ``model`` with the session's settings.
+
+        A check that does not apply to the model, or to the data (a ``SKIP`` result, such as
+        held-out generalisation on data without ground truth), skips the test with its reason;
+        it is never recorded, so no baseline is written or compared for it.
+        """
         from ampcheck import checks as C
 
         (check,) = C.resolve_checks([check])
         subject = self.subject(model, data, name)
-        spec = C.CHECKS[check]
-        if not spec.applies_to(subject):
-            pytest.skip(f"{spec.why_not(subject)}; {subject.name} is not")
         thresholds = C.resolve_thresholds(self.settings.thresholds_for(subject.name))
         settings = C.settings_for(self.settings.budget, thresholds)
-        return subject, C.run_checks(subject, [check], settings, strict=True)[0]
+        (result,) = C.run_checks(subject, [check], settings)
+        if result.verdict == "SKIP":
+            pytest.skip(f"{check} does not apply to {subject.name}: {result.explanation}")
+        return subject, result
 
 
 def _load_data(spec: str, config: pytest.Config):
@@ -274,7 +280,8 @@ class CheckRunner:
 
     def run(self, model: Any, check: str | None = None, *, data: Any = None,
             expected: str | Iterable[str] | None = None, name: str | None = None):
-        """Run ``check`` on ``model`` and fail the test unless the verdict is PASS.
+        """Run ``check`` on ``model`` and fail the test unless the verdict is PASS (skip it,
+        with the reason, when the check does not apply: a ``SKIP`` result).
 
         Args:
             model: anything :func:`ampcheck.checks.check_vae` accepts, or a
@@ -419,6 +426,9 @@ def _section(records: list[Record]) -> str:
     lines = []
     for rec in records:
         r, t = rec.result, rec.result.threshold
+        if t is None:  # a SKIP: its reason only
+            lines.append(f"{r.check} on {r.model}: {r.verdict}\n  {r.explanation}")
+            continue
         op = ">=" if t.higher_is_better else "<="
         flags = f" [{', '.join(r.flags)}]" if r.flags else ""
         lines.append(f"{r.check} on {r.model}: {r.verdict}{flags} (seeds "
@@ -460,6 +470,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     rows = [("check", "model", "verdict", "metric", "value", "threshold", "baseline")]
     for rec in state.records:
         r, t = rec.result, rec.result.threshold
+        if t is None:  # a SKIP
+            rows.append((r.check, r.model, r.verdict, "-", "-", "-", rec.baseline))
+            continue
         rows.append((r.check, r.model, r.verdict + ("*" if r.flags else ""), t.metric,
                      str(r.governing), f"{'>=' if t.higher_is_better else '<='} {t.value:g}",
                      rec.baseline))

@@ -3,26 +3,29 @@
 A report directory holds
 
 * ``report.json``: ``{"profile": {key: verdict}, "checks": [CheckResult.to_dict()...],
-  "dataset": {...}, "runs": {...}}``; ``runs["trained"]`` maps each trained run's label to its
-  config, seconds per epoch, images per second and loss history;
+  "dataset": {...}, "runs": {...}, "arrays": {key: sha256}}``; ``runs["trained"]`` maps each
+  trained run's label to its config, seconds per epoch, images per second and loss history;
 * ``arrays/<key>.npz``: what each check kept for plots (:attr:`CheckResult.arrays`); a
   result's key is its check's name, or ``check[model]`` for a second model's result of the
   same check (:func:`~ampcheck.checks.result.result_keys`);
 * ``report.html``: one self-contained page (images embedded), rendered from the two above, so
   ``ampcheck report DIR`` can re-render it at any time.
 
-Every file is written atomically: an interrupted write leaves the previous file intact.
+A report is replaced as a whole, in one step (built beside the directory, then swapped in): an
+interrupted or failed write leaves the previous report intact, never a mix of two.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
 import math
 import re
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,40 +39,59 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from . import __version__
-from .baselines import write_json_atomic
 from .checks.result import CheckResult, result_keys
-from .cryoem.io import atomic_path
 from .errors import InputError
+from .files import atomic_path, write_json_atomic
+from .outdir import staged
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 ARRAYS = "arrays"
+REPORT_PARTS = (REPORT_JSON, REPORT_HTML, ARRAYS)  # what a new report replaces in its folder
 
 
 def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[str, Any],
                  runs: dict[str, Any], *, html: bool = True) -> Path:
     """Write ``report.json``, ``arrays/*.npz`` and (``html``) ``report.html`` to ``out``;
-    return the path of ``report.json``."""
+    return the path of ``report.json``.
+
+    The report is built in a staging folder beside ``out`` and replaces the previous one in one
+    step (:func:`ampcheck.outdir.staged`): a failure or a kill leaves the old report whole. Other
+    entries of ``out`` (a data set, the user's files) are kept. ``report.json`` records the
+    SHA-256 of every array file, so that :func:`load_report` can refuse a mix of two reports.
+    """
     out = Path(out)
-    (out / ARRAYS).mkdir(parents=True, exist_ok=True)
     keys = result_keys([(r.check, r.model) for r in results])
-    for key, r in zip(keys, results, strict=True):
-        if r.arrays:
-            with atomic_path(out / ARRAYS / f"{key}.npz") as tmp, open(tmp, "wb") as f:
-                np.savez_compressed(f, **{k: np.asarray(v) for k, v in r.arrays.items()})
-    path = out / REPORT_JSON
-    write_json_atomic(path, {"profile": dict(zip(keys, (r.verdict for r in results),
-                                                 strict=True)),
-                             "checks": [r.to_dict() for r in results],
-                             "dataset": dataset, "runs": runs})
-    if html:
-        render_html(out)
-    return path
+    with staged(out, REPORT_PARTS) as stage:
+        (stage / ARRAYS).mkdir()
+        digests = {}
+        for key, r in zip(keys, results, strict=True):
+            if r.arrays:
+                path = stage / ARRAYS / f"{key}.npz"
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.savez_compressed(f, **{k: np.asarray(v) for k, v in r.arrays.items()})
+                digests[key] = _sha256(path)
+        write_json_atomic(stage / REPORT_JSON, {
+            "profile": dict(zip(keys, (r.verdict for r in results), strict=True)),
+            "checks": [r.to_dict() for r in results],
+            "dataset": dataset, "runs": runs, "arrays": digests})
+        if html:
+            render_html(stage)
+    return out / REPORT_JSON
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_report(out: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """``(report, arrays)``: the parsed ``report.json`` of ``out`` and ``{check: {name:
-    array}}`` from ``out/arrays`` (checks without arrays are absent)."""
+    array}}`` from ``out/arrays`` (checks without arrays are absent).
+
+    A directory whose array files are not exactly those ``report.json`` lists, with the same
+    bytes, mixes two reports and is refused (reports written before the list existed are read
+    as they are).
+    """
     out = Path(out)
     path = out / REPORT_JSON
     try:
@@ -77,17 +99,32 @@ def load_report(out: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, np
     except FileNotFoundError:
         raise InputError(f"{path}: no such report (run `ampcheck run` or `ampcheck check` "
                          "with --out first)") from None
-    except ValueError as err:
+    except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not valid JSON ({err})") from None
     if not isinstance(report, dict) or not {"profile", "checks"} <= set(report):
         raise InputError(f"{path} is not an ampcheck report (expected the keys 'profile' and "
                          "'checks')")
+    files = {p.stem: p for p in sorted((out / ARRAYS).glob("*.npz"))}
+    listed = report.get("arrays")
+    if listed is not None:
+        if not isinstance(listed, dict):
+            raise InputError(f"{path}: 'arrays' must map each array file to its SHA-256")
+        problems = [f"{ARRAYS}/{k}.npz is not listed in it"
+                    for k in sorted(set(files) - set(listed))]
+        problems += [f"{ARRAYS}/{k}.npz, which it lists, is missing" if k not in files else
+                     f"{ARRAYS}/{k}.npz differs from the file it lists (damaged, or from another "
+                     "report)" for k in sorted(listed)
+                     if k not in files or _sha256(files[k]) != listed[k]]
+        if problems:
+            raise InputError(f"{out} does not hold one whole report: {problems[0]} "
+                             f"({len(problems)} such problem(s) against its {REPORT_JSON}); "
+                             "write it again with --force")
     arrays = {}
-    for npz in sorted((out / ARRAYS).glob("*.npz")):
+    for key, npz in files.items():
         try:
             with np.load(npz, allow_pickle=False) as f:
-                arrays[npz.stem] = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as err:
+                arrays[key] = {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise InputError(f"{npz} is not a readable .npz file ({err})") from None
     return report, arrays
 
@@ -102,7 +139,8 @@ MAX_POINTS = 1000  # originals per latent plot: enough to see the structure, qui
 MAX_SLICE_ROWS = 6
 DPI = 110
 _SEED = 0
-_VERDICT_COLOURS = {"PASS": "#1a7f37", "WARN": "#b06d00", "FAIL": "#c62828"}
+_VERDICT_COLOURS = {"PASS": "#1a7f37", "WARN": "#b06d00", "FAIL": "#c62828",
+                    "SKIP": "#6e7781"}  # grey: the check did not run
 _LINK = "#7b3294"  # the purple of the paper's Figs 10-11 lines joining an image to its copy
 _GREY = "0.4"
 
@@ -182,6 +220,11 @@ def _bound(t: Json) -> str:
 
 
 
+def _skipped(c: Json) -> bool:
+    """A check that did not run (verdict ``SKIP``): no metrics, no threshold, no plots."""
+    return c.get("verdict") == "SKIP"
+
+
 def _badge(verdict: Any) -> str:
     colour = _VERDICT_COLOURS.get(str(verdict), "#666")
     return f"<span class='badge' style='background:{colour}'>{_e(verdict)}</span>"
@@ -229,13 +272,17 @@ def _profile_table(checks: list[Json], anchors: list[str], linked: bool = True) 
     for c, a in zip(checks, anchors, strict=True):
         t, name = _dict(c.get("threshold")), _e(c.get("check", "?"))
         model = f" <small class='nw'>{_e(c.get('model'))}</small>" if several else ""
+        check = (f"<a href='#{a}'>{name}</a>" if linked else name) + model
+        if _skipped(c):  # not run: the reason is the whole story
+            rows.append([check, _badge("SKIP"), "—", "—", "—",
+                         f"<span class='skip'>{_e(c.get('explanation', ''))}</span>"])
+            continue
         metric = _e(t.get("metric", "?"))
         m = _dict(_dict(c.get("metrics")).get(t.get("metric")))
         ci = _interval(m)  # spans keep "name = value" and "[lo, hi]" whole when a cell wraps
         governing = f"<span class='nw'><code>{metric}</code> = {_e(_fmt(m.get('value')))}" \
                     "</span>" + ("" if ci == "—" else f" <span class='nw'>{_e(ci)}</span>")
-        rows.append([(f"<a href='#{a}'>{name}</a>" if linked else name) + model,
-                     _badge(c.get("verdict")),
+        rows.append([check, _badge(c.get("verdict")),
                      governing, f"{metric} <span class='nw'>{_e(_bound(t))}</span>",
                      _e(", ".join(map(str, _list(c.get("flags"))))) or "—",
                      _e(c.get("explanation", ""))])
@@ -274,6 +321,8 @@ def _details(details: Json) -> str:
 
 
 def _check_section(c: Json, arrays: Arrays, anchor: str) -> str:
+    if _skipped(c):
+        return _skipped_section(c, anchor)
     t, flags = _dict(c.get("threshold")), ", ".join(map(str, _list(c.get("flags"))))
     figs = "".join(_figure_html(uri, cap) for uri, cap in _figures(arrays, c))
     tables = _metrics_table(c) + _details(_dict(c.get("details")))
@@ -285,6 +334,15 @@ def _check_section(c: Json, arrays: Arrays, anchor: str) -> str:
             f"{_e(c.get('explanation', ''))}</p><p><b>Pass when {_e(t.get('metric', '?'))} "
             f"{_e(_bound(t))}.</b> {_e(t.get('rationale', ''))}</p><div class='body'>"
             f"<div class='tables'>{tables}</div>{figs}</div>"
+            "<p class='top'><a href='#profile'>↑ profile</a></p></section>")
+
+
+def _skipped_section(c: Json, anchor: str) -> str:
+    """A check that did not run: its badge, model and reason (no metrics, no plots)."""
+    details = _details({k: v for k, v in _dict(c.get("details")).items() if k == "profile"})
+    return (f"<section id='{anchor}'><h2>{_e(c.get('check', '?'))} {_badge('SKIP')}</h2>"
+            f"<p class='meta'>model <code>{_e(c.get('model'))}</code> · not run</p>"
+            f"<p class='explanation skip'>Skipped: {_e(c.get('explanation', ''))}</p>{details}"
             "<p class='top'><a href='#profile'>↑ profile</a></p></section>")
 
 
@@ -352,7 +410,9 @@ def _embed(blocks: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
         pcs = np.linalg.svd(xc, full_matrices=False)[2][:2]
         y[ok, :len(pcs)], method = xc @ pcs.T, "PC"
     else:
-        import umap  # numba's import and first JIT cost seconds: only when needed
+        with warnings.catch_warnings():  # "Tensorflow not installed": we use no ParametricUMAP
+            warnings.simplefilter("ignore")
+            import umap  # numba's import and first JIT cost seconds: only when needed
 
         fit = umap.UMAP(n_neighbors=min(15, int(ok.sum()) - 1), random_state=_SEED, n_jobs=1)
         with warnings.catch_warnings():  # small or collapsed latents make UMAP chatty
@@ -602,11 +662,13 @@ _FOOTER = """<footer><h2>How to read the verdicts</h2><ul><li>Each check is deci
 <b>governing metric</b> against a threshold with a written rationale; intervals are 95% bootstrap
 intervals, pooled over training seeds.</li><li><b>PASS</b>: the value and its whole interval lie
 on the good side of the threshold; <b>FAIL</b>: all on the bad side; <b>WARN</b>: the interval
-straddles the threshold, so this budget cannot tell.</li><li>The flag <b>uninformative</b>: the
-latents carry too little about the data (collapsed, or no better than chance at recovering the
-truth) for the check to mean anything. A constant encoder is perfectly invariant, so such a PASS
-is reported as WARN.</li><li>The <code>smoke</code> budget trains for minutes: re-run with
-<code>--budget full</code> and several seeds before drawing conclusions.</li></ul></footer>"""
+straddles the threshold, so this budget cannot tell; <b>SKIP</b>: the check does not apply to
+this model or data (the reason says what it needs), so it was not run.</li><li>The flag
+<b>uninformative</b>: the latents carry too little about the data (collapsed, or no better than
+chance at recovering the truth) for the check to mean anything. A constant encoder is perfectly
+invariant, so such a PASS is reported as WARN.</li><li>The <code>smoke</code> budget trains for
+minutes: re-run with <code>--budget full</code> and several seeds before drawing
+conclusions.</li></ul></footer>"""
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;color:#1d1d1f;max-width:1180px;margin:0 auto;padding:0 2rem}
@@ -628,4 +690,5 @@ dd{margin:0}.body{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0 2rem}
 .tables{flex:1 1 500px;min-width:min-content}figure{margin:1rem auto;text-align:center}
 figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:13px;margin:.3rem auto 0}
 code{font:13px ui-monospace,monospace;background:#f3f3f5;padding:0 .2rem;border-radius:3px}
-a{color:#1f5fbf}.top{text-align:right;font-size:13px}footer{margin-top:2.5rem;font-size:14px}"""
+a{color:#1f5fbf}.top{text-align:right;font-size:13px}footer{margin-top:2.5rem;font-size:14px}
+.skip{color:#57606a}"""

@@ -18,6 +18,8 @@ DistributedDataParallel and do the optimisation of one process on the same globa
 from __future__ import annotations
 
 import math
+import pickle
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -30,10 +32,12 @@ import torch
 from torch import nn
 
 from ._progress import progress
-from .cryoem.io import atomic_path
+from .data.fingerprint import fingerprint
 from .data.transforms import NoiseTwins, PermutationTwins
 from .distributed import World, setup
 from .errors import ConfigError, InputError, TrainingDiverged
+from .files import atomic_path, output_error
+from .models.encoders import ENCODER_PRESETS
 from .models.table import TABLE_INITS, LatentTable
 
 VARIANTS = ("vae", "vlt", "twin-perm", "twin-noise")
@@ -78,6 +82,10 @@ class TrainConfig:
             bad(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.variant not in VARIANTS:
             bad(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.encoder not in ENCODER_PRESETS:
+            bad(f"encoder must be one of {', '.join(ENCODER_PRESETS)}, got {self.encoder!r}")
+        if not 0 <= self.seed < 2**63:
+            bad(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
         if self.table_init not in TABLE_INITS:
             bad(f"table_init must be one of {', '.join(TABLE_INITS)}, got {self.table_init!r}")
         if self.variant != "vlt" and (self.freeze_table or self.table_lr is not None
@@ -100,11 +108,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "a checkpoint") -> TrainConfig:
+        """The config that :func:`dataclasses.asdict` wrote to ``source``; any unknown key,
+        value of the wrong type or out of range is an :class:`InputError` naming ``source``."""
+        if not isinstance(values, dict):
+            raise InputError(f"{source}: the training settings are not a mapping")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(map(str, values)) - known)
         if unknown:
             raise InputError(f"{source}: unknown training settings {', '.join(unknown)}")
-        return cls(**values)
+        for name, value in values.items():
+            kinds = _SETTING_TYPES[name]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise InputError(f"{source}: training setting {name} = {value!r:.40}; expected "
+                                 f"{' or '.join(k.__name__ for k in kinds)}")
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise InputError(f"{source}: {err}") from None
 
     @property
     def resolved_lr(self) -> float:
@@ -143,6 +163,17 @@ BUDGETS: dict[str, dict[str, Budget]] = {
                  "mnist": Budget(epochs=50)},
     "medium": {"cryoem": Budget(epochs=5), "mnist": Budget(epochs=50)},
     "full": {"cryoem": Budget(epochs=50), "mnist": Budget(epochs=100)},
+}
+
+
+# The types TrainConfig.from_dict accepts for each setting (JSON gives ints for whole floats).
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "variant": (str,), "encoder": (str,), "table_init": (str,),
+    "device": (str,), "zdim": (int, type(None)), "batch_size": (int, type(None)),
+    "max_images": (int, type(None)), "epochs": (int,), "seed": (int,),
+    "lr": (float, int, type(None)), "beta": (float, int, type(None)),
+    "table_lr": (float, int, type(None)), "freeze_table": (bool,), "amp": (bool,),
+    "explode_factor": (float, int),
 }
 
 
@@ -242,6 +273,8 @@ class TrainedModel:
     twins: PermutationTwins | NoiseTwins | None = None
     history: list[EpochRecord] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    run_id: str | None = None  # one training from its first epoch, kept by --resume
+    fingerprint: str | None = None  # of ``data`` (ampcheck.data.fingerprint)
 
     @property
     def beta(self) -> float:
@@ -362,7 +395,9 @@ class TrainedModel:
         return {
             "format": 1,
             "config": asdict(self.config),
-            "data": {"n": len(self.data), "D": int(self.data.D)},
+            "data": {"n": len(self.data), "D": int(self.data.D),
+                     "fingerprint": self.fingerprint},
+            "run_id": self.run_id,
             "model": self.model.state_dict(),
             "table": None if self.table is None else self.table.state_dict(),
             "twins": None if self.twins is None else self.twins.state_dict(),
@@ -373,9 +408,14 @@ class TrainedModel:
 
     def save(self, path, optimizers: dict | None = None,
              generator: torch.Generator | None = None) -> None:
-        """Write a checkpoint atomically (readable with ``weights_only=True``)."""
-        with atomic_path(path) as tmp:
-            torch.save(self.state(optimizers, generator), tmp)
+        """Write a checkpoint atomically (readable with ``weights_only=True``); a failed write
+        (a full disk) raises :class:`~ampcheck.errors.OutputError` and leaves the old one."""
+        state = self.state(optimizers, generator)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        except RuntimeError as err:  # torch's writer: "[enforce fail at inline_container.cc]"
+            raise output_error(path, err) from None
 
     @classmethod
     def load(cls, path, data, device: str | None = None) -> TrainedModel:
@@ -388,15 +428,37 @@ class TrainedModel:
         return _assemble(cfg, data, state, str(path))
 
 
+_CHECKPOINT_KEYS = {"config": dict, "data": dict, "model": dict, "history": list}
+
+
 def _read_checkpoint(path) -> dict:
+    """The state in ``path``, loaded with ``weights_only=True`` and its layout checked; every
+    problem is one :class:`~ampcheck.errors.InputError` line that names the file."""
+    path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise InputError(f"{path}: an empty file, not an ampcheck checkpoint")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
-    except Exception as err:  # unpickling refused or a corrupt file
-        raise InputError(f"{path}: not an ampcheck checkpoint ({err})") from None
+    except pickle.UnpicklingError as err:  # never pass on torch's advice to load it unsafely
+        if "Unsupported global" in str(err):
+            raise InputError(f"{path}: refused, it asks for objects other than tensors and "
+                             "plain data (not an ampcheck checkpoint)") from None
+        raise InputError(f"{path}: not an ampcheck checkpoint (not a torch checkpoint "
+                         "file)") from None
+    except (RuntimeError, OSError, ValueError, EOFError, AttributeError, KeyError,
+            IndexError, TypeError, UnicodeDecodeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"{path}: not an ampcheck checkpoint ({first[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            raise InputError(f"{path}: not a complete ampcheck checkpoint ('{key}' missing or "
+                             f"not a {kind.__name__})")
+    if not {"n", "D"} <= set(state["data"]):
+        raise InputError(f"{path}: not a complete ampcheck checkpoint ('data' lacks n and D)")
     return state
 
 
@@ -425,38 +487,62 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
     ``device`` (default: the config's)."""
     device = resolve_device(cfg.device) if device is None else device
     data = model_view(cfg, _capped(cfg, data))
-    n = len(data)
-    if state is not None and state["data"] != {"n": n, "D": int(data.D)}:
-        raise InputError(f"{source} was trained on {state['data']['n']} images of "
-                         f"{state['data']['D']} px, not on this data set ({n} of {data.D} px)")
+    n, prints = len(data), fingerprint(data)
+    if state is not None:
+        saved = state["data"]
+        if (saved["n"], saved["D"]) != (n, int(data.D)):
+            raise InputError(f"{source} was trained on {saved['n']} images of {saved['D']} px, "
+                             f"not on this data set ({n} of {data.D} px)")
+        if saved.get("fingerprint") not in (None, prints):  # older checkpoints hold none
+            raise InputError(f"{source} was trained on another data set of {n} images of "
+                             f"{data.D} px (the images, poses or CTF differ)")
     model = build_model(cfg, data)
     table = twins = None
     if cfg.variant == "vlt":
         init = "zero" if cfg.table_init == "from_encoder" else cfg.table_init
         table = LatentTable(n, model.zdim, init,
                             generator=torch.Generator().manual_seed(cfg.seed + 1))
+    elif cfg.variant in ("twin-perm", "twin-noise") and state is not None:
+        try:
+            twins = (PermutationTwins if cfg.variant == "twin-perm"
+                     else NoiseTwins).from_state_dict(state["twins"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(f"{source}: its evil twins are missing or damaged ({err})") from None
     elif cfg.variant == "twin-perm":
-        twins = (PermutationTwins.from_state_dict(state["twins"]) if state is not None
-                 else PermutationTwins(n, cfg.seed))
+        twins = PermutationTwins(n, cfg.seed)
     elif cfg.variant == "twin-noise":
-        twins = (NoiseTwins.from_state_dict(state["twins"]) if state is not None
-                 else NoiseTwins.matched(_RawImages(data), seed=cfg.seed, sample=min(n, 1000)))
+        twins = NoiseTwins.matched(_RawImages(data), seed=cfg.seed, sample=min(n, 1000))
     if state is not None:
-        model.load_state_dict(state["model"])
-        if table is not None:
-            table.load_state_dict(state["table"])
+        try:
+            model.load_state_dict(state["model"])
+            if table is not None:
+                table.load_state_dict(state["table"])
+        except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise InputError(f"{source}: its weights do not fit a {cfg.model} {cfg.variant} "
+                             f"({cfg.encoder}) model ({first[:160]})") from None
+        bad = [k for k, v in state["model"].items()
+               if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise InputError(f"{source}: the weights hold NaN or infinite values ({bad[0]}; a "
+                             "diverged or damaged training)")
     model.to(device)
     if table is not None:
         table.to(device)
-    trained = TrainedModel(cfg, model, data, table, twins, device=device)
+    trained = TrainedModel(cfg, model, data, table, twins, device=device, fingerprint=prints)
     if state is not None:
-        trained.history = [EpochRecord(**{**r, "curve": tuple(r.get("curve", ()))})
-                           for r in state["history"]]
+        try:
+            trained.history = [EpochRecord(**{**r, "curve": tuple(r.get("curve", ()))})
+                               for r in state["history"]]
+        except TypeError as err:
+            raise InputError(f"{source}: a damaged training history ({err})") from None
+        trained.run_id = state.get("run_id")
     return trained
 
 
 def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool = False,
-          encoder_from: TrainedModel | None = None, show_progress: bool = True) -> TrainedModel:
+          encoder_from: TrainedModel | None = None, show_progress: bool = True,
+          run_id: str | None = None) -> TrainedModel:
     """Train ``cfg`` on ``data`` (a ParticleDataset or an MnistDataset).
 
     Args:
@@ -464,6 +550,8 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
         resume: continue from ``out/checkpoint.pt`` if it exists (same config and data).
         encoder_from: for ``table_init="from_encoder"``, the trained model whose encoder
             fills the table (its latents on the same images).
+        run_id: the training's identity, recorded in every checkpoint (default: a new one, or
+            the resumed checkpoint's); a resumed checkpoint of another id is refused.
 
     Under ``torchrun`` every process calls this alike; they train on shares of each global
     batch of ``cfg.resolved_batch_size`` images (which must divide by the number of
@@ -473,15 +561,23 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
         raise ConfigError("resume=True needs out=<the run's directory>")
     world = World.current()  # one process unless launched by torchrun
     world.check_batch(cfg.resolved_batch_size)
+    if cfg.model == "cryoem" and getattr(data, "rot", None) is None:
+        raise ConfigError(f"{data!r} has no poses: a cryo-EM model is trained on images with "
+                          "their poses (give poses= or a poses.pkl)")
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     state = None
     if resume and ckpt.exists():
         state = _read_checkpoint(ckpt)
-        if not state["optimizers"] or state["generator"] is None:
+        if not state.get("optimizers") or state.get("generator") is None:
             raise InputError(f"{ckpt}: a saved model, not a resumable training checkpoint")
         if replace(TrainConfig.from_dict(state["config"], str(ckpt)), epochs=cfg.epochs) != cfg:
             raise ConfigError(f"{ckpt}: the checkpoint was made with another configuration")
+        if run_id is not None and state.get("run_id") not in (None, run_id):
+            raise ConfigError(f"{ckpt} belongs to another training than the one to resume (an "
+                              "interrupted `ampcheck train --force` before its first epoch?); "
+                              "use --force to train again")
     run = _assemble(cfg, data, state, str(ckpt), setup(world, resolve_device(cfg.device)))
+    run.run_id = run_id or run.run_id or secrets.token_hex(8)
     model, table, device = run.model, run.table, run.device
     n, bs, beta = len(run.data), cfg.resolved_batch_size, run.beta
 
@@ -505,13 +601,18 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
         table.requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)
     if state is not None:
-        for k, o in optimizers.items():
-            saved = state["optimizers"][k]
-            if k == "model":  # a checkpoint from before fused Adam resumes fused all the same
-                saved = {**saved, "param_groups": [{**g, "fused": True}
-                                                   for g in saved["param_groups"]]}
-            o.load_state_dict(saved)
-        gen.set_state(state["generator"])
+        try:
+            for k, o in optimizers.items():
+                saved = state["optimizers"][k]
+                if k == "model":  # a checkpoint from before fused Adam resumes fused all the same
+                    saved = {**saved, "param_groups": [{**g, "fused": True}
+                                                       for g in saved["param_groups"]]}
+                o.load_state_dict(saved)
+            gen.set_state(state["generator"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise InputError(f"{ckpt}: its optimiser state is missing or damaged "
+                             f"({first[:160]})") from None
 
     # bf16 for the networks only: each model keeps its geometry (translations, rotated
     # coordinates, Fourier features, CTF) in float32.

@@ -15,6 +15,7 @@ import torch
 
 from ampcheck.checks import (
     CHECKS,
+    DEFAULT_CHECKS,
     CheckResult,
     check_vae,
     resolve_checks,
@@ -159,9 +160,13 @@ def test_checks_that_need_training_do_not_apply_to_a_model_trained_elsewhere(dig
     assert not CHECKS["evil_twin"].applies_to(subject)
     with pytest.raises(ConfigError, match="evil_twin needs a subject that is trainable"):
         check_vae(_Pixels(digits.D), digits, checks=["evil_twin"])
-    names = [r.check for r in check_vae(_Pixels(digits.D), digits,
-                                        checks=None)]  # the defaults that apply
-    assert names == ["shift_invariance", "rotation_invariance", "amortization_gap"]
+    results = check_vae(_Pixels(digits.D), digits, checks=None)  # the defaults
+    ran = [r.check for r in results if r.verdict != "SKIP"]
+    assert ran == ["shift_invariance", "rotation_invariance", "amortization_gap"]
+    skipped = {r.check: r.explanation for r in results if r.verdict == "SKIP"}
+    assert list(skipped) == ["evil_twin", "vlt_equivalence", "heldout_generalisation"]
+    assert skipped["evil_twin"].startswith("needs a model that ampcheck trains")
+    assert skipped["heldout_generalisation"].startswith("needs held-out images")
 
 
 def test_a_model_without_encode_is_refused(digits):
@@ -342,3 +347,161 @@ def test_heldout_generalisation_controls(digits):
                          checks=["heldout_generalisation"], train_indices=train)
     assert good.verdict == "PASS" and table.verdict == "FAIL", (good.summary(), table.summary())
     assert table.metrics["ami[train]"].value > 0.9 > 0.1 > table.metrics["ami[heldout]"].value
+
+
+# ---------------------------------------------------------------------------- SKIP results
+class _WithTruth(MnistDataset):
+    """The digits with a ground truth of our choosing (a data set's ``truth`` contract)."""
+
+    def __init__(self, digits, **truth):
+        super().__init__(digits.images(np.arange(len(digits))), None, source="digits+truth")
+        self._given = {k: np.asarray(v) for k, v in truth.items()}
+
+    @property
+    def truth(self):
+        return {k: v[self._idx] for k, v in self._given.items()}
+
+
+def test_a_skip_result_has_a_reason_and_no_metrics():
+    r = CheckResult.skipped("heldout_generalisation", "m", "needs ground truth: use data with "
+                            "z_continuous or z_class")
+    back = CheckResult.from_dict(json.loads(r.to_json()))
+    assert back == r and back.verdict == "SKIP" and back.threshold is None and not back.metrics
+    assert r.summary().split()[:2] == ["heldout_generalisation", "SKIP"]
+    assert r.summary().endswith("needs ground truth: use data with z_continuous or z_class")
+    with pytest.raises(ValueError, match="skipped"):
+        r.governing  # noqa: B018
+    t = Threshold("displacement", 0.2, False)
+    with pytest.raises(ValueError, match="no metrics and no threshold"):
+        CheckResult("x", "m", "SKIP", {"displacement": Metric(0.1, False)}, t, "why")
+    with pytest.raises(ValueError, match="needs the threshold"):
+        CheckResult("x", "m", "PASS", {"displacement": Metric(0.1, False)}, None, "why")
+
+
+def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, tmp_path):
+    from ampcheck.report import write_report
+
+    train = np.arange(0, len(digits), 2)
+    labels = np.asarray(digits.truth["z_class"])
+    unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
+    results = check_vae(_ByIndex(labels), unlabelled, train_indices=train)
+    assert [r.check for r in results] == list(DEFAULT_CHECKS)
+    verdicts = {r.check: r.verdict for r in results}
+    assert verdicts["heldout_generalisation"] == "SKIP" and verdicts["evil_twin"] == "SKIP"
+    assert verdicts["shift_invariance"] == "PASS"
+    held = results[-1]
+    reason = "needs ground truth: use data with z_continuous or z_class"
+    assert held.explanation == reason
+    assert held.metrics == {} and held.threshold is None and held.model == "_ByIndex"
+    # through the report: the profile says SKIP, the page gives the reason
+    path = write_report(tmp_path, results, {"n": len(unlabelled)}, {})
+    report = json.loads(path.read_text())
+    assert report["profile"] == verdicts
+    assert report["checks"][-1]["explanation"] == reason
+    assert not (tmp_path / "arrays" / "heldout_generalisation.npz").exists()
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"Skipped: {reason}" in page and page.count(">SKIP</span>") == 2 * 3  # row, section
+    # named explicitly, a check that does not apply is an error, as it always was
+    with pytest.raises(ConfigError, match="heldout_generalisation needs a subject that is "
+                                          "truth.*z_continuous or z_class"):
+        check_vae(_ByIndex(labels), unlabelled, checks=["heldout_generalisation"],
+                  train_indices=train)
+    # the control: with ground truth it runs
+    (ran,) = [r for r in check_vae(_ByIndex(labels), digits, train_indices=train)
+              if r.check == "heldout_generalisation"]
+    assert ran.verdict == "PASS", ran.summary()
+
+
+def test_the_main_battery_reports_skips_on_data_without_truth(digits, monkeypatch):
+    # Every check is stubbed (nothing trains): what is under test is which checks run and
+    # which are SKIP results, for the cryoDRGN-style VAE and for the invariant encoder.
+    from dataclasses import replace
+
+    from ampcheck import checks as C
+
+    def stub(subject, settings):
+        return CheckResult("stub", subject.name, "PASS", {"m": Metric(0.0, False)},
+                           Threshold("m", 1.0, False), "stubbed")
+
+    for name, spec in C.CHECKS.items():
+        monkeypatch.setitem(C.CHECKS, name, replace(spec, fn=stub))
+    unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
+    results = C.main_battery(unlabelled, budget="smoke")
+    skipped = [(r.model, r.check) for r in results if r.verdict == "SKIP"]
+    assert skipped == [("cryoem:base", "heldout_generalisation"),
+                       ("cryoem:invariant", "heldout_generalisation")]
+    assert len(results) == len(DEFAULT_CHECKS) + len(C.INVARIANT_CONTROL) + 1
+
+
+def test_an_empty_selection_of_checks_is_an_error():
+    for empty in (",", " , ", [], ""):
+        with pytest.raises(ConfigError, match="names no check; expected one or more of: "
+                                              "shift_invariance"):
+            resolve_checks(empty)
+    for holey in ("shift_invariance,,evil_twin", "shift_invariance,", ["evil_twin", ""]):
+        with pytest.raises(ConfigError, match="has an empty name"):
+            resolve_checks(holey)
+    assert resolve_checks(" shift_invariance , evil_twin ") == ["shift_invariance", "evil_twin"]
+    with pytest.raises(ConfigError, match="names no check"):
+        check_vae(_Pixels(28), None, checks=",")  # before anything is built or trained
+
+
+def test_the_cli_refuses_an_empty_check_selection(tmp_path, capsys):
+    from ampcheck.cli import main
+
+    code = main(["check", "--run", str(tmp_path / "run"), "--checks", ",", "--out",
+                 str(tmp_path / "out")])
+    assert code == 2 and "names no check" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_constant_truth_is_no_truth_for_heldout_generalisation(digits):
+    train = np.arange(0, len(digits), 2)
+    labels = np.asarray(digits.truth["z_class"])
+    constant = _WithTruth(digits, z_continuous=np.full(len(digits), 0.5))
+    (held,) = [r for r in check_vae(_ByIndex(labels), constant, train_indices=train)
+               if r.check == "heldout_generalisation"]
+    assert held.verdict == "SKIP", held.summary()  # was PASS, "r2_linear 1.00 vs 1.00"
+    assert held.explanation == "the ground truth is constant: z_continuous has one value"
+    with pytest.raises(ConfigError, match=r"needs a subject that is truth; _ByIndex is not "
+                                          r"\(the ground truth is constant: z_continuous"):
+        check_vae(_ByIndex(labels), constant, checks=["heldout_generalisation"],
+                  train_indices=train)
+    one_class = _WithTruth(digits, z_class=np.zeros(len(digits), dtype=int))
+    (held,) = [r for r in check_vae(_ByIndex(labels), one_class, train_indices=train)
+               if r.check == "heldout_generalisation"]
+    assert held.explanation == "the ground truth is constant: z_class has one class"
+    # a constant key is left out, a varying one is measured
+    mixed = _WithTruth(digits, z_continuous=np.full(len(digits), 0.5), z_class=labels)
+    (held,) = check_vae(_ByIndex(labels), mixed, checks=["heldout_generalisation"],
+                        train_indices=train)
+    assert held.verdict == "PASS" and held.details["measure"] == "ami", held.summary()
+    varying = _WithTruth(digits, z_continuous=labels + 0.5)
+    (held,) = check_vae(_ByIndex(labels), varying, checks=["heldout_generalisation"],
+                        train_indices=train, options={"recovery_method": "knn"})
+    assert held.details["measure"] == "r2_knn" and held.metrics["r2_knn[train]"].value > 0.9
+
+
+def test_a_constant_truth_does_not_judge_whether_latents_are_informative(digits):
+    constant = _WithTruth(digits, z_continuous=np.full(len(digits), 0.5))
+    unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
+    (c,) = check_vae(_Collapsed(digits.D), constant, checks=["shift_invariance"])
+    (n,) = check_vae(_Collapsed(digits.D), unlabelled, checks=["shift_invariance"])
+    # the guard falls back to the spread alone, as without truth (no R² of 1.00 shown)
+    assert "truth_r2" not in c.metrics and c.metrics == n.metrics, c.metrics
+    assert c.flags == n.flags == ("uninformative",)
+    assert "informative_recovery" not in c.explanation and "1.00" not in c.explanation
+    varying = _WithTruth(digits, z_continuous=np.asarray(digits.truth["z_class"]) + 0.5)
+    (v,) = check_vae(_Pixels(digits.D), varying, checks=["shift_invariance"])
+    assert 0.1 < v.metrics["truth_r2"].value < 1.0
+
+
+def test_heldout_uninformative_by_spread_does_not_blame_the_recovery(digits):
+    # The latents recover the digit exactly but the posteriors are 30x wider than the map:
+    # uninformative by the spread floor, and the explanation must say that.
+    labels = np.asarray(digits.truth["z_class"])
+    (r,) = check_vae(_ByIndex(labels, width=100.0), digits, checks=["heldout_generalisation"],
+                     train_indices=np.arange(0, len(digits), 2))
+    assert r.verdict == "WARN" and r.flags == ("uninformative",), r.summary()
+    assert r.metrics["ami[train]"].value > 0.9
+    assert "collapsed" in r.explanation and "too poorly" not in r.explanation, r.explanation

@@ -41,6 +41,72 @@ def test_without_cryodrgn_the_adapter_says_how_to_install_it(monkeypatch, tmp_pa
         load_cryodrgn(tmp_path)
 
 
+def test_the_checks_a_cryodrgn_run_cannot_take_are_skips_with_the_reason():
+    # runs everywhere: which default checks the adapter leaves out, and why
+    from types import SimpleNamespace
+
+    from ampcheck.adapters.cryodrgn import _left_out
+
+    truth = {"z_continuous": np.linspace(0, 1, 10)}
+    bare = _left_out(SimpleNamespace(truth={}), heldout=False)
+    assert list(bare) == ["evil_twin", "vlt_equivalence", "amortization_gap",
+                          "heldout_generalisation"]
+    assert bare["evil_twin"].startswith("needs a model that ampcheck trains")
+    assert "--heldout-ind" in bare["amortization_gap"]
+    assert bare["heldout_generalisation"].startswith("needs held-out images: give heldout_ind "
+                                                     "(--heldout-ind)")
+    assert bare["heldout_generalisation"].endswith("needs ground truth: give truth= (--truth), "
+                                                   "an .npz with z_continuous and/or z_class")
+    assert "truth" not in _left_out(SimpleNamespace(truth=truth), heldout=False)[
+        "heldout_generalisation"]
+    held = _left_out(SimpleNamespace(truth={}), heldout=True)
+    assert list(held) == ["evil_twin", "vlt_equivalence", "heldout_generalisation"]
+    assert held["heldout_generalisation"].startswith("needs ground truth: give truth= (--truth)")
+    constant = _left_out(SimpleNamespace(truth={"z_continuous": np.zeros(10)}), heldout=True)
+    assert constant["heldout_generalisation"] == ("the ground truth is constant: z_continuous "
+                                                  "has one value")
+    assert list(_left_out(SimpleNamespace(truth=truth), heldout=True)) == [
+        "evil_twin", "vlt_equivalence"]
+
+
+def test_check_cryodrgns_default_battery_skips_what_it_cannot_run(monkeypatch, tmp_path):
+    # runs everywhere: check_cryodrgn with cryoDRGN's loading replaced by a stand-in VAE on
+    # the digits, so that the adapter's own path (defaults, held-out split, skips) is tested
+    import ampcheck.adapters.cryodrgn as adapter
+    from ampcheck.checks import DEFAULT_CHECKS
+    from ampcheck.data.mnist import MnistDataset
+
+    class Pixels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.randn(28 * 28, 2, generator=torch.Generator().manual_seed(0)) / 28
+
+        def encode(self, x):
+            mu = x.flatten(1) @ self.proj
+            return mu, torch.full_like(mu, -6.0)
+
+        def recon_loss(self, x, z):
+            return (x.flatten(1) - z @ self.proj.T).square().mean(1)
+
+    digits = MnistDataset.load()
+    digits = MnistDataset(digits.images(np.arange(300)), None, source="no labels")
+    monkeypatch.setattr(adapter, "load_cryodrgn", lambda *a, **k: Pixels())
+    monkeypatch.setattr(adapter, "cryodrgn_dataset", lambda *a, **k: digits)
+    results = adapter.check_cryodrgn(tmp_path, "p.mrcs", "poses.pkl")
+    assert [r.check for r in results] == list(DEFAULT_CHECKS)
+    verdicts = {r.check: r.verdict for r in results}
+    assert [c for c, v in verdicts.items() if v != "SKIP"] == ["shift_invariance",
+                                                                "rotation_invariance"]
+    gap = next(r for r in results if r.check == "amortization_gap")
+    assert "--heldout-ind" in gap.explanation and gap.model == "cryodrgn"
+    held = _dump(tmp_path / "heldout.pkl", np.arange(250, 300))
+    results = adapter.check_cryodrgn(tmp_path, "p.mrcs", "poses.pkl", heldout_ind=held)
+    verdicts = {r.check: r.verdict for r in results}
+    assert verdicts["amortization_gap"] != "SKIP" and verdicts["heldout_generalisation"] == \
+        "SKIP"
+    assert results[-1].explanation.startswith("needs ground truth: give truth=")
+
+
 # ----------------------------------------------------------------------------- a trained run
 def _dump(path: Path, obj) -> Path:
     with open(path, "wb") as f:
@@ -145,23 +211,32 @@ def test_loss_matches_cryodrgns_evaluation(run):
 @pytest.mark.cryoem
 def test_check_cryodrgn_runs_the_checks(run):
     from ampcheck.adapters.cryodrgn import check_cryodrgn
+    from ampcheck.checks import DEFAULT_CHECKS
 
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
                              heldout_ind=run.heldout_ind)
     by_name = {r.check: r for r in results}
-    assert list(by_name) == ["shift_invariance", "rotation_invariance",
-                             "heldout_generalisation"]
+    assert list(by_name) == list(DEFAULT_CHECKS)  # the whole battery, what cannot run skipped
     for r in results:
-        assert r.verdict in ("PASS", "FAIL", "WARN"), r
+        expected = ("SKIP",) if r.check in ("evil_twin", "vlt_equivalence") else \
+            ("PASS", "FAIL", "WARN")
+        assert r.verdict in expected, r
         assert r.model == "cryodrgn"
         print(r.check, r.verdict, r.explanation)
     assert by_name["heldout_generalisation"].details["n_heldout"] == N - N_TRAIN
+    assert "gap_fraction[heldout]" in by_name["amortization_gap"].metrics
 
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
                              checks=["shift_invariance"])
     assert [r.check for r in results] == ["shift_invariance"]
-    with pytest.raises(ConfigError, match="truth"):  # held-out recovery needs ground truth
-        check_cryodrgn(run.out, run.particles, run.poses, run.ctf, heldout_ind=run.heldout_ind)
+    # held-out recovery needs ground truth: a SKIP in the default battery, an error by name
+    results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
+                             heldout_ind=run.heldout_ind)
+    held = [r for r in results if r.check == "heldout_generalisation"]
+    assert held[0].verdict == "SKIP" and "give truth=" in held[0].explanation
+    with pytest.raises(ConfigError, match="truth"):
+        check_cryodrgn(run.out, run.particles, run.poses, run.ctf, heldout_ind=run.heldout_ind,
+                       checks=["heldout_generalisation"])
 
 
 # ----------------------------------------------------------------------------- bad input

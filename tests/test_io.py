@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -616,6 +617,141 @@ def test_star_missing_columns_are_listed(tmp_path):
     (tmp_path / "r.star").write_text(_STAR31 + "x@s.mrcs 0 0 0 0 0 1 1 1 7\n")
     with pytest.raises(InputError, match=r"optics group\(s\) \[7\]"):
         io.read_star_particles(tmp_path / "r.star")
+
+
+def test_star_bad_tables_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "p.star"
+    for text, found in [
+        (_STAR31.replace("10000.0 9000.0", "-10000.0 9000.0"),
+         r"CTF column 2 dfu .* must be positive; row 0 \(0-based\) has -10000"),
+        (_STAR31.replace("opticsGroup2 2", "opticsGroup2 1"),
+         r"defines optics group 1 more than once"),
+        (_STAR31.split("000001@")[0], r"the particle table has no rows"),
+        (_STAR31.replace(" 64 ", " 63.5 "), r"image size D = 63.5"),
+    ]:
+        path.write_text(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InputError, match=rf"p\.star: .*{found}"):
+                io.read_star_particles(path)
+    io.write_stack(tmp_path / "stack.mrcs", _imgs(2, 64))  # 1e30@stack.mrcs: an index too big
+    path.write_text(_STAR31.replace("000002@stack.mrcs", "1e30@stack.mrcs"))
+    with pytest.raises(InputError, match=r"p\.star: _rlnImageName '1e30@stack.mrcs' asks for "
+                                         r"image 1000000000000000019884624838656, but"):
+        io.read_stack(path)
+
+
+def test_a_star_fixed_after_a_failed_read_is_read_afresh(tmp_path):
+    """starfile serves a path's old lines (from linecache) after a parse that failed."""
+    path = tmp_path / "p.star"
+    path.write_text(_STAR31.split("data_particles")[0] + "data_")
+    with pytest.raises(InputError, match=r"p\.star: could not parse it"):
+        io.read_star_particles(path)
+    path.write_text(_STAR31)
+    assert len(io.read_star_particles(path)) == 2
+
+
+# ----------------------------------------------------------------------------- issue 13
+
+
+def _set_header(path: Path, **fields) -> None:
+    """Write ``fields`` into an MRC file's header (numpy, with mrcfile's header layout)."""
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    raw = bytearray(path.read_bytes())
+    header = np.frombuffer(bytes(raw[:1024]), dtype=HEADER_DTYPE).copy()
+    for name, value in fields.items():
+        header[name] = value
+    raw[:1024] = header.tobytes()
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("fields, found", [
+    (dict(nz=-5), r"header field nz = -5, expected a positive number of sections"),
+    (dict(nx=-16), r"header field nx = -16, expected a positive number of columns"),
+    (dict(nx=-16, ny=-16), r"header field nx = -16"),
+    (dict(ny=0), r"header field ny = 0"),
+    (dict(mode=99), r"header field mode = 99, expected a data mode of 0, 1, 2, 4, 6 or 12"),
+    (dict(nsymbt=-100), r"header field nsymbt = -100"),
+    (dict(nsymbt=2**31 - 1), r"\d+ bytes, but the header describes .*; the file is truncated"),
+    (dict(ispg=401, mz=0), r"volume stack \(ispg = 401\) .* mz = 0"),
+    (dict(ny=2**31 - 1), r"the file is truncated"),
+    (dict(mode=1), r"\d+ more than the header describes"),  # int16: half the bytes
+    (dict(machst=np.zeros(4, np.uint8)), r"machine stamp"),
+])
+def test_corrupt_mrc_header_fields_are_refused_in_one_message(tmp_path, fields, found):
+    """Item 11: a negative nz was an OverflowError, ispg 401 with mz 0 a ZeroDivisionError."""
+    path = tmp_path / "h.mrcs"
+    io.write_stack(path, _imgs(3, 16))
+    _set_header(path, **fields)
+    for read in (io.read_stack, io.read_mrc):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InputError, match=rf"h\.mrcs: not a readable MRC file \(.*{found}"):
+                read(path)
+
+
+def test_trailing_bytes_are_refused_without_a_warning(tmp_path):
+    """Items 19 and 22: mrcfile read the file and printed `RuntimeWarning: MRC file is 7 bytes
+    larger than expected`; ampcheck refuses it (see _check_mrc_layout) in one message."""
+    path = tmp_path / "junk.mrcs"
+    io.write_stack(path, _imgs(3, 16))
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=rf"junk\.mrcs: not a readable MRC file \({size + 7} "
+                                             rf"bytes, 7 more than the header describes .*"
+                                             rf"= {size} bytes\)"):
+            io.read_stack(path)
+
+
+def test_header_without_a_pixel_size_reads_without_a_warning(tmp_path):
+    """Item 22: mx = 0 made mrcfile's voxel size divide by zero (a RuntimeWarning)."""
+    path = tmp_path / "mx.mrcs"
+    io.write_stack(path, _imgs(3, 16), apix=1.5)
+    _set_header(path, mx=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with io.read_stack(path) as stack:
+            assert stack.apix is None and stack[:].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("column, name", [(2, "dfu"), (3, "dfv")])
+@pytest.mark.parametrize("value", [-15000.0, 0.0])
+def test_non_positive_defocus_is_refused_naming_the_row(tmp_path, column, name, value):
+    """Item 19: a negative defocus was accepted (and fitted with a CTF of the wrong sign)."""
+    ctf = _ctf(5)
+    ctf[3, column] = value
+    with pytest.raises(InputError, match=rf"ctf\.pkl: CTF column {column} {name} \(defocus in Å, "
+                                         rf"underfocus\) must be positive; row 3 \(0-based\) "
+                                         rf"has {value:g}"):
+        io.read_ctf(_dump(tmp_path / "ctf.pkl", ctf))
+
+
+@pytest.mark.parametrize("read, obj", [
+    (io.read_poses, np.full((4, 3, 3), 1e300)),
+    (io.read_poses, (random_rotations(4, np.random.default_rng(0)), np.full((4, 2), 1e300))),
+    (io.read_ctf, _ctf(4) * [1, 1, 1e300, 1, 1, 1, 1, 1, 1]),
+    (io.read_ctf, _ctf(4) * [1, 1, 1, 1, 1e39, 1, 1, 1, 1]),  # beyond float32 only
+])
+def test_values_beyond_float32_are_refused_without_numpy_warnings(tmp_path, read, obj):
+    """Item 22: numpy's `overflow encountered in matmul / cast` warnings leaked to stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"x\.pkl: .*"):
+            read(_dump(tmp_path / "x.pkl", obj))
+
+
+def test_complex_volume_is_refused_without_a_warning(tmp_path):
+    path = tmp_path / "c.mrc"
+    _write_raw_mrc(path, np.ones((4, 4, 4), np.complex64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"c\.mrc: found complex64 values; expected a "
+                                             "real-valued MRC volume"):
+            io.read_mrc(path)
 
 
 def test_R_from_relion_matches_cryodrgn():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pickle
 
 import numpy as np
@@ -263,3 +264,135 @@ def test_nan_pixels_surface_when_read(tmp_path):
         ds.get_batch([0, 2])
     with pytest.raises(InputError, match=r"nan\.mrcs: image 2"):  # estimating the norm reads it
         ParticleDataset(io.read_stack(tmp_path / "nan.mrcs"))
+
+
+# ----------------------------------------------------------------------------- issue 13: one line
+# Each bad input below reaches the command line as exit status 2 and one line naming the file,
+# raised when the data set is opened, before any training.
+
+
+def _cli_error(capsys, *args: str) -> str:
+    """Run ``ampcheck ARGS``; assert exit status 2 and one stderr line; return that line."""
+    from ampcheck.cli import main
+
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ampcheck: error: "), lines
+    return lines[0]
+
+
+def _train(data_dir, tmp_path) -> tuple[str, ...]:
+    return ("train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--quiet")
+
+
+def test_a_folder_without_poses_is_refused_naming_the_file(data_dir, tmp_path, capsys):
+    """Item 9: was KeyError: 'rot' in the first training batch."""
+    (data_dir / "poses.pkl").unlink()
+    expected = str(data_dir / "poses.pkl")
+    with pytest.raises(InputError, match=rf"{expected}: file not found; .*poses\.pkl"):
+        ParticleDataset.from_dir(data_dir)
+    assert expected in _cli_error(capsys, *_train(data_dir, tmp_path))
+    assert expected in _cli_error(capsys, "run", "--data", str(data_dir), "--out",
+                                  str(tmp_path / "report"), "--budget", "smoke", "--quiet")
+
+
+@pytest.mark.parametrize("truth, found", [
+    (dict(z_continuous=np.where(np.arange(N) == 5, np.nan, 0.5)),
+     r"'z_continuous' holds NaN or Inf \(first at image 5"),
+    (dict(z_continuous=np.array(["0.5"] * N)), r"'z_continuous' holds <U3 values; expected real"),
+    (dict(z_class=np.full(N, 0.5)), r"'z_class' of image 0 \(0-based\) is 0.5; expected whole"),
+    (dict(hinge_deg=np.full(N, np.inf)), r"'hinge_deg' holds NaN or Inf"),
+    (dict(z_continuous=np.zeros(N, complex)), r"'z_continuous' holds complex128 values"),
+])
+def test_bad_truth_values_are_refused_when_read(data_dir, tmp_path, capsys, truth, found):
+    """Item 10: NaN or strings in truth.npz surfaced later, in scikit-learn, naming no file."""
+    np.savez(data_dir / "truth.npz", **truth)
+    with pytest.raises(InputError, match=rf"truth\.npz: {found}"):
+        ParticleDataset.from_dir(data_dir)
+    assert str(data_dir / "truth.npz") in _cli_error(capsys, *_train(data_dir, tmp_path))
+
+
+@pytest.mark.parametrize("key", ["z_continuous", "z_class"])
+def test_two_dimensional_truth_is_refused_naming_the_file_and_key(data_dir, tmp_path, capsys,
+                                                                   key):
+    """Item 21: was `y must have shape (N,) ...` from the metrics, naming no file."""
+    np.savez(data_dir / "truth.npz", **{key: np.zeros((N, 2), int)})
+    with pytest.raises(InputError, match=rf"truth\.npz: '{key}' has shape \({N}, 2\); expected "
+                                         r"a 1-D array \(N,\)"):
+        ParticleDataset.from_dir(data_dir)
+    line = _cli_error(capsys, *_train(data_dir, tmp_path))
+    assert str(data_dir / "truth.npz") in line and key in line
+
+
+def test_truth_given_as_arrays_is_checked_too(data_dir):
+    stack = io.read_stack(data_dir / "particles.mrcs")
+    with pytest.raises(InputError, match=r"the ground truth: 'z_continuous' has shape"):
+        ParticleDataset(stack, truth={"z_continuous": np.zeros((N, 3))}, norm=(0, 1))
+    ds = ParticleDataset(stack, truth={"z_class": np.arange(N) % 2 == 0, "extra": np.ones((N, 2))},
+                         norm=(0, 1))
+    assert set(ds.truth) == {"z_class", "extra"}
+
+
+def _set_header(path, **fields) -> None:
+    """Write ``fields`` into an MRC file's header (numpy, with mrcfile's header layout)."""
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    raw = bytearray(path.read_bytes())
+    header = np.frombuffer(bytes(raw[:1024]), dtype=HEADER_DTYPE).copy()
+    for name, value in fields.items():
+        header[name] = value
+    raw[:1024] = header.tobytes()
+    path.write_bytes(bytes(raw))
+
+
+def test_a_corrupt_mrc_header_gives_one_line(data_dir, tmp_path, capsys):
+    """Item 11: a negative nz was an OverflowError from inside mrcfile."""
+    _set_header(data_dir / "particles.mrcs", nz=-5)
+    line = _cli_error(capsys, *_train(data_dir, tmp_path))
+    assert str(data_dir / "particles.mrcs") in line and "nz = -5" in line
+
+
+def test_trailing_bytes_give_one_line_and_no_warning(data_dir, tmp_path, capsys):
+    """Items 19 and 22: a stack with bytes after its data was read with mrcfile's two-line
+    RuntimeWarning on stderr; it is refused in one line naming the file."""
+    with open(data_dir / "particles.mrcs", "ab") as f:
+        f.write(b"junk" * 10)
+    line = _cli_error(capsys, *_train(data_dir, tmp_path))
+    assert str(data_dir / "particles.mrcs") in line and "40 more than the header" in line
+
+
+def test_negative_defocus_gives_one_line(data_dir, tmp_path, capsys):
+    """Item 19: a negative defocus in ctf.pkl was accepted."""
+    ctf = _ctf(N)
+    ctf[7, 3] = -14000
+    (data_dir / "ctf.pkl").write_bytes(pickle.dumps(ctf))
+    line = _cli_error(capsys, *_train(data_dir, tmp_path))
+    assert str(data_dir / "ctf.pkl") in line and "dfv" in line and "row 7" in line
+
+
+@pytest.mark.parametrize("name, bad", [("poses.pkl", np.full((N, 3, 3), 1e300)),
+                                       ("ctf.pkl", _ctf(N) * [1, 1, 1e300, 1, 1, 1, 1, 1, 1])])
+def test_overflowing_values_give_one_line_without_numpy_warnings(data_dir, tmp_path, capsys,
+                                                                 name, bad):
+    """Item 22: numpy's `overflow encountered` RuntimeWarnings were printed beside the error."""
+    (data_dir / name).write_bytes(pickle.dumps(bad))
+    line = _cli_error(capsys, *_train(data_dir, tmp_path))
+    assert str(data_dir / name) in line and "fit float32" in line
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", str(2**31), "-1"])
+def test_seeds_out_of_range_are_argument_errors(data_dir, tmp_path, capsys, seed):
+    """Item 12: --seed 99999999999999999999999 was `ValueError: Overflow when unpacking long
+    long` from torch, after the data set was read."""
+    from ampcheck import _argtypes
+    from ampcheck.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*_train(data_dir, tmp_path), "--seed", seed])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert f"argument --seed: expected an integer from 0 to {2**31 - 1}, got {seed}" in last
+    with pytest.raises(argparse.ArgumentTypeError, match="a seed, an integer from 0 to"):
+        _argtypes.seed(seed)
+    assert _argtypes.seed(str(2**31 - 1)) == 2**31 - 1

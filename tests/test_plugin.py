@@ -404,3 +404,41 @@ def test_importing_the_plugin_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_check_that_does_not_apply_to_the_data_skips_with_the_reason_and_no_baseline(project):
+    # parametrize_with_checks cannot know at collection that the data lack ground truth: the
+    # check's SKIP result becomes a skipped test, with its reason, and leaves no baseline
+    _pyproject(project, 'baseline_dir = "baselines"')
+    project.makepyfile(test_user='''
+import numpy as np
+from ampcheck.data.mnist import MnistDataset
+from ampcheck.testing import parametrize_with_checks
+from tinyvae import tiny_vae
+
+
+def digits(labels):
+    images = MnistDataset.load().images(np.arange(600))
+    return MnistDataset(images, labels, source="digits")
+
+
+@parametrize_with_checks([tiny_vae], data=lambda: digits(None),
+                         checks=["heldout_generalisation"])
+def test_unlabelled(case, ampcheck_check):
+    ampcheck_check.run(case.model, case.check, data=case.data)
+
+
+@parametrize_with_checks([tiny_vae], data=lambda: digits(np.zeros(600, dtype=int)),
+                         checks=["heldout_generalisation"])
+def test_one_class(case, ampcheck_check):
+    ampcheck_check.run(case.model, case.check, data=case.data)
+''')
+    result = project.runpytest_inprocess("-rs", "--ampcheck-regen")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines([
+        "*heldout_generalisation does not apply to tiny_vae: needs ground truth: use data "
+        "with z_continuous or z_class*",
+        "*heldout_generalisation does not apply to tiny_vae: the ground truth is constant: "
+        "z_class has one class*"])
+    assert not (project.path / "baselines").exists()
+    assert "ampcheck summary" not in result.stdout.str()

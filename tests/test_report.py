@@ -153,8 +153,11 @@ def test_missing_arrays_nan_metrics_and_unknown_checks_render(tmp_path):
         result("bad_shift", arrays={"mu": latents(), "moved[x]": latents(5)}),  # n differs
     ]
     rp.write_report(tmp_path, results, {}, {"trained": {"x": {"history": None}}}, html=False)
-    for npz in (tmp_path / "arrays").glob("vlt*.npz"):
+    report = json.loads((tmp_path / "report.json").read_text())
+    for npz in (tmp_path / "arrays").glob("vlt*.npz"):  # a report whose VLT kept no arrays
         npz.unlink()
+        del report["arrays"][npz.stem]
+    (tmp_path / "report.json").write_text(json.dumps(report))
     page = rp.render_html(tmp_path).read_text(encoding="utf-8")
     assert "brand_new_check" in page and "<code>score</code> = —" in page
     assert len(pngs(page)) == EXPECTED_PNGS - 3  # no VLT plots, no loss curves
@@ -236,3 +239,30 @@ def test_two_models_results_of_one_check_keep_their_own_verdicts_and_plots(tmp_p
     np.testing.assert_array_equal(arrays["shift_invariance[cryoem:invariant]"]["mu"], inv)
     assert len(pngs(page)) == 2  # one latent map each
     assert "cryoem:invariant</small>" in page  # the profile names each row's model
+
+
+def test_skipped_checks_show_a_grey_badge_and_their_reason_without_plots(tmp_path):
+    reason = "needs ground truth: use data with z_continuous or z_class"
+    skipped = CheckResult.skipped("heldout_generalisation", "cryoem:base", reason)
+    inner = {"heldout_generalisation": skipped.to_dict(),
+             "shift_invariance": result("shift_invariance", model="mnist").to_dict()}
+    results = [battery()[0], skipped,
+               CheckResult.skipped("heldout_generalisation", "cryoem:invariant", "<odd> & why"),
+               CheckResult.skipped("mnist_control", "mnist", "no digits",
+                                   details={"profile": inner})]
+    page = render(tmp_path, results, run_info={})
+    report, arrays = rp.load_report(tmp_path)
+    assert report["profile"] == {"shift_invariance": "FAIL", "heldout_generalisation": "SKIP",
+                                 "heldout_generalisation[cryoem:invariant]": "SKIP",
+                                 "mnist_control": "SKIP"}
+    assert [CheckResult.from_dict(c) for c in report["checks"]][1:] == results[1:]
+    assert set(arrays) == {"shift_invariance"}
+    row = re.search(r"<a href='#check-heldout_generalisation'>heldout_generalisation</a>.*?"
+                    r"</tr>", page)
+    assert row and "background:#6e7781'>SKIP</span>" in row.group(0) and reason in row.group(0)
+    assert f"Skipped: {reason}" in page and "Skipped: &lt;odd&gt; &amp; why" in page
+    assert "Inner profile" in page  # the skipped MNIST control still shows its battery
+    assert len(pngs(page)) == 1  # the shift plot; none for what did not run
+    section = page[page.index("id='check-heldout_generalisation'"):]
+    section = section[:section.index("</section>")]
+    assert "Pass when" not in section and "<table" not in section

@@ -422,8 +422,13 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         heldout_ind: a pickled index array (cryoDRGN's ``--ind`` format) of the images the
             run did NOT train on; the rest are its training images (for a run trained with
             ``--ind train.pkl`` on this stack: the complement of ``train.pkl``).
-        checks: names; default ``shift_invariance``, ``rotation_invariance``, and
-            ``heldout_generalisation`` when ``heldout_ind`` is given.
+        checks: names; default: the whole battery, in its order, where the encoder checks
+            run (``shift_invariance``, ``rotation_invariance``; ``amortization_gap`` on
+            training and held-out images, and ``heldout_generalisation`` with ``truth``,
+            when ``heldout_ind`` is given) and the others are ``SKIP`` results that say what
+            they need (``evil_twin`` and ``vlt_equivalence`` retrain the model, which a run
+            trained by cryoDRGN cannot be here). A check named here that cannot run is an
+            error.
         epoch, device: as :func:`load_cryodrgn`. thresholds, budget, options: as
             :func:`ampcheck.checks.check_vae`.
     """
@@ -438,16 +443,30 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         if not len(train_idx):
             raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
                              "the held-out ones")
-    if checks is None:
-        checks = ["shift_invariance", "rotation_invariance"]
-        if heldout_ind is not None:
-            if not data.truth:
-                raise ConfigError("heldout_generalisation (asked for by heldout_ind) measures "
-                                  "how well latents recover the ground truth: give truth= (an "
-                                  ".npz with z_continuous and/or z_class), or name the checks")
-            checks.append("heldout_generalisation")
+    skip = None if checks is not None else _left_out(data, heldout_ind is not None)
     return check_vae(model, data, checks=checks, train_indices=train_idx, name="cryodrgn",
-                     thresholds=thresholds, budget=budget, options=options)
+                     thresholds=thresholds, budget=budget, options=options, skip=skip)
+
+
+def _left_out(data, heldout: bool) -> dict[str, str]:
+    """The default battery's checks that a cryoDRGN run cannot take, each with the reason
+    its ``SKIP`` result gives (said in the adapter's own arguments)."""
+    from ..checks._common import truth_problem, usable_truth
+
+    retrain = ("needs a model that ampcheck trains: it retrains the model with another latent "
+               "source at the same settings, and a cryoDRGN run is trained by cryoDRGN")
+    give_heldout = ("needs held-out images: give heldout_ind (--heldout-ind), the pickled "
+                    "indices of the images the run did not train on")
+    no_truth = None if usable_truth(data.truth) else truth_problem(data.truth) or (
+        "needs ground truth: give truth= (--truth), an .npz with z_continuous and/or z_class")
+    skip = {"evil_twin": retrain, "vlt_equivalence": retrain}
+    if not heldout:
+        skip["amortization_gap"] = give_heldout.replace(
+            "needs held-out images", "compares training with held-out images, so it needs them")
+    if not heldout or no_truth:
+        skip["heldout_generalisation"] = "; ".join(
+            r for r in (None if heldout else give_heldout, no_truth) if r)
+    return skip
 
 
 def cryodrgn_latents(run_dir: PathLike, particles: PathLike, poses: PathLike | None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import SETTINGS, Settings, settings_for
+from ._common import SETTINGS, Settings, settings_for, truth_problem
 from .fits import evil_twin, vlt_equivalence
 from .generalisation import amortization_gap, heldout_generalisation
 from .invariance import rotation_invariance, shift_invariance
@@ -41,6 +41,12 @@ class CheckSpec:
         missing = ", ".join(sorted(self.needs - subject.tags))
         return f"{self.name} needs a subject that is {missing}"
 
+    def skip_reason(self, subject: Subject) -> str:
+        """Why the check does not apply to ``subject``, as a ``SKIP`` result says it: what it
+        needs and how to give it, e.g. ``needs ground truth: use data with z_continuous or
+        z_class`` (or ``the ground truth is constant: z_continuous has one value``)."""
+        return "; ".join(_need(tag, subject) for tag in sorted(self.needs - subject.tags))
+
 
 def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
     """The same battery on the classic MNIST VAE (paper App. B), trained at the same budget and
@@ -57,19 +63,24 @@ def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
     battery = ("shift_invariance", "evil_twin", "vlt_equivalence", "amortization_gap",
                "heldout_generalisation")
     profile = {r.check: r for r in run_checks(mnist, battery, settings, strict=True)}
-    held = profile["heldout_generalisation"]
+    held, label = profile["heldout_generalisation"], f"mnist ({getattr(data, 'source', 'digits')})"
+    details = {"profile": {k: r.to_dict() for k, r in profile.items()}, "data": repr(data)}
+    if held.skip:  # its split left one side with a single digit: nothing to show
+        return CheckResult.skipped("mnist_control", label, "the MNIST VAE's "
+                                   f"heldout_generalisation: {held.explanation}", subject.seeds,
+                                   details)
     metrics: dict[str, Metric] = dict(held.metrics)
     for name, r in profile.items():
-        metrics[f"{name}:{r.threshold.metric}"] = r.governing
+        if r.threshold is not None:
+            metrics[f"{name}:{r.threshold.metric}"] = r.governing
     threshold = settings.thresholds["mnist_control"]
     verdict = decide(held.governing, threshold)
     if verdict == "PASS" and "uninformative" in held.flags:
         verdict = "WARN"
     verdicts = ", ".join(f"{k} {r.verdict}" for k, r in profile.items())
-    return CheckResult("mnist_control", f"mnist ({getattr(data, 'source', 'digits')})", verdict,
+    return CheckResult("mnist_control", label, verdict,
                        metrics, threshold, f"classic MNIST VAE: {verdicts}", held.flags,
-                       subject.seeds, {"profile": {k: r.to_dict() for k, r in profile.items()},
-                                       "data": repr(data)},
+                       subject.seeds, details,
                        {f"{k}/{a}": v for k, r in profile.items() for a, v in r.arrays.items()})
 
 
@@ -98,21 +109,60 @@ HOW = {
     "encoder": "give a model with encode()",
 }
 
+#: What each tag stands for, and how to get it, for the reason of a ``SKIP`` result.
+NEEDS = {
+    "trainable": "needs a model that ampcheck trains (its variants are trained at the same "
+                 "budget): give a preset or a TrainConfig",
+    "heldout": "needs held-out images: give train_indices, or a factory or preset",
+    "truth": "needs ground truth: use data with z_continuous or z_class",
+    "encoder": "needs an encoder: give a model with encode()",
+}
+
+
+def _truth_problem(subject: Subject) -> str | None:
+    """Why the subject's data have no usable ground truth, when they have a constant one."""
+    return truth_problem(getattr(subject.data, "truth", {}) or {})
+
+
+def _need(tag: str, subject: Subject) -> str:
+    """The reason a subject lacking ``tag`` gives (a constant truth says so)."""
+    return (tag == "truth" and _truth_problem(subject)) or NEEDS[tag]
+
+
+def _hint(tag: str, subject: Subject) -> str:
+    """The hint of an error about a subject lacking ``tag`` (a constant truth says so)."""
+    return (tag == "truth" and _truth_problem(subject)) or HOW[tag]
+
+
 #: What ``check_vae`` runs by default: every per-model check (the MNIST control is asked for
 #: by name, or by ``ampcheck run``).
 DEFAULT_CHECKS: tuple[str, ...] = tuple(n for n in CHECKS if n != "mnist_control")
 
 
 def resolve_checks(names: Iterable[str] | None) -> list[str]:
-    """Validated check names (``None``: the defaults); an unknown name is an error."""
+    """Validated check names (``None``: the defaults), from names or a string ``"a,b"``.
+
+    An unknown name, an empty name (``"a,,b"``, ``"a,"``) and a selection that names no check
+    at all (``","``, ``[]``) are errors: running nothing and reporting an empty profile would
+    look like a result.
+    """
     if names is None:
         return list(DEFAULT_CHECKS)
+    given = names
     if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
+        names = [n.strip() for n in names.split(",")]
+    names = list(names)
+    known = ", ".join(CHECKS)
+    if not any(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"checks {given!r} names no check; expected one or more of: {known}")
     out: list[str] = []
     for n in names:
+        if not isinstance(n, str) or not n.strip():
+            raise ConfigError(f"checks {given!r} has an empty name (two commas in a row, or a "
+                              "comma at an end); expected check names separated by single "
+                              f"commas, each one of: {known}")
         if n not in CHECKS:
-            raise ConfigError(f"unknown check {n!r}; expected one of {', '.join(CHECKS)}")
+            raise ConfigError(f"unknown check {n!r}; expected one of {known}")
         if n not in out:
             out.append(n)
     return out
@@ -136,19 +186,38 @@ OPTIONS = {
 
 def run_checks(subject: Subject, checks: Iterable[str] | None = None,
                settings: Settings | None = None, *, strict: bool = False,
-               on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
-    """Run ``checks`` on ``subject``. Checks that do not apply are skipped (``strict``: an
-    error naming what is missing)."""
+               on_result: Callable[[CheckResult], None] | None = None,
+               skip: Mapping[str, str] | None = None) -> list[CheckResult]:
+    """Run ``checks`` on ``subject``, one result each, in order.
+
+    A check that does not apply is a ``SKIP`` result whose explanation says what it needs
+    (``strict``: an error naming what is missing, before anything runs). ``skip`` maps checks
+    to a reason to report them as ``SKIP`` without running them (for a caller that knows more
+    than the subject's tags, as the cryoDRGN adapter does).
+    """
     settings = settings or SETTINGS["smoke"]
-    results = []
-    for name in resolve_checks(checks):
-        spec = CHECKS[name]
-        if not spec.applies_to(subject):
-            if strict:
-                hints = "; ".join(HOW[t] for t in sorted(spec.needs - subject.tags))
+    names = resolve_checks(checks)
+    skip = dict(skip or {})
+    unknown = sorted(set(skip) - set(CHECKS))
+    if unknown:
+        raise ConfigError(f"cannot skip unknown check(s) {', '.join(map(repr, unknown))}; "
+                          f"expected one of {', '.join(CHECKS)}")
+    if strict:  # fail before the first check trains anything
+        for name in names:
+            spec = CHECKS[name]
+            if name not in skip and not spec.applies_to(subject):
+                hints = "; ".join(_hint(t, subject) for t in sorted(spec.needs - subject.tags))
                 raise ConfigError(f"{spec.why_not(subject)}; {subject.name} is not ({hints})")
-            continue
-        result = spec.fn(subject, settings)
+    results = []
+    for name in names:
+        spec = CHECKS[name]
+        if name in skip:
+            result = CheckResult.skipped(name, subject.name, skip[name], subject.seeds)
+        elif not spec.applies_to(subject):
+            result = CheckResult.skipped(name, subject.name, spec.skip_reason(subject),
+                                         subject.seeds)
+        else:
+            result = spec.fn(subject, settings)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -160,7 +229,8 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
               device: str = "auto", heldout_fraction: float = 0.2,
               train_indices: Sequence[int] | None = None, name: str | None = None,
               cache: TrainingCache | None = None, options: Mapping[str, Any] | None = None,
-              show_progress: bool = False) -> list[CheckResult]:
+              show_progress: bool = False, strict: bool | None = None,
+              skip: Mapping[str, str] | None = None) -> list[CheckResult]:
     """Run the amortization checks on ``model`` and return one :class:`CheckResult` each.
 
     Args:
@@ -168,13 +238,16 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
             a factory ``(train_data, seed) -> VAE``, or a trained :class:`VAE`
             (see :func:`~ampcheck.checks.subject.subject_from`).
         data: a ``ParticleDataset`` or ``MnistDataset``.
-        checks: names (default: every check that applies; a check asked for by name that
-            does not apply is an error).
+        checks: names (default: every per-model check; those that do not apply are
+            ``SKIP`` results that say why).
         budget: ``smoke``, ``medium`` or ``full``: training size and evaluation sizes.
         seeds: how many training seeds (or which); verdicts account for their spread.
         thresholds: overrides, name -> value (see ``thresholds.DEFAULT_THRESHOLDS``).
         options: per-check options, e.g. ``{"twin_encoder": "large"}``,
             ``{"shift_transforms": ["roll:1", "roll:5"]}``.
+        strict: whether a check that does not apply is an error (default: when ``checks``
+            names them) rather than a ``SKIP`` result.
+        skip: checks to report as ``SKIP`` with the given reason, without running them.
     """
     names = resolve_checks(checks)
     unknown = sorted(set(options or {}) - set(OPTIONS))
@@ -187,7 +260,8 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
                            heldout_fraction=heldout_fraction, train_indices=train_indices,
                            name=name, cache=cache)
     subject.options.update(options or {})
-    return run_checks(subject, names, settings, strict=checks is not None)
+    strict = checks is not None if strict is None else strict
+    return run_checks(subject, names, settings, strict=strict, skip=skip)
 
 
 #: What the main job runs on the invariant encoder, the positive control of the invariance
@@ -207,12 +281,13 @@ def main_battery(data, *, budget: str = "standard", seeds: int | Sequence[int] =
     common = {"budget": budget, "seeds": seeds, "device": device, "cache": cache}
     twins = {"twin_encoder": "large", "twin_baseline": "subject"}  # the paper's §3.3
     results = check_vae("cryoem:base", data, options=twins, **common)
-    results += check_vae("cryoem:invariant", data, checks=INVARIANT_CONTROL, **common)
+    results += check_vae("cryoem:invariant", data, checks=INVARIANT_CONTROL, strict=False,
+                         **common)  # on data without truth, its held-out check is a SKIP
     return results + check_vae("cryoem:base", data, checks=["mnist_control"], **common)
 
 
 __all__ = ["CHECKS", "DEFAULT_CHECKS", "DEFAULT_THRESHOLDS", "INVARIANT_CONTROL", "OPTIONS",
            "CheckResult", "CheckSpec",
-           "Metric", "ProtocolModel", "SETTINGS", "Settings", "Subject", "Threshold",
+           "Metric", "NEEDS", "ProtocolModel", "SETTINGS", "Settings", "Subject", "Threshold",
            "TrainingCache", "VAE", "check_vae", "resolve_checks", "resolve_thresholds",
            "main_battery", "run_checks", "settings_for", "subject_from", "validate_vae"]

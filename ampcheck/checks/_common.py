@@ -101,22 +101,57 @@ def worst_of(values) -> float:
 
 
 # ---------------------------------------------------------------------------- truth recovery
+#: The ground truths that checks measure latents against, in the order they are preferred.
+TRUTH_KEYS = ("z_continuous", "z_class")
+
+
+def _constant(values) -> bool:
+    """True when ``values`` (the finite ones) hold fewer than two distinct values."""
+    v = np.asarray(values).ravel()
+    if np.issubdtype(v.dtype, np.floating):
+        v = v[np.isfinite(v)]
+    return np.unique(v).size < 2
+
+
+def usable_truth(*truths: Mapping[str, np.ndarray]) -> list[str]:
+    """The keys of :data:`TRUTH_KEYS` present and not constant in every one of ``truths``.
+
+    A constant truth (one value of ``z_continuous``, one class of ``z_class``) carries no
+    information: the R² of a constant is undefined (``0 / 0``; scikit-learn reports 1.0 for a
+    perfect, i.e. constant, prediction) and so is an AMI against one class, so no recovery
+    may be measured against it.
+    """
+    return [k for k in TRUTH_KEYS if all(k in t and not _constant(t[k]) for t in truths)]
+
+
+def truth_problem(*truths: Mapping[str, np.ndarray]) -> str | None:
+    """Why ``truths`` cannot be measured against (None when some key is usable):
+    ``"the ground truth is constant: z_continuous has one value"``, or ``None`` when there is
+    no ground truth at all (the caller says what to give then)."""
+    if usable_truth(*truths):
+        return None
+    present = [k for k in TRUTH_KEYS if all(k in t for t in truths)]
+    if not present:
+        return None
+    what = {"z_continuous": "z_continuous has one value", "z_class": "z_class has one class"}
+    return f"the ground truth is constant: {', '.join(what[k] for k in present)}"
+
+
 def truth_recovery(mu: np.ndarray, truth: Mapping[str, np.ndarray], seed: int = 0
                    ) -> tuple[str, float] | None:
-    """``(name, value)`` of how well latents recover the ground truth, or None without truth.
+    """``(name, value)`` of how well latents recover the ground truth, or None without a
+    usable truth (none, or only constant ones: see :func:`usable_truth`).
 
     The continuous coordinate when known: the better of linear and k-NN cross-validated R²;
     else the classes: AMI of k-means clusters of the latents.
     """
-    if "z_continuous" in truth:
+    usable = usable_truth(truth)
+    if "z_continuous" in usable:
         y = np.asarray(truth["z_continuous"], dtype=float)
         return "truth_r2", max(M.r2_from_latents(mu, y, method=m, seed=seed)
                                for m in ("linear", "knn"))
-    if "z_class" in truth:
-        labels = np.asarray(truth["z_class"])
-        if len(np.unique(labels)) < 2:
-            return None
-        return "truth_ami", M.cluster_ami(mu, labels, seed=seed)
+    if "z_class" in usable:
+        return "truth_ami", M.cluster_ami(mu, np.asarray(truth["z_class"]), seed=seed)
     return None
 
 
@@ -133,8 +168,9 @@ def spread_to_width(mu: np.ndarray, logvar: np.ndarray, seed: int = 0) -> float:
 
 def informativeness(mu: np.ndarray, logvar: np.ndarray, truth: Mapping[str, np.ndarray],
                     seed: int = 0) -> dict[str, float]:
-    """Measures of whether latents carry information: ``spread_to_width`` and, with ground
-    truth, ``truth_r2`` or ``truth_ami`` (see :func:`truth_recovery`)."""
+    """Measures of whether latents carry information: ``spread_to_width`` and, with a usable
+    ground truth, ``truth_r2`` or ``truth_ami`` (see :func:`truth_recovery`; a constant truth
+    says nothing about the latents, so then only the spread judges them)."""
     values = {"spread_to_width": spread_to_width(mu, logvar, seed)}
     rec = truth_recovery(mu, truth, seed)
     if rec is not None:
@@ -145,7 +181,10 @@ def informativeness(mu: np.ndarray, logvar: np.ndarray, truth: Mapping[str, np.n
 def least_informative(per_seed: list[Mapping[str, float]]) -> dict[str, float]:
     """Each informativeness measure at its worst seed (one collapsed seed must not hide
     behind a good one)."""
-    return {k: float(min(i[k] for i in per_seed)) for k in per_seed[0]} if per_seed else {}
+    if not per_seed:
+        return {}
+    return {k: float(min(i[k] for i in per_seed)) for k in per_seed[0]
+            if all(k in i for i in per_seed)}  # a measure some seed lacks judges none
 
 
 def floors_missed(values: Mapping[str, float], settings: Settings) -> list[str]:

@@ -180,7 +180,7 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     for kind, vals in twin_rec.items():
         if vals:
             metrics[f"twin_truth_recovery[{kind}]"] = plain(vals, True)
-    for k in info[0]:
+    for k in least_informative(info):  # the measures every seed has
         metrics[f"baseline_{k}"] = plain([i[k] for i in info], True)
     flags: list[str] = []
     verdict = _unmeasurable(decide(metrics["memorisation"], threshold),

@@ -17,7 +17,9 @@ governing value is the larger.
 (out-of-fold predictions) and on held-out images (a regressor, or k-means clusters, fitted on
 the training latents and applied to the held-out ones); ``recovery_drop`` = training -
 held-out. The continuous coordinate is regressed linearly unless the subject's option
-``recovery_method`` says ``"knn"``; without it the classes are clustered (AMI).
+``recovery_method`` says ``"knn"``; without it the classes are clustered (AMI). A truth that
+is constant on either side of the split is no truth (its R² or AMI is undefined): the other
+key is used, and without one the check is a ``SKIP`` that says so.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ._common import (
     sample,
     spread_to_width,
     truth_of,
+    truth_problem,
+    usable_truth,
     verdict_with_guard,
     worst_of,
 )
@@ -130,15 +134,17 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------- held-out
-def _recovery(mu_tr, mu_ho, truth_tr, truth_ho, seed: int, method: str = "linear"):
+def _recovery(mu_tr, mu_ho, truth_tr, truth_ho, seed: int, method: str = "linear",
+              key: str = "z_continuous"):
     """``(name, scorer on training, scorer on held-out)``: each scorer maps a resample of its
     images to a score, so both can be bootstrapped. The regression ``method`` is fixed in
-    advance (choosing the better one by its training score would inflate that score)."""
+    advance (choosing the better one by its training score would inflate that score); ``key``
+    is the truth measured against (``z_continuous``: regression, ``z_class``: clustering)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score, r2_score
     from threadpoolctl import threadpool_limits
 
-    if "z_continuous" in truth_tr:
+    if key == "z_continuous":
         y_tr = np.asarray(truth_tr["z_continuous"], float)
         y_ho = np.asarray(truth_ho["z_continuous"], float)
         p_tr = M.cv_predictions(mu_tr, y_tr, method=method, seed=seed)  # out of fold
@@ -156,6 +162,19 @@ def _recovery(mu_tr, mu_ho, truth_tr, truth_ho, seed: int, method: str = "linear
 def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
     """Do held-out images land on the latent map that the training images built?"""
     threshold = settings.thresholds["heldout_generalisation"]
+    # the truth measured against: one that varies on both sides of the split (the R² of a
+    # constant, or an AMI against one class, is undefined; see usable_truth)
+    splits = (truth_of(subject.train, np.arange(len(subject.train))),
+              truth_of(subject.heldout, np.arange(len(subject.heldout))))
+    usable = usable_truth(*splits)
+    if not usable:
+        reason = truth_problem(*splits) or ("needs ground truth: use data with z_continuous "
+                                            "or z_class")
+        if usable_truth(truth_of(subject.data, np.arange(len(subject.data)))):
+            reason += " on the training or on the held-out images"  # only one side varies
+        return CheckResult.skipped("heldout_generalisation", subject.name, reason,
+                                   subject.seeds)
+    key = usable[0]
     drop, rec_tr, rec_ho, info = [], [], [], []
     kind, arrays = "", {}
     for seed in subject.seeds:
@@ -166,7 +185,7 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
         mu_ho, _ = model.encode(subject.heldout, i_ho)
         t_tr, t_ho = truth_of(subject.train, i_tr), truth_of(subject.heldout, i_ho)
         kind, s_tr, s_ho = _recovery(mu_tr, mu_ho, t_tr, t_ho, seed,
-                                     subject.options.get("recovery_method", "linear"))
+                                     subject.options.get("recovery_method", "linear"), key)
         if not arrays:  # what the report draws: both sets on one latent map
             arrays = {"mu[train]": mu_tr, "mu[heldout]": mu_ho,
                       **{f"truth[{k}][train]": v for k, v in t_tr.items()},
@@ -189,8 +208,12 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
     ho = metrics[f"{kind}[heldout]"].value
     if verdict == "FAIL":
         text = f"truth recovery falls from {tr:.2f} on training to {ho:.2f} on held-out images"
-    elif "uninformative" in flags:
+    elif "uninformative" in flags and "informative_recovery" in missed:
         text = (f"training latents recover the truth too poorly ({kind} {tr:.2f}) for "
+                "generalisation to be judged")
+    elif "uninformative" in flags:  # they recover the truth, but hardly vary
+        text = (f"training latents are collapsed (spread_to_width "
+                f"{metrics['spread_to_width'].value:.2g}, below its floor) for "
                 "generalisation to be judged")
     elif verdict == "PASS":
         text = f"held-out images are placed as well as training ones ({kind} {tr:.2f} vs {ho:.2f})"

@@ -119,7 +119,7 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
         metrics[f"retrieval@10[{t}]"] = plain(v["r10"], True)
         if v["vol"]:
             metrics[f"volume_displacement[{t}]"] = plain(v["vol"], False)
-    for k in info[0]:
+    for k in least_informative(info):  # the measures every seed has
         metrics[k] = plain([i[k] for i in info], True)
     missed = floors_missed(least_informative(info), settings)
     verdict, flags = verdict_with_guard(metrics["displacement"], threshold, bool(missed))

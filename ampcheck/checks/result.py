@@ -11,6 +11,10 @@ replicates of every seed, so it widens when the seeds disagree (the paper saw ru
 
 A PASS that rests on uninformative latents (collapsed, or carrying no more about the truth than
 chance) is never reported: it becomes WARN with the flag ``uninformative``.
+
+A check that does not apply to a model (it needs ground truth the data lack, a model ampcheck
+can train, held-out images) is reported as ``SKIP``: no metrics, no threshold, and the reason
+as its explanation (:meth:`CheckResult.skipped`), so that a profile lists every check.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-Verdict = Literal["PASS", "WARN", "FAIL"]
-VERDICTS: tuple[Verdict, ...] = ("PASS", "WARN", "FAIL")
+Verdict = Literal["PASS", "WARN", "FAIL", "SKIP"]
+VERDICTS: tuple[Verdict, ...] = ("PASS", "WARN", "FAIL", "SKIP")  # SKIP: it did not run
 
 
 def _num(x: Any) -> float | None:
@@ -129,13 +133,16 @@ class CheckResult:
     may show (per-transform numbers, per-seed values), as plain JSON values. ``arrays`` holds
     what the report plots (the first seed's latents, decoded volume slices), name -> array;
     it is not part of the JSON (``ampcheck.report`` writes it beside it, as ``.npz``).
+
+    A ``SKIP`` (:meth:`skipped`) has no metrics and no threshold (``None``); its
+    ``explanation`` says why the check did not run.
     """
 
     check: str
     model: str
     verdict: Verdict
     metrics: dict[str, Metric]
-    threshold: Threshold
+    threshold: Threshold | None
     explanation: str
     flags: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
@@ -145,28 +152,53 @@ class CheckResult:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.verdict == "SKIP":
+            if self.threshold is not None or self.metrics:
+                raise ValueError("a SKIP result has no metrics and no threshold")
+            if not self.explanation:
+                raise ValueError("a SKIP result needs its reason as the explanation")
+            return
+        if self.threshold is None:
+            raise ValueError(f"a {self.verdict} result needs the threshold that decided it")
         if self.threshold.metric not in self.metrics:
             raise ValueError(f"the threshold governs {self.threshold.metric!r}, which is not "
                              f"among the metrics {sorted(self.metrics)}")
 
+    @classmethod
+    def skipped(cls, check: str, model: str, reason: str, seeds: tuple[int, ...] = (0,),
+                details: dict[str, Any] | None = None) -> CheckResult:
+        """The ``SKIP`` result of ``check`` on ``model``: it does not apply, for ``reason``."""
+        return cls(check, model, "SKIP", {}, None, reason, (), tuple(seeds), dict(details or {}))
+
+    @property
+    def skip(self) -> bool:
+        """True when the check did not run (verdict ``SKIP``)."""
+        return self.verdict == "SKIP"
+
     @property
     def governing(self) -> Metric:
+        """The metric the threshold applies to (a ``SKIP`` has none: ``ValueError``)."""
+        if self.threshold is None:
+            raise ValueError(f"{self.check} on {self.model} was skipped: it has no governing "
+                             f"metric ({self.explanation})")
         return self.metrics[self.threshold.metric]
 
     def to_dict(self) -> dict[str, Any]:
         return {"check": self.check, "model": self.model, "verdict": self.verdict,
                 "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
-                "threshold": self.threshold.to_dict(), "explanation": self.explanation,
+                "threshold": None if self.threshold is None else self.threshold.to_dict(),
+                "explanation": self.explanation,
                 "flags": list(self.flags), "seeds": list(self.seeds),
                 "details": jsonable(self.details)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
-        t = d["threshold"]
+        t = d.get("threshold")
+        threshold = None if t is None else Threshold(
+            t["metric"], float(t["value"]), bool(t["higher_is_better"]), t.get("rationale", ""))
         return cls(check=d["check"], model=d["model"], verdict=d["verdict"],
-                   metrics={k: Metric.from_dict(m) for k, m in d["metrics"].items()},
-                   threshold=Threshold(t["metric"], float(t["value"]),
-                                       bool(t["higher_is_better"]), t.get("rationale", "")),
+                   metrics={k: Metric.from_dict(m) for k, m in (d.get("metrics") or {}).items()},
+                   threshold=threshold,
                    explanation=d["explanation"], flags=tuple(d.get("flags", ())),
                    seeds=tuple(d.get("seeds", (0,))), details=dict(d.get("details", {})))
 
@@ -174,8 +206,11 @@ class CheckResult:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def summary(self) -> str:
-        """One line: ``check  VERDICT  metric = value [lo, hi] (threshold)  flags``."""
+        """One line: ``check  VERDICT  metric = value [lo, hi] (threshold)  flags``, or
+        ``check  SKIP  reason``."""
         t = self.threshold
+        if t is None:
+            return f"{self.check:<24} {self.verdict:<4}  {self.explanation}"
         op = ">=" if t.higher_is_better else "<="
         flags = f"  [{', '.join(self.flags)}]" if self.flags else ""
         return (f"{self.check:<24} {self.verdict:<4}  {t.metric} = {self.governing} "

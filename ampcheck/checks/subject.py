@@ -8,7 +8,8 @@ scikit-learn estimator-tags pattern), and each check declares the tags it needs:
   lookup table, a homogeneous fit) at the same budget: models built from a
   :class:`~ampcheck.train.TrainConfig`;
 * ``heldout``: images the model did not train on are known;
-* ``truth``: the data carry ground truth (``z_continuous`` and/or ``z_class``).
+* ``truth``: the data carry ground truth (``z_continuous`` and/or ``z_class``) that is not
+  constant (a constant truth carries no information to recover).
 
 Any VAE enters through the small structural protocol :class:`VAE`; ampcheck's own trained
 models (:class:`~ampcheck.train.TrainedModel`) already speak the data-level interface
@@ -29,6 +30,7 @@ import torch
 
 from ..errors import ConfigError
 from ..train import TrainConfig, TrainedModel, budget_config, resolve_device, train
+from ._common import usable_truth
 
 
 @runtime_checkable
@@ -262,8 +264,10 @@ class Subject:
 
 
 def _truth_tags(data) -> set[str]:
-    truth = getattr(data, "truth", {}) or {}
-    return {"truth"} if ("z_continuous" in truth or "z_class" in truth) else set()
+    """``{"truth"}`` when the data carry a ground truth that latents can be measured against:
+    ``z_continuous`` or ``z_class`` that is not constant (see
+    :func:`~ampcheck.checks._common.usable_truth`)."""
+    return {"truth"} if usable_truth(getattr(data, "truth", {}) or {}) else set()
 
 
 def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequence[int] = 1,

@@ -11,31 +11,39 @@
 
 Every write is atomic (:func:`atomic_path`): a temporary file in the same folder is moved into
 place only when it is complete, so an error never leaves a half-written file or loses an old one.
-Every problem a user can fix raises :class:`~ampcheck.errors.InputError` naming the file.
+Every problem a user can fix raises :class:`~ampcheck.errors.InputError` naming the file and
+what was expected, and nothing else reaches the user: no other exception, and no warning of
+mrcfile's or numpy's. MRC files are read strictly: a header whose fields do not describe
+exactly the bytes of the file (a field out of range, a truncated file, bytes after the data)
+is refused (see :func:`_check_mrc_layout`). CTF rows with a defocus that is not positive are
+refused (see :func:`_check_ctf`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import linecache
 import mmap
 import os
 import pickle
-import secrets
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mrcfile
+import mrcfile.utils
 import numpy as np
 import pandas as pd
 import starfile
+from mrcfile.dtypes import HEADER_DTYPE
 
 from ampcheck.cryoem.ctf import CTF_COLUMNS
 from ampcheck.cryoem.rotations import R_from_relion, R_to_relion
 from ampcheck.errors import InputError, UnsafePickleError
+from ampcheck.files import atomic_path, fsync  # noqa: F401 (re-exported)
 
 __all__ = [
     "atomic_path", "ImageStack", "read_stack", "StackWriter", "write_stack", "read_mrc",
@@ -44,43 +52,6 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def fsync(path: PathLike) -> None:
-    """Flush a file's (or a folder's entries') data to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
-
-    The temporary file exists (empty) on entry and keeps ``path``'s suffix. On an exception it is
-    removed and any old ``path`` is left untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a folder, expected a file name")
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours the umask
-    try:
-        yield tmp
-        fsync(tmp)
-        os.replace(tmp, path)
-        fsync(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
 
 # ----------------------------------------------------------------------------- MRC stacks
 
@@ -95,20 +66,106 @@ class _StackFile:
     apix: float | None
 
 
+def _unreadable(path: Path, reason: str, what: str) -> InputError:
+    return InputError(f"{path}: not a readable MRC file ({reason}); expected {what}")
+
+
+def _read_mrc_header(path: Path, what: str) -> np.recarray:
+    """The 1,024-byte MRC header of ``path``, decoded with mrcfile's own header layout
+    (:data:`mrcfile.dtypes.HEADER_DTYPE`) and byte-order rule, as ``mrcfile`` decodes it."""
+    size = HEADER_DTYPE.itemsize
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(size)
+    except OSError as e:
+        raise _unreadable(path, str(e), what) from e
+    if len(raw) < size:
+        raise _unreadable(path, f"{len(raw)} bytes, shorter than the {size}-byte header; the "
+                          "file is truncated or not an MRC file", what)
+    probe = np.frombuffer(raw, dtype=HEADER_DTYPE)[0]
+    if bytes(probe["map"])[:3] != b"MAP":
+        raise _unreadable(path, "no map ID 'MAP ' at byte 208; the file is corrupt or not an "
+                          "MRC file", what)
+    try:
+        order = mrcfile.utils.byte_order_from_machine_stamp(probe["machst"])
+    except ValueError as e:
+        raise _unreadable(path, f"{e}; the header is corrupt", what) from e
+    return np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(order)).reshape(()).view(
+        np.recarray)
+
+
+def _check_mrc_layout(path: Path, what: str) -> None:
+    """Refuse an MRC file whose header does not describe exactly the bytes of the file.
+
+    Checked, before ``mrcfile`` maps the data, are the fields that decide which bytes are which
+    pixels: ``nx``, ``ny``, ``nz`` (positive), ``mode`` (one that mrcfile reads), ``mz`` of a
+    volume stack, ``nsymbt`` (the extended header's size) and the file's size, which must equal
+    header + extended header + data. Fields that do not move a pixel (labels, statistics,
+    ``nversion``, cell, axis order) are not checked. A file with bytes beyond its data is
+    refused, not read with a warning: the header then disagrees with the file (a wrong ``nz``
+    or ``mode``, or two files joined), so the images it describes may be the wrong ones, and
+    ``mrcfile.validate`` calls such a file invalid. Without these checks a corrupt count
+    reaches ``mrcfile`` as an ``OverflowError`` or ``ZeroDivisionError``, or as an allocation
+    of the size the header claims.
+    """
+    h = _read_mrc_header(path, what)
+    dims = {}
+    for field, unit in (("nx", "columns"), ("ny", "rows"), ("nz", "sections (images)")):
+        dims[field] = int(h[field])
+        if dims[field] < 1:
+            raise _unreadable(path, f"header field {field} = {dims[field]}, expected a positive "
+                              f"number of {unit}", what)
+    try:
+        dtype = mrcfile.utils.data_dtype_from_header(h)
+    except ValueError:
+        raise _unreadable(path, f"header field mode = {int(h.mode)}, expected a data mode of "
+                          "0, 1, 2, 4, 6 or 12", what) from None
+    mz = int(h.mz)
+    if mrcfile.utils.spacegroup_is_volume_stack(h.ispg) and (mz < 1 or dims["nz"] % mz):
+        raise _unreadable(path, f"header says a volume stack (ispg = {int(h.ispg)}) of nz = "
+                          f"{dims['nz']} sections in volumes of mz = {mz}, expected a positive "
+                          "mz that divides nz", what)
+    extended = int(h.nsymbt)
+    if extended < 0:
+        raise _unreadable(path, f"header field nsymbt = {extended}, expected an extended "
+                          "header of 0 or more bytes", what)
+    expected = h.nbytes + extended + dtype.itemsize * dims["nx"] * dims["ny"] * dims["nz"]
+    found = path.stat().st_size
+    if found != expected:
+        layout = (f"{dims['nz']} section(s) of {dims['ny']} x {dims['nx']} {dtype.name} "
+                  f"pixels after {h.nbytes + extended} header bytes = {expected} bytes")
+        if found < expected:
+            raise _unreadable(path, f"{found} bytes, but the header describes {layout}; the "
+                              "file is truncated", what)
+        raise _unreadable(path, f"{found} bytes, {found - expected} more than the header "
+                          f"describes ({layout}): a wrong nz or mode in the header, or bytes "
+                          "appended to the file; remove them or fix the header", what)
+
+
 def _open_mrc(path: Path, what: str = "an MRC image stack") -> Any:
-    """``mrcfile.mmap`` read-only, with its failures turned into :class:`InputError`."""
+    """``mrcfile.mmap`` read-only, strict, after :func:`_check_mrc_layout`; every failure, and
+    any warning ``mrcfile`` would print, becomes one :class:`InputError` naming the file."""
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected {what})")
-    try:
-        return mrcfile.mmap(path, mode="r", permissive=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"{path}: not a readable MRC file ({e}); expected {what} — the file may "
-                         "be truncated, corrupt or not an MRC file") from e
+    _check_mrc_layout(path, what)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mrc = mrcfile.mmap(path, mode="r", permissive=False)
+        except (ValueError, OSError, EOFError, OverflowError, MemoryError) as e:
+            raise _unreadable(path, str(e), what) from e
+    if caught:
+        mrc.close()
+        raise _unreadable(path, str(caught[0].message), what)
+    return mrc
 
 
 def _apix(mrc: Any) -> float | None:
-    apix = float(mrc.voxel_size.x)
-    return apix if apix > 0 else None
+    """The pixel size in Å (``cella.x / mx``), or None where the header gives none (0, or a
+    cell or sampling that makes no size: mx = 0, NaN, Inf)."""
+    with np.errstate(all="ignore"):
+        apix = float(mrc.voxel_size.x)
+    return apix if 0 < apix < np.inf else None
 
 
 def _inspect_stack(path: Path) -> _StackFile:
@@ -357,15 +414,15 @@ def _star_stack(path: Path, image_names: pd.Series, datadir: PathLike | None) ->
                              f"{', '.join(map(str, dict.fromkeys(candidates)))}); pass datadir= "
                              "the folder that holds the stacks")
         files.append(_inspect_stack(found))
-    local = index.to_numpy(dtype=np.int64) - 1
+    number = index.to_numpy(dtype=np.float64)  # 1-based; compared before any integer cast
     counts = np.array([f.n for f in files])
-    over = local >= counts[file_of]
+    over = number > counts[file_of]
     if over.any():
         k = int(np.nonzero(over)[0][0])
         raise InputError(f"{path}: _rlnImageName {names.iloc[k]!r} asks for image "
-                         f"{local[k] + 1}, but {files[file_of[k]].path} holds "
+                         f"{number[k]:.0f}, but {files[file_of[k]].path} holds "
                          f"{counts[file_of[k]]} images")
-    return ImageStack(path, files, file_of, local)
+    return ImageStack(path, files, file_of, number.astype(np.int64) - 1)
 
 
 # ----------------------------------------------------------------------------- writing MRC
@@ -490,7 +547,11 @@ def write_mrc(path: PathLike, vol: np.ndarray, apix: float | None = None) -> Non
 def read_mrc(path: PathLike) -> tuple[np.ndarray, float | None]:
     """Read an MRC file into memory: (float32 data, e.g. a volume ``(D, D, D)`` ``[z, y, x]``,
     pixel size in Å or None where the header says 0)."""
-    with _open_mrc(Path(path), "an MRC volume") as mrc:
+    path = Path(path)
+    with _open_mrc(path, "an MRC volume") as mrc:
+        if not np.issubdtype(mrc.data.dtype, np.number) or np.iscomplexobj(mrc.data):
+            raise InputError(f"{path}: found {mrc.data.dtype} values; expected a real-valued "
+                             "MRC volume")
         return np.array(mrc.data, dtype=np.float32), _apix(mrc)
 
 
@@ -573,15 +634,24 @@ def _dump_pickles(path: PathLike, *objs: Any) -> None:
             pickle.dump(obj, f, protocol=4)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _float_array(x: Any, path: PathLike, what: str, ndim: int) -> np.ndarray:
+    """``x`` if it is a finite integer or float array of ``ndim`` dimensions whose values fit
+    float32 (every array read is stored as float32)."""
     if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.floating)
                                             or np.issubdtype(x.dtype, np.integer)):
-        kind = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
+        kind = f"an array of {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
         raise InputError(f"{path}: {what} is {kind}; expected a numeric numpy array")
     if x.ndim != ndim:
         raise InputError(f"{path}: {what} has shape {x.shape}; expected {ndim} dimensions")
     if not np.isfinite(x).all():
         raise InputError(f"{path}: {what} holds NaN or Inf values; expected finite numbers")
+    big = float(np.abs(x).max(initial=0))
+    if big > _FLOAT32_MAX:
+        raise InputError(f"{path}: {what} holds a value of magnitude {big:.3g}; expected "
+                         f"numbers that fit float32 (|x| <= {_FLOAT32_MAX:.3g})")
     return x
 
 
@@ -600,9 +670,10 @@ def _check_poses(path: PathLike, rot: Any, trans: Any, n: int | None
     rot = _float_array(rot, path, "rotations", 3).astype(np.float64)
     if rot.shape[1:] != (3, 3):
         raise InputError(f"{path}: rotations have shape {rot.shape}; expected (N, 3, 3)")
-    err = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2), initial=0.0)
-    det = np.linalg.det(rot) if len(rot) else np.ones(0)
-    bad = (err > 1e-3) | (np.abs(det - 1) > 1e-3)
+    with np.errstate(all="ignore"):  # huge entries overflow to inf: refused just below
+        err = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2), initial=0.0)
+        det = np.linalg.det(rot) if len(rot) else np.ones(0)
+    bad = ~((err <= 1e-3) & (np.abs(det - 1) <= 1e-3))  # NaN is bad too
     if bad.any():
         k = int(np.nonzero(bad)[0][0])
         raise InputError(f"{path}: {int(bad.sum())} of {len(rot)} matrices are not rotations "
@@ -652,19 +723,30 @@ def write_poses(path: PathLike, rot: np.ndarray, trans: np.ndarray | None = None
 
 
 def _check_ctf(path: PathLike, ctf: Any, n: int | None) -> np.ndarray:
+    """Validate CTF parameters ``(N, 9)``; return them as float32.
+
+    Refused: a shape other than ``(N, 9)``, non-finite values, and per row a non-positive
+    ``D``, ``apix``, ``volt`` or defocus (``dfu``, ``dfv``), a negative ``cs`` and ``w``
+    outside [0, 1]. Defocus is in Å with underfocus positive (cryoDRGN's and RELION's
+    convention). Zero or negative defocus (in focus, or overfocus) is not how single-particle
+    images are taken but what a sign flip or a failed fit writes, and a model trained with it
+    fits the wrong CTF; so it is refused, naming the row, rather than used silently.
+    """
     ctf = _float_array(ctf, path, "CTF parameters", 2)
     if ctf.shape[1] != 9:
         raise InputError(f"{path}: CTF parameters have shape {ctf.shape}; expected (N, 9) columns "
                          f"[{', '.join(CTF_COLUMNS)}]")
     checks = [(0, lambda c: c > 0, "D (image size) must be positive"),
               (1, lambda c: c > 0, "apix (Å/pixel) must be positive"),
+              (2, lambda c: c > 0, "dfu (defocus in Å, underfocus) must be positive"),
+              (3, lambda c: c > 0, "dfv (defocus in Å, underfocus) must be positive"),
               (5, lambda c: c > 0, "volt (kV) must be positive"),
               (6, lambda c: c >= 0, "cs (mm) must be non-negative"),
               (7, lambda c: (c >= 0) & (c <= 1), "w (amplitude contrast) must be in [0, 1]")]
     for col, ok, what in checks:
         bad = np.flatnonzero(~ok(ctf[:, col]))
         if bad.size:
-            raise InputError(f"{path}: CTF column {col} {what}; row {bad[0]} has "
+            raise InputError(f"{path}: CTF column {col} {what}; row {bad[0]} (0-based) has "
                              f"{ctf[bad[0], col]:g} (columns: {', '.join(CTF_COLUMNS)})")
     _check_count(path, "CTF rows", len(ctf), n)
     return ctf.astype(np.float32)
@@ -736,23 +818,32 @@ _REQUIRED = ("rlnImageName", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnD
 def _read_star_blocks(path: Path) -> dict[str, pd.DataFrame]:
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected a RELION .star file)")
+    # starfile reads lines through the linecache module and empties that cache only after a
+    # parse that succeeds: after one that fails, the next read of the same path would be
+    # served the old lines, even once the file is fixed. So the cache is checked before and
+    # emptied after every read.
+    linecache.checkcache(str(path))
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as e:
         raise InputError(f"{path}: could not parse it as a RELION .star file ({e})") from e
+    finally:
+        linecache.clearcache()
     return {k: v if isinstance(v, pd.DataFrame) else pd.DataFrame([v]) for k, v in blocks.items()}
 
 
 def _particle_tables(blocks: dict[str, pd.DataFrame], path: Path
                      ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The particles table (with ``rlnImageName``) and the optics table if any."""
-    if "particles" in blocks and "rlnImageName" in blocks["particles"].columns:
-        return blocks["particles"], blocks.get("optics")
-    for df in blocks.values():
-        if "rlnImageName" in df.columns:
-            return df, blocks.get("optics")
-    raise InputError(f"{path}: no table with an _rlnImageName column; expected a RELION particle "
-                     "table (data_particles, or a single data_ block)")
+    """The particles table (with ``rlnImageName``, one row or more) and the optics table."""
+    tables = [blocks["particles"]] if "particles" in blocks else []
+    found = next((df for df in tables + list(blocks.values()) if "rlnImageName" in df.columns),
+                 None)
+    if found is None:
+        raise InputError(f"{path}: no table with an _rlnImageName column; expected a RELION "
+                         "particle table (data_particles, or a single data_ block)")
+    if found.empty:
+        raise InputError(f"{path}: the particle table has no rows; expected one per image")
+    return found, blocks.get("optics")
 
 
 def _merge_optics(p: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> pd.DataFrame:
@@ -769,10 +860,14 @@ def _merge_optics(p: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> p
                 p[col] = optics[col].iloc[0]
         return p
     table = optics.set_index("rlnOpticsGroup")
+    twice = table.index[table.index.duplicated()]
+    if len(twice):
+        raise InputError(f"{path}: data_optics defines optics group {twice[0]} more than "
+                         "once; expected one row per _rlnOpticsGroup")
     unknown = set(p["rlnOpticsGroup"]) - set(table.index)
     if unknown:
-        raise InputError(f"{path}: particles refer to optics group(s) {sorted(unknown)} that "
-                         "data_optics does not define")
+        raise InputError(f"{path}: particles refer to optics group(s) "
+                         f"{sorted(unknown, key=str)} that data_optics does not define")
     for col in _OPTICS_COLUMNS:
         if col in table.columns and col not in p.columns:
             p[col] = p["rlnOpticsGroup"].map(table[col]).to_numpy()
@@ -787,7 +882,9 @@ def _numeric(p: pd.DataFrame, col: str, path: Path) -> np.ndarray:
 
 
 def _one_value(x: np.ndarray, name: str, path: Path, rtol: float = 0.0) -> float:
-    if len(x) and np.abs(x - x[0]).max() > rtol * abs(x[0]):
+    with np.errstate(over="ignore"):  # a spread past float64's range is still a spread
+        spread = np.abs(x - x[0]).max()  # x has a value: tables without rows are refused
+    if spread > rtol * abs(x[0]):
         raise InputError(f"{path}: particles have different {name} ({np.unique(x)[:5]}); "
                          f"expected one {name} for the whole data set")
     return float(x[0])
@@ -814,7 +911,7 @@ def read_star_particles(path: PathLike, D: int | None = None,
         if "rlnImageSize" not in p.columns:
             raise InputError(f"{path}: no _rlnImageSize (an old single-block RELION file?); "
                              "pass D= (the image size in pixels)")
-        D = int(_one_value(_numeric(p, "rlnImageSize", path), "image sizes", path))
+        D = _one_value(_numeric(p, "rlnImageSize", path), "image sizes", path)
     if apix is None:
         if "rlnImagePixelSize" in p.columns:
             px = _numeric(p, "rlnImagePixelSize", path)
@@ -825,28 +922,32 @@ def read_star_particles(path: PathLike, D: int | None = None,
             raise InputError(f"{path}: no _rlnImagePixelSize (an old single-block RELION file?); "
                              "pass apix= (the pixel size in Å)")
         apix = _one_value(px, "pixel sizes", path, rtol=1e-4)
-    if D < 2 or D % 2 or apix <= 0:
-        raise InputError(f"{path}: image size D = {D} and pixel size {apix} Å; expected an even "
-                         "D and a positive pixel size")
+    if not (D >= 2 and D % 2 == 0 and apix > 0):  # D: a whole even number
+        raise InputError(f"{path}: image size D = {D:g} and pixel size {apix:g} Å; expected an "
+                         "even D and a positive pixel size")
+    D = int(D)
     euler = np.stack([_numeric(p, c, path) for c in ("rlnAngleRot", "rlnAngleTilt",
                                                       "rlnAnglePsi")], axis=1)
     rot = R_from_relion(euler)
     trans = np.zeros((n, 2))
-    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(p.columns):
-        trans[:, 0] = _numeric(p, "rlnOriginXAngst", path) / apix
-        trans[:, 1] = _numeric(p, "rlnOriginYAngst", path) / apix
-    elif {"rlnOriginX", "rlnOriginY"} <= set(p.columns):
-        trans[:, 0], trans[:, 1] = _numeric(p, "rlnOriginX", path), _numeric(p, "rlnOriginY", path)
-    rot32, trans32 = _check_poses(path, rot, trans / D, None)
+    with np.errstate(all="ignore"):  # an overflow is non-finite and refused by _check_poses
+        if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(p.columns):
+            trans[:, 0] = _numeric(p, "rlnOriginXAngst", path) / apix
+            trans[:, 1] = _numeric(p, "rlnOriginYAngst", path) / apix
+        elif {"rlnOriginX", "rlnOriginY"} <= set(p.columns):
+            trans[:, 0] = _numeric(p, "rlnOriginX", path)
+            trans[:, 1] = _numeric(p, "rlnOriginY", path)
+        trans /= D
+    rot32, trans32 = _check_poses(path, rot, trans, None)
     phase = _numeric(p, "rlnPhaseShift", path) if "rlnPhaseShift" in p.columns else np.zeros(n)
     ctf = np.stack([np.full(n, float(D)), np.full(n, apix),
                     *(_numeric(p, c, path) for c in ("rlnDefocusU", "rlnDefocusV",
                                                      "rlnDefocusAngle", "rlnVoltage",
                                                      "rlnSphericalAberration",
                                                      "rlnAmplitudeContrast")),
-                    phase], axis=1).astype(np.float32)
+                    phase], axis=1)
     names = tuple(p["rlnImageName"].astype(str))
-    return StarParticles(names, rot32, trans32, ctf, int(D), float(apix))
+    return StarParticles(names, rot32, trans32, _check_ctf(path, ctf, None), D, float(apix))
 
 
 def write_star(path: PathLike, image_names: Sequence[str], rot: np.ndarray,

@@ -22,6 +22,7 @@ set was read, so that every report can.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 import zlib
@@ -105,7 +106,7 @@ def read_idx(path: PathLike, magic: int) -> np.ndarray:
     if found != magic:
         raise InputError(f"{path}: magic number {found} (0x{found:08x}); expected {expected}")
     dims = tuple(int.from_bytes(buf[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)  # Python ints: a corrupt header cannot overflow it
     if len(buf) - header != size:
         kind = "truncated" if len(buf) - header < size else "too long"
         raise InputError(f"{path}: {len(buf) - header} data bytes after the header, expected "
@@ -220,9 +221,13 @@ def _to_unit(x: np.ndarray, name: str) -> np.ndarray:
         return x.astype(np.float32) / np.float32(255)
     if not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"{name}: pixels of dtype {x.dtype}; expected uint8 or float in [0, 1]")
-    if not np.isfinite(x).all() or (x.size and (x.min() < 0 or x.max() > 1)):
-        raise InputError(f"{name}: float pixels must be finite and in [0, 1] (found "
-                         f"{np.nanmin(x)} to {np.nanmax(x)})")
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise InputError(f"{name}: {int((~finite).sum())} pixels are NaN or Inf; expected "
+                         "finite pixels in [0, 1]")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise InputError(f"{name}: float pixels must be in [0, 1] (found {x.min()} to "
+                         f"{x.max()})")
     return x.astype(np.float32)
 
 

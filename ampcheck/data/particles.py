@@ -129,10 +129,7 @@ class ParticleDataset(IndexedView):
             check_count("ctf", len(self._ctf), "CTF rows")
         self._truth = {}
         for key, value in (truth or {}).items():
-            value = np.asarray(value)
-            if value.ndim == 0:
-                raise InputError(f"{names['truth']}: {key!r} is a scalar; expected one value per "
-                                 "image")
+            value = _check_truth(names["truth"], str(key), value)
             check_count("truth", len(value), f"values of {key!r}")
             self._truth[str(key)] = value
         if window and not 0 < window_r <= 0.99:
@@ -144,7 +141,8 @@ class ParticleDataset(IndexedView):
         mean, std = (float(x) for x in norm)
         if not np.isfinite([mean, std]).all() or std <= 0:
             raise InputError(f"{names['stack']}: normalisation (mean, std) = ({mean}, {std}); "
-                             "expected a finite mean and a positive std (are the images blank?)")
+                             "expected a finite mean and a positive std (are the images blank, "
+                             "or their values too large?)")
         self._norm = (mean, std)
         self._idx = np.arange(N)
         _warn_apix_mismatch(self)
@@ -197,12 +195,22 @@ class ParticleDataset(IndexedView):
 
     @classmethod
     def from_dir(cls, directory: PathLike, **kw: Any) -> ParticleDataset:
-        """Open the synthetic layout: ``particles.mrcs`` and, where present, ``poses.pkl``,
-        ``ctf.pkl`` and ``truth.npz`` (``z_continuous``, ``z_class``, ``hinge_deg``)."""
+        """Open a data set folder in the synthetic layout, for training: ``particles.mrcs`` and
+        ``poses.pkl`` (required: the decoder renders each image at its pose), and where
+        present ``ctf.pkl`` (without it the images are taken to have no CTF) and
+        ``truth.npz`` (``z_continuous``, ``z_class``, ``hinge_deg``).
+
+        A missing required file raises :class:`InputError` naming the path it looked for,
+        here rather than in the first training batch. (The constructor and
+        :meth:`from_files` take poses as optional, for uses that need only the images.)
+        """
         d = Path(directory)
+        layout = ("expected a data set folder with particles.mrcs and poses.pkl (the pose of "
+                  "every image: training needs them), and ctf.pkl and truth.npz where known")
         if not (d / "particles.mrcs").is_file():
-            raise InputError(f"{d}: no particles.mrcs; expected a folder with particles.mrcs, "
-                             "poses.pkl, ctf.pkl and optionally truth.npz")
+            raise InputError(f"{d}: no particles.mrcs; {layout}")
+        if not (d / "poses.pkl").is_file():
+            raise InputError(f"{d / 'poses.pkl'}: file not found; {layout}")
 
         def opt(name: str) -> Path | None:
             return d / name if (d / name).is_file() else None
@@ -301,6 +309,35 @@ class ParticleDataset(IndexedView):
         parts = [p for p, a in (("poses", self._rot), ("ctf", self._ctf)) if a is not None]
         return (f"ParticleDataset({str(self._stack.path)!r}, n={self.n}, D={self.D}, "
                 f"apix={self.apix}, with={parts + sorted(self._truth)})")
+
+
+_TRUTH_1D = {"z_continuous": "one conformation coordinate per image",
+             "z_class": "one integer class per image"}
+
+
+def _check_truth(where: str, key: str, value: Any) -> np.ndarray:
+    """One ground-truth array, as the checks use it: finite real numbers (or booleans) with one
+    entry per image along the first axis; ``z_continuous`` and ``z_class`` 1-D ``(N,)``, and
+    ``z_class`` whole numbers."""
+    value = np.asarray(value)
+    if not (value.dtype == bool or np.issubdtype(value.dtype, np.integer)
+            or np.issubdtype(value.dtype, np.floating)):
+        raise InputError(f"{where}: {key!r} holds {value.dtype} values; expected real numbers, "
+                         "one per image")
+    if value.ndim == 0:
+        raise InputError(f"{where}: {key!r} is a scalar; expected one value per image")
+    if key in _TRUTH_1D and value.ndim != 1:
+        raise InputError(f"{where}: {key!r} has shape {value.shape}; expected a 1-D array "
+                         f"(N,), {_TRUTH_1D[key]}")
+    if value.size and not np.isfinite(value).all():
+        k = int(np.flatnonzero(~np.isfinite(value).reshape(len(value), -1).all(axis=1))[0])
+        raise InputError(f"{where}: {key!r} holds NaN or Inf (first at image {k}, 0-based); "
+                         "expected finite values")
+    if key == "z_class" and np.any(value != np.round(value)):
+        k = int(np.flatnonzero(value != np.round(value))[0])
+        raise InputError(f"{where}: 'z_class' of image {k} (0-based) is {value[k]}; expected "
+                         "whole-number classes")
+    return value
 
 
 def _load_truth(path: Path) -> dict[str, np.ndarray]:

@@ -1,0 +1,312 @@
+"""Outputs and runs a user can trust (issue 13): one writer per directory, nothing replaced
+without --force, paths validated before any work, stale temporaries swept, the right model
+checked, and one line naming the file for every damaged run, checkpoint or report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ampcheck import outdir
+from ampcheck.cli import main, open_run
+from ampcheck.errors import BusyError, InputError
+from ampcheck.outdir import OutputDir, reading, staged
+
+
+def one_error(capsys, *words: str) -> str:
+    """The one stderr line of a refused command; it contains ``words``."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("ampcheck: error: ") and all(w in err[0] for w in words), err[0]
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Two tiny data sets of the same size (seeds 0 and 1) and a run trained on the first."""
+    root = tmp_path_factory.mktemp("outputs")
+    for seed in ("0", "1"):
+        assert main(["synth", "--out", str(root / f"data{seed}"), "--size", "tiny", "--seed",
+                     seed, "--quiet"]) == 0
+    assert main(["train", "--data", str(root / "data0"), "--out", str(root / "run"),
+                 "--quiet"]) == 0
+    return root
+
+
+def copy_run(tiny, tmp_path, name="run") -> Path:
+    return Path(shutil.copytree(tiny / "run", tmp_path / name))
+
+
+def forbid_training(monkeypatch):
+    """Any training from here on fails the test: the command must refuse before work."""
+    import ampcheck.train
+
+    def no(*a, **k):
+        raise AssertionError("trained before refusing")
+    monkeypatch.setattr(ampcheck.train, "train", no)
+
+
+# ----------------------------------------------------------------------------- one writer
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny, tmp_path, capsys,
+                                                              monkeypatch):
+    run = copy_run(tiny, tmp_path)
+    forbid_training(monkeypatch)
+    with OutputDir(run, "ampcheck train"):  # another process's `ampcheck train` (flock: per fd)
+        assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--force",
+                     "--quiet"]) == 2
+        one_error(capsys, str(run), "in use by another ampcheck process", f"pid {os.getpid()}",
+                  "`ampcheck train`")
+        assert main(["check", "--run", str(run), "--out", str(tmp_path / "rep"),
+                     "--quiet"]) == 2
+        one_error(capsys, "--run", "is being written by another ampcheck process")
+    with OutputDir(tmp_path / "rep", "ampcheck check"):
+        assert main(["check", "--run", str(run), "--out", str(tmp_path / "rep"),
+                     "--quiet"]) == 2
+        one_error(capsys, "in use by another ampcheck process", "`ampcheck check`")
+    assert not list(tmp_path.glob(".*ampcheck-lock"))  # released and removed
+
+
+def test_a_run_being_read_cannot_be_written(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with reading(run, "--run"), pytest.raises(BusyError, match="in use"):
+        with OutputDir(run, "ampcheck train"):
+            pass
+    with OutputDir(run, "ampcheck train"):  # free again
+        pass
+
+
+# ----------------------------------------------------------------------------- --force
+@pytest.mark.parametrize("mine", ["report.html", "arrays/x.npz", "report.json"])
+def test_files_ampcheck_did_not_write_are_not_replaced_without_force(tiny, tmp_path, capsys,
+                                                                     monkeypatch, mine):
+    out = tmp_path / "out"
+    (out / mine).parent.mkdir(parents=True, exist_ok=True)
+    (out / mine).write_text("the user's own")
+    forbid_training(monkeypatch)
+    assert main(["check", "--run", str(tiny / "run"), "--out", str(out), "--quiet"]) == 2
+    one_error(capsys, str(out / mine.split("/")[0]), "--force")
+    assert (out / mine).read_text() == "the user's own"
+
+
+def test_a_run_json_without_checkpoint_is_not_replaced_without_force(tiny, tmp_path, capsys,
+                                                                     monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    forbid_training(monkeypatch)
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--quiet"]) == 2
+    one_error(capsys, str(run / "run.json"), "--force")
+    assert (run / "run.json").read_text() == "{}"
+
+
+# ----------------------------------------------------------------------------- --out checked first
+@pytest.mark.parametrize("command", ["train", "check", "run"])
+def test_an_out_that_cannot_be_a_directory_is_refused_before_any_work(tiny, tmp_path, capsys,
+                                                                      monkeypatch, command):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    forbid_training(monkeypatch)
+    args = {"train": ["train", "--data", str(tiny / "data0")],
+            "check": ["check", "--run", str(tiny / "run")],
+            "run": ["run", "--size", "tiny", "--budget", "smoke"]}[command]
+    for out in (blocker, blocker / "sub"):
+        assert main([*args, "--out", str(out), "--quiet"]) == 2
+        one_error(capsys, str(blocker), "is a file")
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_out_in_a_read_only_folder_is_refused_before_any_work(tiny, tmp_path, capsys,
+                                                                 monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    forbid_training(monkeypatch)
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(ro / "run")]) == 2
+    one_error(capsys, "not writable")
+
+
+# ----------------------------------------------------------------------------- leftovers
+def test_stale_temporaries_are_removed_by_the_next_command(tiny, tmp_path):
+    run = copy_run(tiny, tmp_path)
+    stale = run / ".checkpoint.pt.0123abcd.tmp.pt"  # what a kill during a save leaves
+    stale.write_bytes(b"x" * 1000)
+    mine = run / ".checkpoint.pt.notes"  # not ampcheck's pattern: kept
+    mine.write_text("mine")
+    staging = tmp_path / ".run.89abcdef.tmp"  # a report staging folder of a killed check
+    staging.mkdir()
+    (staging / "report.json").write_text("{}")
+    (staging / outdir.STAGE_MARKER).write_text(json.dumps(["report.json"]))
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
+                 "--quiet"]) == 0
+    assert not stale.exists() and not staging.exists() and mine.read_text() == "mine"
+
+
+def test_a_half_moved_report_swap_is_put_back(tmp_path):
+    """A kill while the entries a report keeps were moved to the staging folder: the next
+    command moves them back (and drops the unfinished report)."""
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), staged(out, ["report.json"]) as stage:
+        (stage / "report.json").write_text("old")
+        raise KeyboardInterrupt
+    assert not out.exists() and not list(tmp_path.iterdir())  # nothing left by a failure
+    with staged(out, ["report.json"]) as stage:
+        (stage / "report.json").write_text("old")
+    (out / "data").mkdir()
+    stage = tmp_path / ".out.0123abcd.tmp"  # as a kill during _commit leaves it
+    stage.mkdir()
+    (stage / outdir.STAGE_MARKER).write_text(json.dumps(["report.json"]))
+    (stage / "report.json").write_text("new")
+    os.rename(out / "data", stage / "data")
+    with OutputDir(out, "next"):
+        pass
+    assert (out / "report.json").read_text() == "old" and (out / "data").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# ----------------------------------------------------------------------------- the right run
+def test_resume_on_another_data_set_of_the_same_size_is_refused(tiny, tmp_path, capsys):
+    run = copy_run(tiny, tmp_path)
+    before = (run / "checkpoint.pt").read_bytes()
+    assert main(["train", "--data", str(tiny / "data1"), "--out", str(run), "--resume",
+                 "--epochs", "2", "--quiet"]) == 2
+    one_error(capsys, "checkpoint.pt", "trained on another data set of 38 images of 32 px")
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
+                 "--epochs", "2", "--quiet"]) == 0  # the positive control
+
+
+def test_check_refuses_a_run_whose_data_set_changed_since(tiny, tmp_path, capsys):
+    run = copy_run(tiny, tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["data"] = str(tiny / "data1")  # the same path, regenerated with another seed
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="trained on another data set"):
+        open_run(run)
+
+
+def test_check_refuses_a_run_whose_files_describe_different_trainings(tiny, tmp_path, capsys):
+    run = copy_run(tiny, tmp_path)
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(tmp_path / "other"),
+                 "--seed", "3", "--quiet"]) == 0
+    shutil.copy(tmp_path / "other" / "run.json", run / "run.json")
+    assert main(["check", "--run", str(run), "--out", str(tmp_path / "rep"), "--quiet"]) == 2
+    one_error(capsys, "checkpoint.pt and run.json describe different trainings")
+    meta = json.loads((run / "run.json").read_text())
+    del meta["run_id"]  # a run.json of before run ids: the configs still disagree (seed)
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="describe different trainings"):
+        open_run(run)
+    meta["status"] = "training"
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="unfinished training"):
+        open_run(run)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_completed_run_is_consistent(tiny):
+    meta, cfg, data, train_set, model = open_run(tiny / "run")
+    assert meta["status"] == "complete" and meta["run_id"] == model.run_id
+    assert model.fingerprint and len(model.history) == cfg.epochs
+
+
+# ----------------------------------------------------------------------------- damaged files
+def _state(tiny) -> dict:
+    return torch.load(tiny / "run" / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["model"].update({k: torch.zeros(3) for k in list(s["model"])[:1]}),
+     "weights do not fit a cryoem vae"),
+    (lambda s: s.pop("data"), "'data' missing"),
+    (lambda s: s["model"].update({k: v * float("nan") for k, v in list(s["model"].items())[:1]}),
+     "NaN or infinite"),
+    (lambda s: s.update(history=[{"epoch": "x"}]), "damaged training history"),
+    (lambda s: s.update(twins=None, config={**s["config"], "variant": "twin-perm"}),
+     "evil twins are missing or damaged"),
+])
+def test_a_damaged_checkpoint_is_one_line_naming_it(tiny, tmp_path, capsys, damage, message):
+    run = copy_run(tiny, tmp_path)
+    state = _state(tiny)
+    damage(state)
+    torch.save(state, run / "checkpoint.pt")
+    if state.get("config", {}).get("variant") == "twin-perm":
+        meta = json.loads((run / "run.json").read_text())
+        meta["config"]["variant"] = "twin-perm"
+        (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=message) as err:
+        open_run(run)
+    assert str(run / "checkpoint.pt") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_refused_checkpoint_never_suggests_loading_it_unsafely(tiny, tmp_path, capsys):
+    import collections
+
+    run = copy_run(tiny, tmp_path)
+    torch.save({"format": 1, "x": collections.OrderedDict(a=np.float64)},
+               run / "checkpoint.pt")
+    assert main(["check", "--run", str(run), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    line = one_error(capsys, "checkpoint.pt", "refused")
+    assert "weights_only" not in line
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["check", "--run", str(run), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    one_error(capsys, "checkpoint.pt", "an empty file")
+
+
+def test_a_run_json_that_contradicts_itself_names_it_not_flags_never_given(tiny, tmp_path,
+                                                                          capsys):
+    run = copy_run(tiny, tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["data"] = "mnist"
+    (run / "run.json").write_text(json.dumps(meta))
+    assert main(["check", "--run", str(run), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    line = one_error(capsys, str(run / "run.json"), "describes a cryoem model trained on mnist")
+    assert "--model" not in line
+
+
+def test_a_corrupt_array_file_fails_the_report_command_in_one_line(tmp_path, capsys):
+    from faults import small_report  # tests/ is on the path (rootdir conftest, rootdir-relative)
+
+    from ampcheck.report import write_report
+
+    write_report(tmp_path / "r", small_report("a"), {}, {}, html=False)
+    npz = tmp_path / "r" / "arrays" / "shift_invariance.npz"
+    npz.write_bytes(npz.read_bytes()[:100])
+    assert main(["report", str(tmp_path / "r")]) == 2
+    one_error(capsys, "arrays/shift_invariance.npz", "damaged")
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    del report["arrays"]  # a report from before the list: the file is read, and refused
+    (tmp_path / "r" / "report.json").write_text(json.dumps(report))
+    assert main(["report", str(tmp_path / "r")]) == 2
+    one_error(capsys, "shift_invariance.npz", "not a readable .npz file")
+
+
+def test_warnings_never_stand_beside_an_error_and_print_one_line_after_success(
+        tmp_path, capsys, monkeypatch):
+    import ampcheck.cli as cli
+
+    def warns_then_fails(args):
+        warnings.warn("header says 7 Å/px\nbut the CTF says 8", RuntimeWarning, stacklevel=1)
+        raise InputError("x.mrcs: not a readable MRC file")
+
+    monkeypatch.setattr(cli, "_cmd_report", warns_then_fails)  # build_parser reads it
+    assert main(["report", str(tmp_path)]) == 2
+    one_error(capsys, "x.mrcs")
+
+    def warns_twice_then_succeeds(args):
+        for _ in range(2):
+            warnings.warn("header says 7 Å/px\nbut the CTF says 8", UserWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_report", warns_twice_then_succeeds)
+    assert main(["report", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ampcheck: warning: header says 7 Å/px but the CTF says 8"]
