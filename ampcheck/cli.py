@@ -95,8 +95,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
     """Generate the embedded synthetic data set, or reuse the one made with the same settings."""
     from .data.synthetic import GENERATOR_VERSION, generate
+    from .outdir import repair
 
     cfg = _synth_config(args)
+    repair(data_dir)  # what a killed generate() left beside it (the caller holds its folder)
     manifest_path = data_dir / "manifest.json"
     if manifest_path.is_file() and not args.force:
         try:
@@ -252,11 +254,14 @@ def _train_into(out: Path, args: argparse.Namespace, new_id: str, main_rank: boo
         overrides["table_init"] = args.table_init
     cfg = budget_config(args.budget, **overrides)
     train_set, _ = training_split(cfg, data)
-    if distributed.is_main() and run_id is not None:
-        write_json_atomic(meta_path, _train_meta(args, cfg, run_id, "training"))
+    def started(run) -> None:  # checked and restored, about to train: unfinished from now
+        if distributed.is_main():
+            write_json_atomic(meta_path, _train_meta(args, cfg, run.run_id, "training",
+                                                     run.history))
+
     try:
         run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet,
-                    run_id=run_id)
+                    run_id=run_id, on_start=started)
     finally:
         distributed.teardown()  # leave torchrun's process group, if train() joined one
     if not distributed.is_main():
@@ -272,6 +277,8 @@ def _train_into(out: Path, args: argparse.Namespace, new_id: str, main_rank: boo
 
 # ---------------------------------------------------------------------------- check
 def _cmd_check(args: argparse.Namespace) -> int:
+    import os
+
     from .checks import resolve_checks, resolve_thresholds
     from .outdir import OutputDir, reading
     from .report import REPORT_PARTS
@@ -289,7 +296,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if args.cryodrgn is not None:
             results, dataset, runs = _check_cryodrgn(args, checks, thresholds)
         else:
-            run_dir = Path(args.run).resolve()
+            run_dir = Path(os.path.realpath(args.run))
             # no `ampcheck train` may start on the run while it is read (unless it is --out)
             with reading(run_dir, "--run") if run_dir != out else contextlib.nullcontext():
                 results, dataset, runs = _check_run(run_dir, args, checks, thresholds)
@@ -328,8 +335,8 @@ def open_run(run_dir: Path, device: str = "auto", *, vae_only: bool = False):
     data, _ = _load_data(meta["data"], cfg.model, source=str(meta_path))
     train_set, _ = training_split(cfg, data)
     model = TrainedModel.load(run_dir / CHECKPOINT, train_set, device=device)
-    if (meta.get("run_id") is not None and model.run_id != meta["run_id"]) \
-            or replace(model.config, device=cfg.device) != cfg:
+    if (None not in (meta.get("run_id"), model.run_id) and model.run_id != meta["run_id"]) \
+            or replace(model.config, device=cfg.device) != cfg:  # an older run has no ids
         raise InputError(f"{run_dir}: {CHECKPOINT} and {RUN_JSON} describe different trainings "
                          "(an interrupted `ampcheck train --force`?); train it again with "
                          "--force, or continue it with --resume")

@@ -435,9 +435,9 @@ def _read_checkpoint(path) -> dict:
     """The state in ``path``, loaded with ``weights_only=True`` and its layout checked; every
     problem is one :class:`~ampcheck.errors.InputError` line that names the file."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: an empty file, not an ampcheck checkpoint")
     try:
-        if path.is_file() and path.stat().st_size == 0:
-            raise InputError(f"{path}: an empty file, not an ampcheck checkpoint")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
@@ -451,14 +451,19 @@ def _read_checkpoint(path) -> dict:
             IndexError, TypeError, UnicodeDecodeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise InputError(f"{path}: not an ampcheck checkpoint ({first[:160]})") from None
-    if not isinstance(state, dict) or state.get("format") != 1:
+    if not isinstance(state, dict) or type(state.get("format")) is not int \
+            or state["format"] != 1:
         raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
     for key, kind in _CHECKPOINT_KEYS.items():
         if not isinstance(state.get(key), kind):
             raise InputError(f"{path}: not a complete ampcheck checkpoint ('{key}' missing or "
                              f"not a {kind.__name__})")
-    if not {"n", "D"} <= set(state["data"]):
-        raise InputError(f"{path}: not a complete ampcheck checkpoint ('data' lacks n and D)")
+    data = state["data"]
+    if not (type(data.get("n")) is int and type(data.get("D")) is int
+            and isinstance(data.get("fingerprint"), str | None)
+            and isinstance(state.get("run_id"), str | None)):
+        raise InputError(f"{path}: not a complete ampcheck checkpoint ('data' needs the "
+                         "integers n and D; the fingerprint and run id are text)")
     return state
 
 
@@ -466,6 +471,22 @@ def _capped(cfg: TrainConfig, data):
     if cfg.max_images is not None and cfg.max_images < len(data):
         return data.subset(np.arange(cfg.max_images))
     return data
+
+
+def _check_moments(saved: dict, params: list[torch.Tensor]) -> None:
+    """Refuse an optimiser state whose moments do not match the parameters' shapes: fused Adam
+    would read past them (a crash, not an exception)."""
+    ids = [i for g in saved["param_groups"] for i in g["params"]]
+    if len(ids) != len(params):
+        raise ValueError(f"{len(ids)} parameters saved for {len(params)}")
+    for i, p in zip(ids, params, strict=True):
+        for name, value in saved["state"].get(i, {}).items():
+            if name == "step":
+                continue
+            if not (torch.is_tensor(value) and value.is_floating_point()
+                    and value.shape == p.shape):
+                raise ValueError(f"{name} of parameter {i} does not match its shape "
+                                 f"{tuple(p.shape)}")
 
 
 class _RawImages:
@@ -518,9 +539,11 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
             if table is not None:
                 table.load_state_dict(state["table"])
         except (RuntimeError, KeyError, TypeError, AttributeError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            # "Error(s) in loading state_dict for CryoVAE:" then one line per problem
+            lines = [x.strip() for x in str(err).splitlines() if x.strip()] or [repr(err)]
+            why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
             raise InputError(f"{source}: its weights do not fit a {cfg.model} {cfg.variant} "
-                             f"({cfg.encoder}) model ({first[:160]})") from None
+                             f"({cfg.encoder}) model ({why[:200]})") from None
         bad = [k for k, v in state["model"].items()
                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
@@ -542,7 +565,8 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
 
 def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool = False,
           encoder_from: TrainedModel | None = None, show_progress: bool = True,
-          run_id: str | None = None) -> TrainedModel:
+          run_id: str | None = None,
+          on_start: Callable[[TrainedModel], None] | None = None) -> TrainedModel:
     """Train ``cfg`` on ``data`` (a ParticleDataset or an MnistDataset).
 
     Args:
@@ -552,6 +576,8 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             fills the table (its latents on the same images).
         run_id: the training's identity, recorded in every checkpoint (default: a new one, or
             the resumed checkpoint's); a resumed checkpoint of another id is refused.
+        on_start: called with the run once everything is checked and restored, before the
+            first epoch (``ampcheck train`` marks its run unfinished there).
 
     Under ``torchrun`` every process calls this alike; they train on shares of each global
     batch of ``cfg.resolved_batch_size`` images (which must divide by the number of
@@ -572,6 +598,9 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             raise InputError(f"{ckpt}: a saved model, not a resumable training checkpoint")
         if replace(TrainConfig.from_dict(state["config"], str(ckpt)), epochs=cfg.epochs) != cfg:
             raise ConfigError(f"{ckpt}: the checkpoint was made with another configuration")
+        if len(state["history"]) > cfg.epochs:
+            raise ConfigError(f"{ckpt} has {len(state['history'])} epochs already; asked for "
+                              f"{cfg.epochs} (give --epochs {len(state['history'])} or more)")
         if run_id is not None and state.get("run_id") not in (None, run_id):
             raise ConfigError(f"{ckpt} belongs to another training than the one to resume (an "
                               "interrupted `ampcheck train --force` before its first epoch?); "
@@ -607,12 +636,16 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                 if k == "model":  # a checkpoint from before fused Adam resumes fused all the same
                     saved = {**saved, "param_groups": [{**g, "fused": True}
                                                        for g in saved["param_groups"]]}
+                _check_moments(saved, [p for g in o.param_groups for p in g["params"]])
                 o.load_state_dict(saved)
             gen.set_state(state["generator"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise InputError(f"{ckpt}: its optimiser state is missing or damaged "
                              f"({first[:160]})") from None
+
+    if on_start is not None:
+        on_start(run)
 
     # bf16 for the networks only: each model keeps its geometry (translations, rotated
     # coordinates, Fourier features, CTF) in float32.

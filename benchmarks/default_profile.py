@@ -49,6 +49,8 @@ def _data(root: Path, seed: int, other: bool) -> ParticleDataset:
 
 def _cell(key: str, r) -> str:
     name = SHORT.get(r.check, r.check) + ("/inv" if "[" in key else "")
+    if r.skip:
+        return f"{name} SKIP"
     return f"{name} {r.verdict}{'*' if r.flags else ''} {r.governing.value:.2f}"
 
 

@@ -149,7 +149,7 @@ def test_existing_output_is_not_overwritten(tmp_path):
 def test_output_path_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["synth", "--out", str(tmp_path / "f"), "--size", "tiny"]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "is a file; expected a directory" in capsys.readouterr().err
 
 
 def test_train_writes_a_resumable_run_and_refuses_to_overwrite_it(tiny_run, capsys):

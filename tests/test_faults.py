@@ -3,8 +3,9 @@
 The process under test (``tests/faults.py``) kills itself just before its K-th fsync, rename or
 directory swap; each test first counts the events of an uninterrupted run, then kills a run at
 each of them and checks what a user would find and what the next command makes of it. Reports
-are killed at every instant in the default run (they are quick); trainings at a sample of
-instants, and at all of them with ``AMPCHECK_FAULTS=all`` (or ``-m slow``).
+are killed at every other instant in the default run, trainings at a few (the first, the middle
+and the last two), and both at every instant with ``AMPCHECK_FAULTS=all`` (the training, and a
+whole ``ampcheck check``, also with ``-m slow``).
 
 Full disks are ``RLIMIT_FSIZE`` (no root needed): a write beyond the limit fails with EFBIG.
 """
@@ -59,7 +60,7 @@ def leftovers(folder: Path) -> list[str]:
     """ampcheck's temporary files and staging folders in and beside ``folder``."""
     inside = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     beside = [p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")]
-    return [n for n in inside if is_temporary(n) or n == ".ampcheck-stage"] + beside
+    return [n for n in inside if is_temporary(n) or n.startswith(".ampcheck")] + beside
 
 
 def tag_of(out: Path) -> str:
@@ -69,40 +70,49 @@ def tag_of(out: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- reports
-@pytest.mark.parametrize("swap", [True, False], ids=["swap", "two-renames"])
-def test_a_report_killed_at_any_instant_is_the_old_or_the_new_one(tmp_path, swap):
+@pytest.mark.parametrize("mode", ["whole", "entries", "no-swap"])
+def test_a_report_killed_at_any_instant_is_the_old_or_the_new_one(tmp_path, mode):
+    """``whole``: a report folder swapped in one step; ``entries``: a folder that also holds a
+    data set and the user's file, replaced entry by entry; ``no-swap``: a system without an
+    atomic swap. Right after the kill the report is whole (``whole``), or at worst mixed and
+    refused by ``load_report``; after the next command's repair it is the old or the new one,
+    and nothing else in the folder was touched."""
     out = tmp_path / "out"
     assert drive("report", str(out), "old").returncode == 0
-    (out / "data").mkdir()  # what the report does not replace: a data set, the user's file
-    (out / "data" / "particles.mrcs").write_bytes(b"stack")
-    (out / "notes.txt").write_text("mine")
-    pristine = tmp_path / "pristine"
+    if mode == "entries":  # what the report does not replace: a data set, the user's file
+        (out / "data").mkdir()
+        (out / "data" / "particles.mrcs").write_bytes(b"stack")
+        (out / "notes.txt").write_text("mine")
+    pristine, probe = tmp_path / "pristine", tmp_path / "probe"
     os.rename(out, pristine)
-    probe = tmp_path / "probe"
     subprocess.run(["cp", "-a", str(pristine), str(probe)], check=True)
-    n = count_events(tmp_path, "report", str(probe), "new", no_swap=not swap)
-    outcomes = []
-    for k in range(1, n + 1):
+    no_swap = mode == "no-swap"
+    n = count_events(tmp_path, "report", str(probe), "new", no_swap=no_swap)
+    outcomes, mixed = [], 0
+    for k in _instants(n, every=2):
         subprocess.run(["cp", "-a", str(pristine), str(out)], check=True)
-        killed = drive("report", str(out), "new", kill_at=k, no_swap=not swap)
+        killed = drive("report", str(out), "new", kill_at=k, no_swap=no_swap)
         assert killed.returncode == -signal.SIGKILL
-        # what a user finds right away: one complete report (a missing folder only between the
-        # two renames of the fallback, which the next command repairs)
-        before = tag_of(out) if out.is_dir() else "missing"
+        try:  # what a user finds right away
+            before = tag_of(out)
+        except InputError as err:
+            assert mode != "whole" and "does not hold one whole report" in str(err), (k, err)
+            before, mixed = "mixed", mixed + 1
         with OutputDir(out, "the next command"):  # the next command's repair
             pass
         after = tag_of(out)
-        assert before in ("old", "new", "missing") and after in ("old", "new")
-        assert before in (after, "missing")
-        assert (out / "data" / "particles.mrcs").read_bytes() == b"stack"
-        assert (out / "notes.txt").read_text() == "mine"
-        assert leftovers(out) == []
+        assert after == "new" or before in ("old", "mixed"), k  # never back from new to old
+        if mode == "entries":
+            assert (out / "data" / "particles.mrcs").read_bytes() == b"stack"
+            assert (out / "notes.txt").read_text() == "mine"
+        assert leftovers(out) == [], k
         outcomes.append(after)
         subprocess.run(["rm", "-rf", str(out)], check=True)
-    # the report turns new at one instant and stays new: the swap is one step
+    # the report turns new at one instant and stays new
     assert outcomes == sorted(outcomes, key=("old", "new").index), outcomes
     assert outcomes[0] == "old" and outcomes[-1] == "new"
-    print(f"{n} instants: {outcomes.count('old')} old, {outcomes.count('new')} new")
+    print(f"{mode}: {n} instants: {outcomes.count('old')} old, {outcomes.count('new')} new, "
+          f"{mixed} mixed until the next command")
 
 
 def test_a_mixed_report_directory_is_refused(tmp_path):
@@ -160,8 +170,10 @@ def trained(tmp_path_factory):
     return data, old, reference, n
 
 
-def _instants(n: int) -> list[int]:
-    return list(range(1, n + 1)) if ALL else sorted({1, n // 3, n // 2, n - 1, n})
+def _instants(n: int, every: int = 4) -> list[int]:
+    """Every instant with ``AMPCHECK_FAULTS=all``; else the first, the last two and every
+    ``every``-th (a sample that still meets each outcome)."""
+    return list(range(1, n + 1)) if ALL else sorted({1, n - 1, n, *range(every, n, every)})
 
 
 def test_a_training_killed_at_any_instant_is_refused_or_consistent_and_resumes_exactly(
@@ -171,7 +183,8 @@ def test_a_training_killed_at_any_instant_is_refused_or_consistent_and_resumes_e
     data, old, reference, n = trained
     ref = _weights(reference)
     old_id = json.loads((old / "run.json").read_text())["run_id"]
-    for k in _instants(n):
+    seen = {}
+    for k in _instants(n, every=n // 2):
         run = tmp_path / f"run{k}"
         subprocess.run(["cp", "-a", str(old), str(run)], check=True)
         killed = drive("cli", "train", "--data", str(data), "--out", str(run), "--force",
@@ -181,8 +194,10 @@ def test_a_training_killed_at_any_instant_is_refused_or_consistent_and_resumes_e
             meta, *_, model = open_run(run, "cpu")
             assert meta["run_id"] == model.run_id, k
             assert model.run_id == old_id or len(model.history) == 2, k
+            seen[k] = "old run" if model.run_id == old_id else "new run"
         except InputError as err:
             assert "unfinished" in str(err) or "different trainings" in str(err), (k, err)
+            seen[k] = "refused: " + ("unfinished" if "unfinished" in str(err) else "mixed")
         resumed = drive("cli", "train", "--data", str(data), "--out", str(run), "--resume",
                         *TRAIN)
         if resumed.returncode == 2:  # killed before the new training's first checkpoint
@@ -190,11 +205,14 @@ def test_a_training_killed_at_any_instant_is_refused_or_consistent_and_resumes_e
                     or "another configuration" in resumed.stderr), (k, resumed.stderr)
             resumed = drive("cli", "train", "--data", str(data), "--out", str(run), "--force",
                             *TRAIN)
+        else:
+            seen[k] += ", resumed"
         assert resumed.returncode == 0, (k, resumed.stderr)
         got = _weights(run)
         assert all(np.array_equal(got[key].numpy(), ref[key].numpy()) for key in ref), k
         assert leftovers(run) == [], k
         open_run(run, "cpu")  # consistent and complete
+    print(f"{n} instants of train --force, then --resume: {seen}")
 
 
 @pytest.mark.slow
@@ -217,3 +235,32 @@ def test_a_checkpoint_that_hits_the_file_size_limit_is_one_line_and_keeps_the_ol
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and "checkpoint.pt" in lines[0] and "enforce" not in lines[0], lines
     assert (run / "checkpoint.pt").read_bytes() == before and leftovers(run) == []
+
+
+@pytest.mark.slow
+def test_a_check_killed_at_any_instant_leaves_the_old_report_or_the_new(tmp_path, trained):
+    """`ampcheck check --force` end to end (checks, then the report), killed at each instant
+    of its file writes: every instant with ``AMPCHECK_FAULTS=all``, else a sample (``slow``:
+    each run takes the checks' time)."""
+    _, _, reference, _ = trained
+    out, pristine = tmp_path / "out", tmp_path / "pristine"
+    check = ("cli", "check", "--run", str(reference), "--checks", "shift_invariance",
+             "--quiet", "--out")
+    assert drive(*check, str(pristine)).returncode == 0
+    new = ("--force", "--threshold", "shift_invariance=0.21")  # a report told apart
+    subprocess.run(["cp", "-a", str(pristine), str(tmp_path / "probe")], check=True)
+    n = count_events(tmp_path, *check, str(tmp_path / "probe"), *new)
+    outcomes = []
+    for k in _instants(n):
+        subprocess.run(["cp", "-a", str(pristine), str(out)], check=True)
+        killed = drive(*check, str(out), *new, kill_at=k)
+        assert killed.returncode == -signal.SIGKILL
+        report = load_report(out)[0]  # whole, right away (the swap is one step)
+        value = report["checks"][0]["threshold"]["value"]
+        outcomes.append("new" if value == 0.21 else "old")
+        with OutputDir(out, "the next command"):
+            pass
+        assert leftovers(out) == [], k
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    assert outcomes == sorted(outcomes, key=("old", "new").index), outcomes
+    print(f"{n} instants of check --force: {outcomes}")

@@ -44,6 +44,14 @@ def copy_run(tiny, tmp_path, name="run") -> Path:
     return Path(shutil.copytree(tiny / "run", tmp_path / name))
 
 
+def dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def forbid_training(monkeypatch):
     """Any training from here on fails the test: the command must refuse before work."""
     import ampcheck.train
@@ -70,7 +78,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny, tmp_path, ca
         assert main(["check", "--run", str(run), "--out", str(tmp_path / "rep"),
                      "--quiet"]) == 2
         one_error(capsys, "in use by another ampcheck process", "`ampcheck check`")
-    assert not list(tmp_path.glob(".*ampcheck-lock"))  # released and removed
+    assert not list(tmp_path.rglob(".ampcheck-lock"))  # released and removed
 
 
 def test_a_run_being_read_cannot_be_written(tmp_path):
@@ -150,26 +158,95 @@ def test_stale_temporaries_are_removed_by_the_next_command(tiny, tmp_path):
     assert not stale.exists() and not staging.exists() and mine.read_text() == "mine"
 
 
-def test_a_half_moved_report_swap_is_put_back(tmp_path):
-    """A kill while the entries a report keeps were moved to the staging folder: the next
-    command moves them back (and drops the unfinished report)."""
+def test_an_interrupted_entry_by_entry_commit_is_finished_by_the_next_command(tmp_path,
+                                                                            monkeypatch):
+    """A folder that holds more than a report (here a data set) gets its report replaced entry
+    by entry; an interruption after the commit began (Ctrl-C at the rename of report.json) is
+    finished by the next command, and nothing else in the folder moves."""
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt), staged(out, ["report.json"]) as stage:
+    with staged(out, ["report.json", "arrays"]) as stage:
         (stage / "report.json").write_text("old")
-        raise KeyboardInterrupt
-    assert not out.exists() and not list(tmp_path.iterdir())  # nothing left by a failure
-    with staged(out, ["report.json"]) as stage:
-        (stage / "report.json").write_text("old")
+        (stage / "arrays").mkdir()
     (out / "data").mkdir()
-    stage = tmp_path / ".out.0123abcd.tmp"  # as a kill during _commit leaves it
-    stage.mkdir()
-    (stage / outdir.STAGE_MARKER).write_text(json.dumps(["report.json"]))
-    (stage / "report.json").write_text("new")
-    os.rename(out / "data", stage / "data")
-    with OutputDir(out, "next"):
+    (out / "data" / "x").write_text("stack")
+    real = os.replace
+
+    def interrupted(src, dst):
+        if Path(dst).name == "report.json":
+            raise KeyboardInterrupt
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), staged(out, ["report.json", "arrays"]) as stage:
+        (stage / "report.json").write_text("new")
+        (stage / "arrays").mkdir()
+        (stage / "arrays" / "a.npz").write_text("new")
+    monkeypatch.setattr(os, "replace", real)
+    assert (out / "report.json").read_text() == "old" and (out / "arrays" / "a.npz").exists()
+    (stage,) = [p for p in out.iterdir() if p.name.startswith(".report.")]
+    marker = json.loads((stage / outdir.STAGE_MARKER).read_text())
+    assert marker["committing"]
+    marker["pid"] = dead_pid()  # the interrupted process has exited since
+    (stage / outdir.STAGE_MARKER).write_text(json.dumps(marker))
+    with OutputDir(out, "next"):  # rolls the commit forward
         pass
-    assert (out / "report.json").read_text() == "old" and (out / "data").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "report.json").read_text() == "new" and (out / "data" / "x").read_text() == \
+        "stack"
+    assert sorted(p.name for p in out.iterdir()) == ["arrays", "data", "report.json"]
+
+
+def test_a_failure_before_the_commit_changes_nothing(tmp_path):
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    for extras in (True, False):
+        with pytest.raises(RuntimeError), staged(out, ["report.json"]) as stage:
+            (stage / "report.json").write_text("new")
+            raise RuntimeError("the checks failed")
+        assert sorted(p.name for p in out.iterdir()) == (["data"] if extras else [])
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+        shutil.rmtree(out / "data", ignore_errors=True)
+
+
+def test_a_symlinked_out_takes_its_reports_and_shares_its_lock(tmp_path, capsys):
+    from faults import small_report
+
+    from ampcheck.report import load_report, write_report
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    for tag in ("a", "b"):  # a first report, then one that replaces it
+        with OutputDir(tmp_path / "link", "check") as held:
+            write_report(held.path, small_report(tag), {"tag": tag}, {}, html=False)
+    assert (tmp_path / "link").is_symlink() and load_report(real)[0]["dataset"]["tag"] == "b"
+    with OutputDir(real, "ampcheck check"), pytest.raises(BusyError, match="in use"):
+        with OutputDir(tmp_path / "link", "ampcheck check"):
+            pass
+
+
+def test_the_working_directory_as_out_is_never_swapped_away(tmp_path, monkeypatch):
+    from faults import small_report
+
+    from ampcheck.report import write_report
+
+    monkeypatch.chdir(tmp_path)
+    for tag in ("a", "b"):
+        with OutputDir(".", "check") as held:
+            write_report(held.path, small_report(tag), {"tag": tag}, {}, html=False)
+    assert Path.cwd().exists() and os.path.samefile(Path.cwd(), tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["dataset"]["tag"] == "b"
+
+
+def test_a_data_set_moved_aside_by_a_killed_generate_is_put_back(tmp_path):
+    out = tmp_path / "data"
+    aside = tmp_path / ".data.old-12345"  # generate() killed between its two renames
+    aside.mkdir()
+    (aside / "particles.mrcs").write_text("the user's data set")
+    temp = tmp_path / ".data.ab12cd_9"  # and its half-written new one
+    temp.mkdir()
+    with OutputDir(out, "ampcheck synth"):
+        pass
+    assert (out / "particles.mrcs").read_text() == "the user's data set"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 # ----------------------------------------------------------------------------- the right run
@@ -180,6 +257,11 @@ def test_resume_on_another_data_set_of_the_same_size_is_refused(tiny, tmp_path, 
                  "--epochs", "2", "--quiet"]) == 2
     one_error(capsys, "checkpoint.pt", "trained on another data set of 38 images of 32 px")
     assert (run / "checkpoint.pt").read_bytes() == before
+    assert (run / "run.json").read_text() == (tiny / "run" / "run.json").read_text()
+    open_run(run)  # still the complete, consistent run it was
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
+                 "--epochs", "0", "--quiet"]) == 2
+    one_error(capsys, "has 1 epochs already; asked for 0")
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
                  "--epochs", "2", "--quiet"]) == 0  # the positive control
 
@@ -310,3 +392,31 @@ def test_warnings_never_stand_beside_an_error_and_print_one_line_after_success(
     assert main(["report", str(tmp_path)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["ampcheck: warning: header says 7 Å/px but the CTF says 8"]
+
+
+def test_an_older_run_without_ids_stays_checkable_after_a_resume(tiny, tmp_path):
+    run = copy_run(tiny, tmp_path)
+    state = _state(tiny)
+    del state["run_id"], state["data"]["fingerprint"]  # as written before run ids existed
+    torch.save(state, run / "checkpoint.pt")
+    meta = json.loads((run / "run.json").read_text())
+    for key in ("run_id", "status"):
+        del meta[key]
+    (run / "run.json").write_text(json.dumps(meta))
+    open_run(run)
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
+                 "--quiet"]) == 0  # no epoch left to train: the checkpoint keeps no id
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    open_run(run)
+
+
+def test_a_damaged_optimiser_state_is_one_line_not_a_crash(tiny, tmp_path, capsys):
+    run = copy_run(tiny, tmp_path)
+    state = _state(tiny)
+    moments = state["optimizers"]["model"]["state"]
+    first = next(iter(moments))
+    moments[first]["exp_avg"] = torch.zeros(3)  # fused Adam would read past it
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
+                 "--epochs", "2", "--quiet"]) == 2
+    one_error(capsys, "checkpoint.pt", "optimiser state", "exp_avg")

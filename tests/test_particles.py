@@ -392,7 +392,8 @@ def test_seeds_out_of_range_are_argument_errors(data_dir, tmp_path, capsys, seed
         main([*_train(data_dir, tmp_path), "--seed", seed])
     assert exit_.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
-    assert f"argument --seed: expected an integer from 0 to {2**31 - 1}, got {seed}" in last
+    assert f"argument --seed: expected a seed, an integer from 0 to {2**31 - 1}, got {seed}" \
+        in last
     with pytest.raises(argparse.ArgumentTypeError, match="a seed, an integer from 0 to"):
         _argtypes.seed(seed)
     assert _argtypes.seed(str(2**31 - 1)) == 2**31 - 1

@@ -240,7 +240,7 @@ def test_exploding_loss_stops(tiny, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(encoder="huge"), "unknown encoder preset"),
+    (dict(encoder="huge"), "encoder must be one of"),
     (dict(zdim=0), "zdim must be a positive integer"),
     (dict(variant="teacher"), "variant must be one of"),
     (dict(model="gan"), "model must be one of"),

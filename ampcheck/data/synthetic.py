@@ -290,6 +290,14 @@ class SynthResult:
         return "\n".join(lines)
 
 
+def _ours(name: str) -> bool:
+    """An entry ampcheck keeps in any output folder (its lock, a leftover temporary file)."""
+    from ampcheck.files import is_temporary
+    from ampcheck.outdir import LOCK
+
+    return name == LOCK or is_temporary(name)
+
+
 def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: bool = False,
              star: bool = False, show_progress: bool = True) -> SynthResult:
     """Write a synthetic data set to the directory ``out`` (SPEC §2.1).
@@ -304,7 +312,7 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(not _ours(e.name) for e in out.iterdir()):
         if not force:
             raise InputError(f"{out}: directory exists and is not empty; choose another or "
                              "use --force to replace an ampcheck data set")
