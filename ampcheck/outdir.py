@@ -339,9 +339,13 @@ def staged(out: str | os.PathLike, replaces: Collection[str]) -> Iterator[Path]:
         yield stage
         for folder in [p for p in stage.rglob("*") if p.is_dir()] + [stage]:
             fsync(folder)  # every entry of the new report on disk before it appears
-        if whole and _swap(stage, out):
+        if whole and _whole(out, replaces) and _swap(stage, out):
             fsync(out.parent)
             (out / STAGE_MARKER).unlink()
+            for entry in stage.iterdir():  # anything that appeared since the check goes back
+                if entry.name not in replaces | {LOCK} and not is_temporary(entry.name) \
+                        and not (out / entry.name).exists():
+                    os.rename(entry, out / entry.name)
             shutil.rmtree(stage, ignore_errors=True)  # the old report
             return
         if whole:  # no atomic swap here after all: entry by entry, from a stage inside
