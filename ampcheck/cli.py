@@ -186,13 +186,10 @@ def _load_data(spec: str, model: str | None, source: str = "--data"):
 
 def _read_run(path: Path) -> dict:
     """A ``run.json`` of ``ampcheck train``, checked for the keys this module reads."""
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file; --run expects a directory written by "
-                         "`ampcheck train`") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not a run description of `ampcheck train` ({err})") from None
+    from .files import read_json
+
+    meta = read_json(path, "no such file; --run expects a directory written by `ampcheck "
+                           "train`", "a run description of `ampcheck train`")
     if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)
             and isinstance(meta.get("data"), str)):
         raise InputError(f"{path} is not a run description of `ampcheck train` (expected "

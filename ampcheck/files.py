@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import InputError, OutputError
 
-__all__ = ["fsync", "atomic_path", "write_json_atomic", "is_temporary", "output_error"]
+__all__ = ["fsync", "atomic_path", "read_json", "write_json_atomic", "is_temporary",
+           "output_error"]
 
 PathLike = str | os.PathLike
 
@@ -100,3 +101,14 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"  # fails before anything is written
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_json(path: PathLike, missing: str, what: str) -> Any:
+    """The JSON value in ``path``; :class:`~ampcheck.errors.InputError` naming it when it is
+    absent (``path: <missing>``) or not JSON (``path is not <what> (<why>)``)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {missing}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not {what} ({err})") from None

@@ -41,7 +41,7 @@ from matplotlib.lines import Line2D
 from . import __version__
 from .checks.result import CheckResult, result_keys
 from .errors import InputError
-from .files import atomic_path, write_json_atomic
+from .files import atomic_path, read_json, write_json_atomic
 from .outdir import staged
 
 REPORT_JSON = "report.json"
@@ -94,13 +94,8 @@ def load_report(out: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, np
     """
     out = Path(out)
     path = out / REPORT_JSON
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such report (run `ampcheck run` or `ampcheck check` "
-                         "with --out first)") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not valid JSON ({err})") from None
+    report = read_json(path, "no such report (run `ampcheck run` or `ampcheck check` with "
+                             "--out first)", "valid JSON")
     if not isinstance(report, dict) or not {"profile", "checks"} <= set(report):
         raise InputError(f"{path} is not an ampcheck report (expected the keys 'profile' and "
                          "'checks')")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mrc_header import set_header as _set_header  # tests/ is on the path
 
 from ampcheck.cryoem import io
 from ampcheck.cryoem.rotations import R_from_relion, random_rotations
@@ -654,16 +655,6 @@ def test_a_star_fixed_after_a_failed_read_is_read_afresh(tmp_path):
 # ----------------------------------------------------------------------------- issue 13
 
 
-def _set_header(path: Path, **fields) -> None:
-    """Write ``fields`` into an MRC file's header (numpy, with mrcfile's header layout)."""
-    from mrcfile.dtypes import HEADER_DTYPE
-
-    raw = bytearray(path.read_bytes())
-    header = np.frombuffer(bytes(raw[:1024]), dtype=HEADER_DTYPE).copy()
-    for name, value in fields.items():
-        header[name] = value
-    raw[:1024] = header.tobytes()
-    path.write_bytes(bytes(raw))
 
 
 @pytest.mark.parametrize("fields, found", [

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from mrc_header import set_header as _set_header  # tests/ is on the path
 from torch.utils.data import DataLoader
 
 from ampcheck.cryoem import io
@@ -334,16 +335,6 @@ def test_truth_given_as_arrays_is_checked_too(data_dir):
     assert set(ds.truth) == {"z_class", "extra"}
 
 
-def _set_header(path, **fields) -> None:
-    """Write ``fields`` into an MRC file's header (numpy, with mrcfile's header layout)."""
-    from mrcfile.dtypes import HEADER_DTYPE
-
-    raw = bytearray(path.read_bytes())
-    header = np.frombuffer(bytes(raw[:1024]), dtype=HEADER_DTYPE).copy()
-    for name, value in fields.items():
-        header[name] = value
-    raw[:1024] = header.tobytes()
-    path.write_bytes(bytes(raw))
 
 
 def test_a_corrupt_mrc_header_gives_one_line(data_dir, tmp_path, capsys):
