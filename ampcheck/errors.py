@@ -8,7 +8,7 @@ traceback. ``assert`` is kept for internal invariants only.
 from __future__ import annotations
 
 __all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError", "TrainingDiverged",
-           "OutputError", "BusyError"]
+           "OutputError", "BusyError", "first_line"]
 
 
 class AmpcheckError(Exception):
@@ -38,3 +38,9 @@ class OutputError(AmpcheckError, OSError):
 
 class BusyError(ConfigError):
     """Another ampcheck process is writing the same output directory (the message names it)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a library's error message (torch's carry C++ backtraces after it),
+    or the exception's type when it has no message."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, first_line
 
 __all__ = ["fsync", "atomic_path", "read_json", "write_json_atomic", "is_temporary",
            "output_error"]
@@ -56,7 +56,7 @@ def output_error(path: PathLike, err: BaseException) -> OutputError:
     if isinstance(err, OSError) and err.strerror:
         why = err.strerror[0].lower() + err.strerror[1:]
     else:  # torch's RuntimeError holds a C++ backtrace after its first line
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        why = first_line(err)
         if "enforce fail" in why or "file write failed" in why.lower():
             why = "the write failed (is the disk full or the file too large?)"
     return OutputError(f"cannot write {path}: {why}")

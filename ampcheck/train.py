@@ -35,7 +35,7 @@ from ._progress import progress
 from .data.fingerprint import fingerprint
 from .data.transforms import NoiseTwins, PermutationTwins
 from .distributed import World, setup
-from .errors import ConfigError, InputError, TrainingDiverged
+from .errors import ConfigError, InputError, TrainingDiverged, first_line
 from .files import atomic_path, output_error
 from .models.encoders import ENCODER_PRESETS
 from .models.table import TABLE_INITS, LatentTable
@@ -274,7 +274,7 @@ class TrainedModel:
     history: list[EpochRecord] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     run_id: str | None = None  # one training from its first epoch, kept by --resume
-    fingerprint: str | None = None  # of ``data`` (ampcheck.data.fingerprint)
+    fingerprint: str | None = None  # of ``data``, once computed (data_fingerprint)
 
     @property
     def beta(self) -> float:
@@ -390,13 +390,19 @@ class TrainedModel:
         return self.model.decode_volume(z, norm=self.data.norm)
 
     # ----------------------------------------------------------------- persistence
+    def data_fingerprint(self) -> str:
+        """The fingerprint of ``data`` (:mod:`ampcheck.data.fingerprint`), computed once."""
+        if self.fingerprint is None:
+            self.fingerprint = fingerprint(self.data)
+        return self.fingerprint
+
     def state(self, optimizers: dict | None = None, generator: torch.Generator | None = None
               ) -> dict:
         return {
             "format": 1,
             "config": asdict(self.config),
             "data": {"n": len(self.data), "D": int(self.data.D),
-                     "fingerprint": self.fingerprint},
+                     "fingerprint": self.data_fingerprint()},
             "run_id": self.run_id,
             "model": self.model.state_dict(),
             "table": None if self.table is None else self.table.state_dict(),
@@ -449,8 +455,8 @@ def _read_checkpoint(path) -> dict:
                          "file)") from None
     except (RuntimeError, OSError, ValueError, EOFError, AttributeError, KeyError,
             IndexError, TypeError, UnicodeDecodeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"{path}: not an ampcheck checkpoint ({first[:160]})") from None
+        raise InputError(f"{path}: not an ampcheck checkpoint ({first_line(err)[:160]})") \
+            from None
     if not isinstance(state, dict) or type(state.get("format")) is not int \
             or state["format"] != 1:
         raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
@@ -508,13 +514,15 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
     ``device`` (default: the config's)."""
     device = resolve_device(cfg.device) if device is None else device
     data = model_view(cfg, _capped(cfg, data))
-    n, prints = len(data), fingerprint(data)
+    n, prints = len(data), None  # the fingerprint: computed when a checkpoint needs it
     if state is not None:
         saved = state["data"]
         if (saved["n"], saved["D"]) != (n, int(data.D)):
             raise InputError(f"{source} was trained on {saved['n']} images of {saved['D']} px, "
                              f"not on this data set ({n} of {data.D} px)")
-        if saved.get("fingerprint") not in (None, prints):  # older checkpoints hold none
+        if saved.get("fingerprint") is not None:  # older checkpoints hold none
+            prints = fingerprint(data)
+        if saved.get("fingerprint") not in (None, prints):
             raise InputError(f"{source} was trained on another data set of {n} images of "
                              f"{data.D} px (the images, poses or CTF differ)")
     model = build_model(cfg, data)
@@ -640,9 +648,8 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                 o.load_state_dict(saved)
             gen.set_state(state["generator"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise InputError(f"{ckpt}: its optimiser state is missing or damaged "
-                             f"({first[:160]})") from None
+                             f"({first_line(err)[:160]})") from None
 
     if on_start is not None:
         on_start(run)
