@@ -1,11 +1,15 @@
-"""Repository-only test setup: hypothesis profiles, pytester and the shared ``ci`` data set.
+"""Repository-only test setup: hypothesis profiles, pytester, the GPU skip, the shared
+``ci`` data set and ``ampcheck_log`` (ampcheck's log records).
 
-Markers, the GPU skip and the ``--ampcheck-*`` options come from ampcheck's own pytest plugin
-(``ampcheck/plugin.py``, registered through the ``pytest11`` entry point).
+This repository's ``slow`` and ``gpu`` markers are registered in ``pyproject.toml``
+(``[tool.pytest.ini_options] markers``) and handled here, not by ampcheck's pytest plugin:
+the plugin is a guest in every project that installs ampcheck and acts on its own markers
+only (``cryoem``, ``mnist``, ``ampcheck_options``) and the ``--ampcheck-*`` options.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -29,3 +33,30 @@ def ci_set(tmp_path_factory):
     out = generate(tmp_path_factory.mktemp("ci") / "ci", SynthConfig.preset("ci"),
                    show_progress=False).out
     return ParticleDataset.from_dir(out)
+
+
+@pytest.fixture
+def ampcheck_log(caplog):
+    """``caplog`` at INFO for the ``ampcheck`` loggers, switched back on first: a test that
+    imported cryodrgn directly in this process ran its ``logging.config.dictConfig``, which
+    disables every logger that existed then (the adapter's own import keeps them on)."""
+    for name, lg in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("ampcheck") and isinstance(lg, logging.Logger):
+            lg.disabled = False
+    with caplog.at_level(logging.INFO, logger="ampcheck"):
+        yield caplog
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip this repository's ``gpu`` tests, with the reason, where CUDA is absent (torch is
+    imported only when such a test was collected)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is available here")
+    for item in gpu:
+        item.add_marker(skip)

@@ -28,7 +28,8 @@ _EXPORTS = {
     "check_vae": "ampcheck.checks",
     "CheckResult": "ampcheck.checks",
     "CHECKS": "ampcheck.checks",
-    "VAE": "ampcheck.checks",
+    "VAE": "ampcheck.contracts",
+    "Dataset": "ampcheck.contracts",
     "MnistDataset": "ampcheck.data.mnist",
     "keep_freed_memory": "ampcheck.allocator",
 }

@@ -21,10 +21,13 @@ import pytest
 from ._argtypes import device as _device
 from ._argtypes import threshold as _threshold
 from .baselines import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+from .kinds import BUDGETS
 
-BUDGETS = ("smoke", "standard", "medium", "full")
 FILE_KEYS = {"budget", "seed", "seeds", "device", "data", "thresholds", "models",
-             "baseline_dir", "tolerance"}
+             "baseline_dir", "tolerance", "options"}
+MODEL_KEYS = {"thresholds", "options"}
+#: Check options a TOML file cannot give (their values are Python objects).
+OBJECT_OPTIONS = {"mnist_data"}
 DEFAULTS = {"budget": "smoke", "seed": 0, "seeds": 1, "device": "auto", "data": "mnist"}
 
 
@@ -102,6 +105,8 @@ class AmpcheckSettings:
     model: str | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     model_thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    model_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     cli_thresholds: Mapping[str, float] = field(default_factory=dict)
     baseline_dir: Path = Path("ampcheck-baselines")
     tolerance: Tolerance = field(default_factory=Tolerance)
@@ -118,10 +123,21 @@ class AmpcheckSettings:
         return {**self.thresholds, **self.model_thresholds.get(model, {}),
                 **self.cli_thresholds}
 
+    def options_for(self, model: str) -> dict[str, Any]:
+        """Check options for ``model`` from the file: file-wide < per-model."""
+        return {**self.options, **self.model_options.get(model, {})}
+
+    @property
+    def models(self) -> set[str]:
+        """The model names that ``[tool.ampcheck.models."<name>"]`` configures."""
+        return set(self.model_thresholds) | set(self.model_options)
+
     def to_dict(self) -> dict[str, Any]:
         return {"budget": self.budget, "seeds": list(self.seed_list), "device": self.device,
                 "data": self.data, "model": self.model, "thresholds": dict(self.thresholds),
                 "model_thresholds": {k: dict(v) for k, v in self.model_thresholds.items()},
+                "options": dict(self.options),
+                "model_options": {k: dict(v) for k, v in self.model_options.items()},
                 "cli_thresholds": dict(self.cli_thresholds),
                 "baseline_dir": str(self.baseline_dir), "tolerance": self.tolerance.to_dict(),
                 "regen": self.regen}
@@ -168,6 +184,25 @@ def _check_names(names: Iterable[str], kind: str, where: str) -> None:
         if name not in known:
             raise pytest.UsageError(f"{where}: unknown {kind} {name!r}; expected one of "
                                     f"{', '.join(sorted(known))}")
+
+
+def check_options(options: Any, where: str, *, objects: bool = True) -> dict[str, Any]:
+    """``options`` as a dict, each name one of ``ampcheck.checks.OPTIONS`` (imported only when
+    there is a name to check); a UsageError naming the first unknown one and the known ones.
+    ``objects=False``: a source of plain values (a TOML file) cannot give a data set."""
+    if not isinstance(options, Mapping):
+        raise pytest.UsageError(f"{where} must be a table of check options, got {options!r}")
+    if not options:
+        return {}
+    from ampcheck.checks import OPTIONS
+
+    known = [k for k in OPTIONS if objects or k not in OBJECT_OPTIONS]
+    for name in options:
+        if name not in known:
+            hint = " (a data set, given from Python only)" if name in OPTIONS else ""
+            raise pytest.UsageError(f"{where}: unknown check option {name!r}{hint}; expected "
+                                    f"one of {', '.join(known)}")
+    return dict(options)
 
 
 def _tolerance(table: Any, where: str) -> Tolerance:
@@ -219,14 +254,18 @@ def resolve_settings(config: pytest.Config) -> AmpcheckSettings:
     models = table.get("models", {})
     if not isinstance(models, dict):
         raise pytest.UsageError(f"{where} models must be a table of model names")
-    model_thresholds = {}
+    model_thresholds, model_options = {}, {}
     for model, sub in models.items():
         w = f"{where} models.{model!r}"
-        if not isinstance(sub, dict) or set(sub) - {"thresholds"}:
-            raise pytest.UsageError(f"{w}: expected only a thresholds table, got "
+        if not isinstance(sub, dict) or set(sub) - MODEL_KEYS:
+            raise pytest.UsageError(f"{w}: expected a thresholds and/or an options table, got "
                                     f"{sorted(sub) if isinstance(sub, dict) else sub!r}")
         model_thresholds[model] = _numbers(sub.get("thresholds", {}), f"{w} thresholds")
         _check_names(model_thresholds[model], "threshold", f"{w} thresholds")
+        if "options" in sub:
+            model_options[model] = check_options(sub["options"], f"{w} options",
+                                                 objects=False)
+    file_options = check_options(table.get("options", {}), f"{where} options", objects=False)
     _check_names(file_thresholds, "threshold", f"{where} thresholds")
     cli_thresholds = dict(config.getoption("--ampcheck-threshold") or [])
     _check_names(cli_thresholds, "threshold", "--ampcheck-threshold")
@@ -241,6 +280,7 @@ def resolve_settings(config: pytest.Config) -> AmpcheckSettings:
         or bool(cli_thresholds)
     return AmpcheckSettings(
         **values, model=model, thresholds=file_thresholds, model_thresholds=model_thresholds,
+        options=file_options, model_options=model_options,
         cli_thresholds=cli_thresholds, baseline_dir=root / Path(baseline_dir).expanduser(),
         tolerance=_tolerance(table.get("tolerance", {}), f"{where} tolerance"),
         report=Path(report).resolve() if report else None, regen=regen, configured=configured)

@@ -1,7 +1,12 @@
-"""Progress reporting: a tqdm bar on a terminal, plain log lines otherwise (CI, files)."""
+"""Progress reporting: a tqdm bar on a terminal, log records otherwise (CI, files).
+
+Library code logs (``logging.getLogger(__name__)``) and configures no handler: where the
+records go is the application's choice (the ``ampcheck`` command line prints them on stderr).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -9,12 +14,15 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 
 def progress(items: Iterable[T], total: int, desc: str, unit: str = "it",
              enabled: bool = True) -> Iterator[T]:
-    """Yield ``items`` while showing progress on stderr.
+    """Yield ``items`` while showing progress.
 
-    On a terminal this is a tqdm bar; otherwise one line at every 10% so that logs stay short.
+    Where stderr is a terminal this is a tqdm bar; otherwise one INFO record at every 10% on
+    this module's logger, so that logs stay short.
     """
     if not enabled:
         yield from items
@@ -29,6 +37,6 @@ def progress(items: Iterable[T], total: int, desc: str, unit: str = "it",
         yield item
         if total and i / total >= next_mark - 1e-9:
             elapsed = time.perf_counter() - start
-            print(f"{desc}: {i}/{total} {unit} ({100 * i / total:.0f}%, {elapsed:.1f} s)",
-                  file=sys.stderr, flush=True)
+            logger.info("%s: %d/%d %s (%.0f%%, %.1f s)", desc, i, total, unit, 100 * i / total,
+                        elapsed)
             next_mark = (int(10 * i / total) + 1) / 10

@@ -3,14 +3,16 @@
 A baseline is ``<directory>/<model>/<check>.json``::
 
     {"check": "shift_invariance", "model": "my_vae", "budget": "smoke", "seeds": [0],
+     "options": {"shift_transforms": ["roll:1", "roll:3"]},
      "metrics": {"displacement": 0.83, ...},
      "tolerance": {"displacement": {"rtol": 0.1, "atol": 0.01}, ...}}
 
 A metric has drifted when ``|new - old| > atol + rtol * |old|`` (a metric that was finite and
 is now NaN, or the reverse, or that is gone, has drifted too). The tolerance is the one
 configured now (:class:`Tolerance`); the file records the one it was written with, for people
-reading a diff. A baseline made with another budget or other seeds measures something else
-and is not compared. Files are written atomically (a temporary file, then a rename).
+reading a diff. A baseline made with another budget, other seeds or other check options
+(``options``; absent in older files: none) measures something else and is not compared.
+Files are written atomically (a temporary file, then a rename).
 
 Importing this module does not import torch (the pytest plugin loads it).
 """
@@ -29,7 +31,7 @@ from typing import Any
 from .files import write_json_atomic
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "Tolerance", "baseline_path", "compare_baseline",
-           "write_baseline", "write_json_atomic"]
+           "plain_options", "write_baseline", "write_json_atomic"]
 
 DEFAULT_RTOL, DEFAULT_ATOL = 0.1, 0.01
 
@@ -60,26 +62,35 @@ def baseline_path(directory: str | os.PathLike, model: str, check: str) -> Path:
     return Path(directory) / safe / f"{check}.json"
 
 
+def plain_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check options as JSON values (a value JSON cannot hold, such as a data set, as its
+    ``repr``), so that a stored stamp compares equal to the same options given again."""
+    return json.loads(json.dumps(dict(options or {}), default=repr, sort_keys=True))
+
+
 def _value(metric: Any) -> float | None:
     return float(metric.value) if math.isfinite(metric.value) else None
 
 
-def write_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str) -> None:
-    """Store ``result``'s (a :class:`~ampcheck.checks.CheckResult`) metrics at ``path``."""
+def write_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str,
+                   options: Mapping[str, Any] | None = None) -> None:
+    """Store ``result``'s (a :class:`~ampcheck.checks.CheckResult`) metrics at ``path``, with
+    the budget, seeds and check ``options`` it was made with."""
     tol = {k: dict(zip(("rtol", "atol"), tolerance.of(result.check, k), strict=True))
            for k in result.metrics}
     write_json_atomic(path, {"check": result.check, "model": result.model, "budget": budget,
-                             "seeds": list(result.seeds),
+                             "seeds": list(result.seeds), "options": plain_options(options),
                              "metrics": {k: _value(m) for k, m in result.metrics.items()},
                              "tolerance": tol})
 
 
-def compare_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str
-                     ) -> tuple[str, list[str]]:
+def compare_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str,
+                     options: Mapping[str, Any] | None = None) -> tuple[str, list[str]]:
     """``(status, notes)`` of ``result`` against the baseline at ``path``.
 
     ``status`` is ``ok``, ``drift`` (the notes list each drifted metric: old, new and the
-    tolerance), ``new`` (no baseline yet) or ``skipped`` (made with another budget or seeds).
+    tolerance), ``new`` (no baseline yet) or ``skipped`` (made with another budget, seeds or
+    check options).
     An unreadable baseline counts as drift: a broken file must not pass silently.
     """
     if not path.is_file():
@@ -89,8 +100,9 @@ def compare_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str
         before_all = {str(k): v for k, v in old["metrics"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return "drift", [f"cannot read the baseline {path} ({type(e).__name__}: {e})"]
-    now_stamp = {"budget": budget, "seeds": list(result.seeds)}
-    made = {k: old.get(k, v) for k, v in now_stamp.items()}
+    now_stamp = {"budget": budget, "seeds": list(result.seeds),
+                 "options": plain_options(options)}
+    made = {k: old.get(k, {} if k == "options" else v) for k, v in now_stamp.items()}
     if made != now_stamp:
         return "skipped", [f"baseline {path} was made with {made}, this run is {now_stamp}: "
                            "not compared"]

@@ -1,6 +1,8 @@
 """The ``ampcheck`` command line.
 
-* ``ampcheck run``: the main job, every check on the embedded synthetic data set, with a report;
+* ``ampcheck run``: the main job, every check on the embedded synthetic data set (or on
+  ``--data DIR``, or on particles given as cryoDRGN's ``train_vae`` takes them: ``--particles``,
+  ``--poses``, ``--ctf``, ``--ind``, ``--datadir``), with a report;
 * ``ampcheck synth``: write a synthetic data set;
 * ``ampcheck train``: train one harness variant into a run directory (resumable);
 * ``ampcheck check``: run the checks on a run of ``ampcheck train`` or on a cryoDRGN model;
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 import time
 import warnings
@@ -79,6 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .outdir import OutputDir
     from .report import REPORT_PARTS
 
+    particles = _particle_spec(args)  # usage errors before any folder is made
     with OutputDir(args.out, "ampcheck run") as held:
         out = held.path
         if not args.data_only:  # refuse before any work
@@ -86,10 +90,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             resolve_device(args.device)
             _refuse_existing(out, REPORT_PARTS, args.force, " (the whole report is replaced)")
+        if particles is not None:
+            data = _open_particles(particles)
+            if args.data_only:
+                print(_describe(data))
+                return 0
+            return _run_battery(data, particles, out / REPORT_JSON, args)
         data_dir = Path(args.data) if args.data else _run_data(out / "data", args)
         if args.data_only:
             return 0
-        return _run_battery(data_dir, out / REPORT_JSON, args)
+        return _run_battery(None, data_dir, out / REPORT_JSON, args)
 
 
 def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
@@ -117,24 +127,31 @@ def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
     return data_dir
 
 
-def _run_battery(data_dir: Path, report: Path, args: argparse.Namespace) -> int:
-    """The main job's battery (:func:`~ampcheck.checks.main_battery`); print the amortization
-    profile and write the report."""
+def _run_battery(data, source: Path | dict, report: Path, args: argparse.Namespace) -> int:
+    """The main job's battery (:func:`~ampcheck.checks.main_battery`) on ``data`` (None: the
+    data set folder ``source``; else ``source`` is its :func:`_particle_spec`); print the
+    amortization profile and write the report."""
     from .checks import TrainingCache, main_battery
     from .data.particles import ParticleDataset
 
     start = time.perf_counter()
-    data = ParticleDataset.from_dir(data_dir)
+    if data is None:
+        data = ParticleDataset.from_dir(source)
     cache = TrainingCache(show_progress=not args.quiet)
     results = main_battery(data, budget=args.budget, seeds=args.seeds, device=args.device,
                            cache=cache)
-    _finish(report.parent, results, time.perf_counter() - start, _dataset(data, data_dir),
+    _finish(report.parent, results, time.perf_counter() - start, _dataset(data, source),
             {"budget": args.budget, "seeds": args.seeds, "trained": cache.summary()})
     return 0
 
 
 def _dataset(data, path) -> dict:
-    """What a report says of its data set: the manifest's summary when there is one."""
+    """What a report says of its data set: the manifest's summary when there is one; the
+    files it was read from when ``path`` is a :func:`_particle_spec`."""
+    if isinstance(path, dict):
+        return {"path": path["particles"], "n": len(data), "D": int(data.D),
+                "apix": getattr(data, "apix", None),
+                **{k: v for k, v in path.items() if k != "particles"}}
     manifest = Path(path) / "manifest.json" if path is not None else None
     summary = {"path": str(path) if path is not None else repr(data), "n": len(data),
                "D": int(data.D), "apix": getattr(data, "apix", None)}
@@ -165,21 +182,104 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
 RUN_JSON = "run.json"
 
 
-def _load_data(spec: str, model: str | None, source: str = "--data"):
-    """``(data, family)``: ``mnist`` (the offline digits or $AMPCHECK_MNIST) or a data set
-    directory (``ampcheck synth``'s layout, or particles with poses and CTF). ``source`` names
-    where ``spec`` and ``model`` came from, for messages."""
-    if spec == "mnist":
+#: The options that give particles as cryoDRGN's ``train_vae`` takes them, beside
+#: ``--particles`` (the ``dest`` of each; the option is ``--`` + it).
+PARTICLE_OPTIONS = ("poses", "ctf", "ind", "datadir")
+
+
+def _add_particle_options(p: argparse.ArgumentParser) -> None:
+    """``--particles`` with ``--poses``, ``--ctf``, ``--ind`` and ``--datadir``: the inputs of
+    ``cryodrgn train_vae``, for data that are not in a data set folder of ``--data``."""
+    g = p.add_argument_group(
+        "particles as cryoDRGN's train_vae takes them (instead of --data; no ground truth "
+        "needed: the checks that need it are listed as SKIP)")
+    g.add_argument("--particles", metavar="STACK",
+                   help="the images: a .mrcs/.mrc stack, a .txt list of stacks (relative to the "
+                        "list's folder), or a RELION .star (3.0, or 3.1 with data_optics), which "
+                        "also gives the poses and CTF")
+    g.add_argument("--poses", metavar="PKL", help="poses .pkl, (rot (N,3,3), trans (N,2)) in "
+                                                  "fractions of the box (cryoDRGN's pose.pkl); "
+                                                  "overrides a .star's")
+    g.add_argument("--ctf", metavar="PKL", help="CTF .pkl, (N, 9) (cryoDRGN's ctf.pkl); "
+                                                "overrides a .star's")
+    g.add_argument("--ind", metavar="PKL",
+                   help="use only these images: a .pkl of 0-based indices into the stack "
+                        "(cryoDRGN's --ind); poses and CTF of the whole stack are filtered too")
+    g.add_argument("--datadir", metavar="DIR",
+                   help="where the stacks named by a .star live (cryoDRGN's --datadir; "
+                        "default: the .star's folder)")
+
+
+def _particle_spec(args: argparse.Namespace) -> dict | None:
+    """The particle files the command was given (``--particles`` and its companions), as
+    absolute paths (a run records them in ``run.json`` for ``check --run``); None without
+    ``--particles``. Combinations that cannot mean anything are usage errors."""
+    import os
+
+    companions = [f"--{o}" for o in PARTICLE_OPTIONS if getattr(args, o, None) is not None]
+    if getattr(args, "particles", None) is None:
+        if companions:
+            raise ConfigError(f"{', '.join(companions)} given without --particles STACK; they "
+                              "describe the particles of --particles (a --data DIR folder has "
+                              "its own poses.pkl and ctf.pkl)")
+        return None
+    if getattr(args, "data", None) is not None:
+        raise ConfigError(f"give either --data {args.data} or --particles {args.particles} "
+                          "(with --poses, --ctf, --ind, --datadir), not both")
+    spec = {"particles": os.path.abspath(args.particles)}
+    for name in PARTICLE_OPTIONS:
+        value = getattr(args, name)
+        spec[name] = None if value is None else os.path.abspath(value)
+    return spec
+
+
+def _open_particles(spec: dict, source: str = "--particles"):
+    """The :class:`ParticleDataset` of a :func:`_particle_spec`, with poses (the decoder
+    renders each image at its pose, so training needs them); ``source`` names where the spec
+    came from, for messages."""
+    from .data.particles import ParticleDataset
+
+    data = ParticleDataset.from_files(spec["particles"], poses=spec.get("poses"),
+                                      ctf=spec.get("ctf"), ind=spec.get("ind"),
+                                      datadir=spec.get("datadir"))
+    if data.rot is None:
+        raise InputError(f"{spec['particles']}: no poses (a {Path(spec['particles']).suffix} "
+                         f"holds none); give --poses PKL, the pose of every image: training "
+                         f"renders each image at its pose" + (
+                             "" if source == "--particles" else f" (from {source})"))
+    return data
+
+
+def _describe(data) -> str:
+    """One line about a particle data set: what ``run --data-only`` prints."""
+    parts = [p for p, a in (("poses", data.rot), ("CTF", data.ctf)) if a is not None]
+    return (f"Particles {data.stack.path}: {len(data)} images of {data.D} x {data.D} px at "
+            f"{data.apix if data.apix is not None else '?'} Å/px, with "
+            f"{' and '.join(parts)}; ground truth: "
+            f"{', '.join(sorted(data.truth)) if data.truth else 'none'}")
+
+
+def _load_data(spec: str | dict, model: str | None, source: str = "--data"):
+    """``(data, family)``: ``mnist`` (the offline digits or $AMPCHECK_MNIST), a data set
+    directory (``ampcheck synth``'s layout, or particles with poses and CTF), or a
+    :func:`_particle_spec` (a dict). ``source`` names where ``spec`` and ``model`` came from,
+    for messages."""
+    if isinstance(spec, dict):
+        data, family = _open_particles(spec, source), "cryoem"
+        shown, option = spec["particles"], "--particles"
+    elif spec == "mnist":
         from .data.mnist import MnistDataset
 
-        data, family = MnistDataset.load(), "mnist"
+        data, family, shown, option = MnistDataset.load(), "mnist", spec, "--data"
     else:
         from .data.particles import ParticleDataset
 
         data, family = ParticleDataset.from_dir(spec), "cryoem"
+        shown, option = spec, "--data"
     if model is not None and model != family:
-        what = (f"--model {model} does not match --data {spec}" if source == "--data"
-                else f"{source} describes a {model} model trained on {spec}")
+        what = (f"--model {model} does not match {option} {shown}"
+                if source in ("--data", "--particles")
+                else f"{source} describes a {model} model trained on {shown}")
         raise ConfigError(f"{what} (a {family} data set)")
     return data, family
 
@@ -190,8 +290,11 @@ def _read_run(path: Path) -> dict:
 
     meta = read_json(path, "no such file; --run expects a directory written by `ampcheck "
                            "train`", "a run description of `ampcheck train`")
+    data = meta.get("data") if isinstance(meta, dict) else None
+    particles = isinstance(data, dict) and isinstance(data.get("particles"), str) and all(
+        isinstance(data.get(k), str | None) for k in PARTICLE_OPTIONS)
     if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)
-            and isinstance(meta.get("data"), str)):
+            and (isinstance(data, str) or particles)):
         raise InputError(f"{path} is not a run description of `ampcheck train` (expected "
                          "'data' and 'config')")
     return meta
@@ -199,7 +302,11 @@ def _read_run(path: Path) -> dict:
 
 def _train_meta(args: argparse.Namespace, cfg, run_id: str, status: str,
                 history=()) -> dict:
-    return {"data": args.data if args.data == "mnist" else str(Path(args.data).resolve()),
+    """``run.json``: ``data`` is ``mnist``, a data set folder, or the particle files of
+    :func:`_particle_spec` (a dict of absolute paths)."""
+    data = (args.particle_spec if args.particle_spec is not None
+            else args.data if args.data == "mnist" else str(Path(args.data).resolve()))
+    return {"data": data,
             "budget": args.budget, "config": asdict(cfg), "run_id": run_id, "status": status,
             "history": [asdict(r) for r in history]}
 
@@ -212,6 +319,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .outdir import OutputDir
 
+    if args.data is None and args.particles is None:
+        raise ConfigError("give --data DIR|mnist (a data set folder) or --particles STACK (with "
+                          "--poses, --ctf, --ind, --datadir as for cryodrgn train_vae)")
+    args.particle_spec = _particle_spec(args)
     main_rank = os.environ.get("RANK", "0") == "0"
     held = OutputDir(args.out, "ampcheck train") if main_rank else contextlib.nullcontext()
     with held:
@@ -238,7 +349,8 @@ def _train_into(out: Path, args: argparse.Namespace, new_id: str, main_rank: boo
         run_id = _read_run(meta_path).get("run_id") or new_id
     elif args.resume and ckpt.exists():
         run_id = None  # an older run: the checkpoint's own id, or a new one
-    data, family = _load_data(args.data, args.model)
+    data, family = _load_data(args.particle_spec or args.data, args.model,
+                              "--particles" if args.particle_spec else "--data")
     overrides = {"model": family, "variant": args.variant, "seed": args.seed,
                  "device": args.device, "amp": args.amp}
     if args.encoder is not None:
@@ -283,6 +395,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if (args.run is None) == (args.cryodrgn is None):
         raise ConfigError("give either --run RUN (a run of `ampcheck train`) or --cryodrgn DIR "
                           "(a cryoDRGN train_vae directory)")
+    data_options = [f"--{o.replace('_', '-')}" for o in ("particles", "poses", "ctf", "truth",
+                                                        "heldout_ind", "epoch")
+                    if getattr(args, o, None) is not None]
+    if args.run is not None and data_options:
+        raise ConfigError(f"{', '.join(data_options)} given with --run: they describe the data "
+                          "of a --cryodrgn run; a run of `ampcheck train` is checked on the data "
+                          "it was trained on, recorded in its run.json")
     checks = resolve_checks(args.checks) if args.checks is not None else None
     thresholds = dict(args.threshold)
     resolve_thresholds(thresholds)  # unknown names and bad values fail before any work
@@ -400,10 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="the main job: every check on the embedded synthetic data",
-                         description="Generate the embedded synthetic data set (ci size by "
-                                     "default), train every variant the checks need, run every "
-                                     "check and the MNIST control, print the amortization "
-                                     "profile and write OUT/report.json.")
+                         description="Generate the embedded synthetic data set (standard size "
+                                     "by default; or take --data DIR, or --particles), train "
+                                     "every variant the checks need, run every check and the "
+                                     "MNIST control, print the amortization profile and write "
+                                     "OUT/report.json.")
     run.add_argument("--out", default="ampcheck-out", help="output directory (default "
                                                           "./ampcheck-out)")
     run.add_argument("--force", action="store_true", help="replace existing outputs")
@@ -419,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an existing data set directory to check on, instead of generating "
                           "the embedded one in OUT/data")
     run.add_argument("--data-only", action="store_true",
-                     help="only generate (or reuse) the data set and summarise it")
+                     help="only generate (or reuse) the data set and summarise it; with "
+                          "--particles: only read and check the particle files")
+    _add_particle_options(run)
     _add_synth_options(run, "standard")
     run.set_defaults(func=_cmd_run)
 
@@ -454,8 +576,9 @@ def _add_train_parser(sub) -> None:
                        description="Train a cryo-EM (or MNIST) VAE, lookup table or evil twin on "
                                    "the training split that the checks use; OUT gets "
                                    "checkpoint.pt (after every epoch, atomically) and run.json.")
-    p.add_argument("--data", required=True, metavar="DIR|mnist",
-                   help="a data set directory (e.g. from `ampcheck synth`), or 'mnist'")
+    p.add_argument("--data", metavar="DIR|mnist",
+                   help="a data set directory (e.g. from `ampcheck synth`), or 'mnist'; or give "
+                        "--particles")
     p.add_argument("--out", required=True, metavar="RUN", help="the run directory")
     p.add_argument("--model", choices=["cryoem", "mnist"],
                    help="model family (default: from the data)")
@@ -477,6 +600,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN's checkpoint")
     p.add_argument("--force", action="store_true", help="train again over an existing RUN")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_particle_options(p)
     p.set_defaults(func=_cmd_train)
 
 
@@ -540,6 +664,26 @@ def _show(caught) -> None:
             print(line, file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _log_to_stderr():
+    """Show the library's log lines (training epochs, progress without a terminal) on stderr
+    as plain lines, for this command only: the library logs and never configures logging,
+    and a handler installed per call does not pile up when ``main`` runs in-process."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("ampcheck")
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # once, even where the application logs to the root logger too
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
 def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -558,7 +702,7 @@ def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
                               f"{args.command}` as a single process")
         if owns_process and args.command in ("run", "train", "check"):
             _set_malloc(os.environ.get("AMPCHECK_MALLOC", "keep"))
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _log_to_stderr():
             warnings.simplefilter("default")
             status = args.func(args)
         _show(caught)  # after success only: an error is one line, nothing beside it

@@ -35,6 +35,7 @@ from scipy.spatial.distance import cdist, pdist
 
 from .cryoem.fft import fft3_center
 from .errors import InputError
+from .results import centred, centred_interval
 
 __all__ = [
     "direction", "Interval", "bootstrap",
@@ -424,11 +425,12 @@ def cluster_ami(mu: np.ndarray, labels: np.ndarray, *, n_clusters: int | None = 
 # ---------------------------------------------------------------------------- uncertainty
 @dataclass(frozen=True)
 class Interval:
-    """A statistic with a bootstrap percentile interval.
+    """A statistic with its resampling interval.
 
-    ``value``: the statistic on all the data; ``lo, hi``: the interval (nan when no replicate
-    was finite); ``samples``: the bootstrap replicates ``(n_boot,)`` (left out of ``==`` and of
-    ``repr``).
+    ``value``: the statistic on all the data; ``lo, hi``: the interval, which always holds
+    ``value`` (nan when ``value`` or every replicate is not finite); ``samples``: the
+    replicates ``(n_boot,)``, re-centred on ``value`` (see :func:`bootstrap`; left out of
+    ``==`` and of ``repr``).
     """
 
     value: float
@@ -444,22 +446,31 @@ class Interval:
 
 def bootstrap(stat: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000,
               level: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap of ``stat``, a function of an index array into ``n`` items.
+    """Half-sampling interval of ``stat``, a function of an index array into ``n`` items.
 
-    ``value = stat(np.arange(n))``; each of ``n_boot`` replicates is ``stat(b)`` for ``b`` drawn
-    with replacement from ``range(n)`` by ``np.random.default_rng(seed)``; ``lo, hi`` are the
-    ``(1 ± level) / 2`` percentiles of the replicates, nan replicates ignored.
+    ``value = stat(np.arange(n))``. Each of ``n_boot`` replicates is ``stat(b)`` on ``n // 2``
+    items drawn *without* replacement (``np.random.default_rng(seed)``). Drawing half the
+    items without replacement gives a mean the same sampling variance as the mean of all
+    ``n`` (the finite-population correction ``1 - m/n`` is ``1/2`` at ``m = n/2``), and, unlike
+    the with-replacement bootstrap, never shows a statistic the same item twice: statistics
+    that count neighbours, clusters or folds (k-NN and cross-validated R², adjusted mutual
+    information) are biased by duplicates, and their percentile intervals then missed their own
+    value (an AMI of −0.006 with the interval [0.031, 0.098]). What bias is left (a statistic
+    on half the items) is removed by centring the replicates on ``value``
+    (:func:`centred`); ``lo, hi`` are their ``(1 ± level) / 2`` quantiles, so the interval
+    always holds ``value``. With one item there is nothing to resample: ``lo = hi = value``.
+    NaN replicates are ignored (and kept as NaN in ``samples``).
     """
     if n < 1 or n_boot < 1:
         raise InputError(f"bootstrap needs n >= 1 and n_boot >= 1, got n={n}, n_boot={n_boot}")
     if not 0 < level < 1:
         raise InputError(f"level must lie strictly between 0 and 1, got {level}")
     value = float(stat(np.arange(n)))
+    if n == 1:
+        return Interval(value, value, value, np.full(n_boot, value))
     rng = np.random.default_rng(seed)
-    samples = np.array([float(stat(rng.integers(0, n, size=n))) for _ in range(n_boot)])
-    ok = samples[~np.isnan(samples)]
-    if ok.size == 0:
-        lo = hi = float("nan")
-    else:
-        lo, hi = (float(q) for q in np.percentile(ok, [50 * (1 - level), 50 * (1 + level)]))
+    m = n // 2
+    raw = np.array([float(stat(np.sort(rng.permutation(n)[:m]))) for _ in range(n_boot)])
+    samples = centred(value, raw)
+    lo, hi = centred_interval(value, samples, level)
     return Interval(value, lo, hi, samples)

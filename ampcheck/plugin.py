@@ -1,17 +1,24 @@
 """ampcheck's pytest plugin (entry point ``pytest11``): markers, options, fixtures, reports.
 
-Hooks and thin fixtures only; everything heavy (torch, the checks, the data) is imported when
-a test first asks for it, so that loading the plugin costs nothing.
+Hooks and thin fixtures only (the options and ``[tool.ampcheck]`` are read in
+``ampcheck._plugin_config``, the session state and the check runner live in
+``ampcheck._plugin_session``, the records, summary and report in ``ampcheck._plugin_records``);
+everything heavy (torch, the checks, the data) is imported when a test first asks for it, so
+that loading the plugin costs nothing.
 
-Markers: ``cryoem``, ``mnist``, ``gpu`` (skipped, with the reason, where CUDA is absent) and
-``slow``.
+The plugin is a guest in every project that installs ampcheck: it registers and acts on its
+own markers only, ``cryoem`` and ``mnist`` (the tests ``parametrize_with_checks`` and
+``--ampcheck-model`` generate carry the marker of their data kind, so ``pytest -m cryoem``
+selects them) and ``ampcheck_options(**options)`` (check options for the checks a test
+runs), and touches no test it did not make.
 
 Fixtures:
 
-* ``ampcheck_check``: ``ampcheck_check.run(model, check, *, data=None, expected=None)`` runs
-  one check with the session's settings and cache, records it (test report section "ampcheck
-  metrics", terminal summary, ``--ampcheck-report``), compares it with its stored baseline and
-  fails the test unless the verdict is PASS (or ``expected``); a check that does not apply to
+* ``ampcheck_check``: ``ampcheck_check.run(model, check, *, data=None, expected=None,
+  options=None)`` runs one check with the session's settings and cache, records it (test
+  report section "ampcheck metrics", junitxml properties, terminal summary,
+  ``--ampcheck-report``), compares it with its stored baseline and fails the test unless the
+  verdict is PASS (or ``expected``) and no metric drifted; a check that does not apply to
   the model or the data (a ``SKIP`` result) skips the test with its reason, and is neither
   recorded nor compared with a baseline;
 * ``ampcheck_case``: one ``(model, check)`` case per applicable check of the model that
@@ -31,8 +38,12 @@ Configuration: the ``--ampcheck-*`` options and ``[tool.ampcheck]`` in the rootd
     baseline_dir = "ampcheck-baselines"
     [tool.ampcheck.thresholds]
     shift_invariance = 0.3
+    [tool.ampcheck.options]     # check options (ampcheck.checks.OPTIONS)
+    shift_transforms = ["roll:1", "roll:3"]
     [tool.ampcheck.models."my_vae".thresholds]
     shift_invariance = 0.5
+    [tool.ampcheck.models."my_vae".options]
+    rotation_transforms = ["rot90:1", "rot90:2"]
     [tool.ampcheck.tolerance]   # baseline drift allowed: atol + rtol * |old|
     rtol = 0.1
     atol = 0.01
@@ -47,316 +58,93 @@ Precedence, highest first:
 * budget, seed, seeds, device, data: the command line > ``[tool.ampcheck]`` > the defaults
   (smoke, 0, 1, auto, mnist); a data directory on the command line is relative to the
   current directory, in the file to the rootdir;
+* check options: ``ampcheck_check.run(options=...)`` > the test's ``ampcheck_options``
+  marker > ``parametrize_with_checks(options=...)`` > ``[tool.ampcheck.models."<model>".
+  options]`` > ``[tool.ampcheck] options`` > the check's defaults;
 * baseline tolerance: a ``"check.metric"`` key > ``rtol``/``atol`` > the defaults (0.1, 0.01).
 
-Unknown keys, thresholds and check names are usage errors.
+Unknown keys, thresholds, check options and check names are usage errors. So is a model name
+under ``[tool.ampcheck.models]`` that no collected case (``parametrize_with_checks``,
+``--ampcheck-model``) has; that is decided when collection ends, and only when every ampcheck
+test collected is such a case and no path narrowed the collection: a test that calls
+``ampcheck_check.run`` on a model of its own names it only when it runs, so then the terminal
+summary lists the configured models that no check of the session used instead.
 
 Baselines: ``<baseline_dir>/<model>/<check>.json`` holds the metrics of the last
 ``--ampcheck-regen`` run. Without that option a test fails when a metric drifts beyond
 ``atol + rtol * |old|`` (the configured tolerance; the file records the one it was written
-with); a baseline made with another budget or seeds is not compared, and a missing one is
-reported, not failed.
+with), whatever the verdict: an expected failure (xfail) whose metrics drifted is reported as
+failed, not xfailed, since a regression check must see the change; a baseline made with
+another budget, seeds or check options is not compared, and a missing one is reported, not
+failed.
+
+Results travel on the test reports (the attribute ``ampcheck_records``, plain JSON values),
+so pytest-xdist's controller sees every worker's: it alone prints the summary and writes
+``--ampcheck-report`` (the ``report.json`` schema of :func:`ampcheck.report.report_document`,
+without arrays). Each check adds the junitxml properties ``ampcheck.<model>.<check>.<field>``
+(verdict, metric, value, interval, threshold, baseline). Training is timed apart: each model
+trained in the session (a factory's call per seed, or a run ampcheck trains) is one line of
+the summary and one ``runs.trained`` entry of the report, charged to the test that first
+needed it.
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ._plugin_config import AmpcheckSettings, add_options, resolve_settings
-from .baselines import baseline_path, compare_baseline, write_baseline, write_json_atomic
+from ._plugin_config import AmpcheckSettings, add_options, check_options, resolve_settings
+from ._plugin_records import RECORDS, SENT, ReportMerger, section, session_report, write_summary
+from ._plugin_records import REPORT_CHECK_FIELDS as REPORT_CHECK_FIELDS
+from ._plugin_session import (
+    OPTIONS_MARKER,
+    SESSION,
+    AmpcheckSession,
+    CheckRunner,
+    item_cases,
+    load_model_factory,
+    model_cases,
+    session_kind,
+    session_of,
+)
 
 __all__ = ["AmpcheckSettings", "CheckRunner", "load_model_factory"]
 
 MARKERS = {
-    "cryoem": "cryo-EM checks and harnesses (train models; smoke budget unless told otherwise)",
-    "mnist": "MNIST-VAE control checks",
-    "gpu": "needs a CUDA device (skipped with a reason where there is none)",
-    "slow": "paper-scale or long runs",
+    "cryoem": "cryo-EM amortization checks (ampcheck marks the tests it generates on "
+              "particle data)",
+    "mnist": "MNIST amortization checks (ampcheck marks the tests it generates on digits)",
+    f"{OPTIONS_MARKER}(**options)": "check options (ampcheck.checks.OPTIONS) for the "
+                                    "ampcheck checks this test runs",
 }
 
 
-# ---------------------------------------------------------------------------- session state
-@dataclass
-class Record:
-    """One check result of the session, where it came from and its baseline comparison."""
-
-    nodeid: str
-    result: Any  # CheckResult
-    baseline: str  # ok | drift | new | written | skipped
-    notes: list[str]
-
-
-class AmpcheckSession:
-    """What the plugin keeps for a session: settings, cache, data, subjects and results."""
-
-    def __init__(self, config: pytest.Config, settings: AmpcheckSettings):
-        self.config, self.settings = config, settings
-        self.records: list[Record] = []
-        self._cache = None
-        self._data = None
-        self._subjects: dict[tuple, Any] = {}
-        self.cases: list[Any] = []  # the --ampcheck-model cases
-
-    @property
-    def cache(self):
-        if self._cache is None:
-            from ampcheck.checks import TrainingCache
-
-            self._cache = TrainingCache()
-        return self._cache
-
-    @property
-    def data(self):
-        if self._data is None:
-            self._data = _load_data(self.settings.data, self.config)
-        return self._data
-
-    def subject(self, model: Any, data: Any = None, name: str | None = None):
-        """The :class:`~ampcheck.checks.Subject` of ``model`` on ``data`` (default: the
-        session's), made once per session so that a user's factory trains once for all the
-        checks of its model. A model trained elsewhere is checked with the first seed only."""
-        from ampcheck.checks import subject_from
-        from ampcheck.testing import model_name
-
-        data = self.data if data is None else data
-        name = name or model_name(model)  # the name subject_from would derive
-        try:
-            hash(model)
-            model_key: Any = model
-        except TypeError:
-            model_key = id(model)
-        key = (model_key, id(data), name)
-        if key not in self._subjects:
-            s = self.settings
-            trained = hasattr(model, "encode") and hasattr(model, "recon_loss")
-            subject = subject_from(model, data, budget=s.budget,
-                                   seeds=s.seed_list[:1] if trained else s.seed_list,
-                                   device=s.device, name=name, cache=self.cache)
-            self._subjects[key] = (subject, model, data)  # the references keep the ids valid
-        return self._subjects[key][0]
-
-    def run(self, model: Any, check: str, data: Any = None, name: str | None = None):
-        """``(subject, CheckResult)`` of ``check`` on ``model`` with the session's settings.
-
-        A check that does not apply to the model, or to the data (a ``SKIP`` result, such as
-        held-out generalisation on data without ground truth), skips the test with its reason;
-        it is never recorded, so no baseline is written or compared for it.
-        """
-        from ampcheck import checks as C
-
-        (check,) = C.resolve_checks([check])
-        subject = self.subject(model, data, name)
-        thresholds = C.resolve_thresholds(self.settings.thresholds_for(subject.name))
-        settings = C.settings_for(self.settings.budget, thresholds)
-        (result,) = C.run_checks(subject, [check], settings)
-        if result.verdict == "SKIP":
-            pytest.skip(f"{check} does not apply to {subject.name}: {result.explanation}")
-        return subject, result
-
-
-def _load_data(spec: str, config: pytest.Config):
-    """The data set named by ``--ampcheck-data`` / ``data``: MNIST (or its offline stand-in),
-    the ``ci`` synthetic set (generated once into pytest's cache), or a particle directory."""
-    if spec == "mnist":
-        from ampcheck.data.mnist import MnistDataset
-
-        return MnistDataset.load()
-    from ampcheck.data.particles import ParticleDataset
-
-    if spec != "synthetic":
-        return ParticleDataset.from_dir(spec)
-    import hashlib
-
-    from ampcheck.data.synthetic import SynthConfig, generate
-
-    cfg = SynthConfig.preset("ci")
-    tag = hashlib.sha1(repr(cfg).encode()).hexdigest()[:12]
-    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
-    if cache is not None:
-        parent = cache.mkdir("ampcheck")
-    else:  # pytest's temporary directories (it keeps the last few), else the system's
-        factory = getattr(config, "_tmp_path_factory", None)
-        parent = factory.mktemp("ampcheck") if factory else Path(tempfile.mkdtemp())
-    out = parent / f"synthetic-ci-{tag}"
-    if not (out / "manifest.json").is_file():
-        generate(out, cfg, force=out.exists(), show_progress=False)
-    return ParticleDataset.from_dir(out)
-
-
-# ---------------------------------------------------------------------------- --ampcheck-model
-def load_model_factory(spec: str, rootdir: Path) -> tuple[Any, Any]:
-    """Import ``module:factory``, call ``factory()`` and return ``(model, data or None)``.
-
-    Raises :class:`pytest.UsageError` naming the factory when it cannot be imported, is not
-    callable, fails, or returns something that is not a model.
-    """
-    import importlib
-
-    from ampcheck.checks import validate_vae
-    from ampcheck.errors import AmpcheckError
-    from ampcheck.train import TrainConfig
-
-    where = f"--ampcheck-model {spec}"
-    module_name, _, attr = spec.partition(":")
-    added = str(rootdir) not in sys.path
-    if added:
-        sys.path.insert(0, str(rootdir))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise pytest.UsageError(f"{where}: cannot import module {module_name!r} "
-                                f"({type(e).__name__}: {e})") from None
-    finally:
-        if added:
-            sys.path.remove(str(rootdir))
-    factory: Any = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise pytest.UsageError(f"{where}: module {module_name!r} has no attribute "
-                                    f"{attr!r}; expected a function that returns a model")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise pytest.UsageError(f"{where}: {attr} is a {type(factory).__name__}, not a "
-                                "function; expected a function that takes no arguments")
-    try:
-        out = factory()
-    except Exception as e:
-        raise pytest.UsageError(f"{where}: {attr}() raised {type(e).__name__}: {e}") from e
-    model, data = out if isinstance(out, tuple) and len(out) == 2 else (out, None)
-    expected = ("expected a model (a preset name, a TrainConfig, a factory (train_data, seed) "
-                "-> VAE, or a VAE with encode and recon_loss), or a tuple (model, data)")
-    if model is None:
-        raise pytest.UsageError(f"{where}: {attr}() returned None; {expected}")
-    factory_like = callable(model) and not any(
-        hasattr(model, a) for a in ("encode", "recon_loss", "parameters"))
-    if not isinstance(model, str | TrainConfig) and not factory_like:
-        try:
-            validate_vae(model, f"the model {attr}() returned")
-        except AmpcheckError as e:
-            raise pytest.UsageError(f"{where}: {e}") from None
-    return model, data
-
-
-def _model_cases(session: AmpcheckSession) -> list[Any]:
-    """One :class:`~ampcheck.testing.Case` per check that applies to the factory's model."""
-    from ampcheck.checks import CHECKS, DEFAULT_CHECKS
-    from ampcheck.errors import AmpcheckError
-    from ampcheck.testing import Case
-
-    model, data = load_model_factory(session.settings.model, Path(session.config.rootpath))
-    try:
-        subject = session.subject(model, data)
-    except AmpcheckError as e:
-        raise pytest.UsageError(f"--ampcheck-model {session.settings.model}: {e}") from None
-    return [Case(subject.name, model, check, data) for check in DEFAULT_CHECKS
-            if CHECKS[check].applies_to(subject)]
-
-
 # ---------------------------------------------------------------------------- fixtures
-_SESSION = pytest.StashKey[AmpcheckSession]()
-_RECORDS = pytest.StashKey[list]()
-
-
-def _session(config: pytest.Config) -> AmpcheckSession:
-    return config.stash[_SESSION]
-
-
-class CheckRunner:
-    """The ``ampcheck_check`` fixture: runs checks for one test and records them."""
-
-    def __init__(self, session: AmpcheckSession, node: pytest.Item):
-        from ampcheck.testing import Case
-
-        self._session, self._node = session, node
-        params = getattr(getattr(node, "callspec", None), "params", {})
-        self._cases = [p for p in params.values() if isinstance(p, Case)]
-
-    def run(self, model: Any, check: str | None = None, *, data: Any = None,
-            expected: str | Iterable[str] | None = None, name: str | None = None):
-        """Run ``check`` on ``model`` and fail the test unless the verdict is PASS (skip it,
-        with the reason, when the check does not apply: a ``SKIP`` result).
-
-        Args:
-            model: anything :func:`ampcheck.checks.check_vae` accepts, or a
-                :class:`~ampcheck.testing.Case` (then ``check``, ``data`` and ``name`` come
-                from it).
-            check: a check name (``ampcheck.checks.CHECKS``).
-            data: the data set (default: the session's, ``ampcheck_data``).
-            expected: the verdict(s) that pass the test (default ``"PASS"``), e.g. ``"FAIL"``
-                for a negative control.
-            name: the model's name in results, thresholds and baselines (default: the name
-                of the test's case when ``model`` is its model, else derived from the model).
-
-        Returns:
-            The :class:`~ampcheck.checks.CheckResult`.
-        """
-        __tracebackhide__ = True
-        from ampcheck.errors import AmpcheckError
-        from ampcheck.testing import Case
-
-        if isinstance(model, Case):
-            model, check, data, name = model.model, model.check, model.data, model.name
-        elif name is None:  # the test's own case (parametrize_with_checks) names its model
-            name = next((c.name for c in self._cases if c.model is model), None)
-        if check is None:
-            raise TypeError("ampcheck_check.run() needs a check name")
-        allowed = {"PASS"} if expected is None else (
-            {expected} if isinstance(expected, str) else set(expected))
-        if not allowed <= {"PASS", "WARN", "FAIL"}:
-            raise ValueError(f"expected must be PASS, WARN or FAIL (or several), got {expected!r}")
-        try:
-            subject, result = self._session.run(model, check, data, name)
-        except AmpcheckError as e:
-            pytest.fail(f"ampcheck: {e}", pytrace=False)
-        settings = self._session.settings
-        path = baseline_path(settings.baseline_dir, subject.name, result.check)
-        if settings.regen:
-            write_baseline(path, result, settings.tolerance, settings.budget)
-            status, notes = "written", [f"baseline written to {path}"]
-        else:
-            status, notes = compare_baseline(path, result, settings.tolerance, settings.budget)
-        record = Record(self._node.nodeid, result, status, notes)
-        self._session.records.append(record)
-        self._node.stash.setdefault(_RECORDS, []).append(record)
-        problems = []
-        if result.verdict not in allowed:
-            problems.append(f"{result.model}: {result.summary()}\n{result.explanation}")
-        if status == "drift":
-            problems.append("\n".join(notes))
-        if problems:
-            pytest.fail("\n".join(problems))
-        return result
-
-
 @pytest.fixture(scope="session")
 def ampcheck_settings(request: pytest.FixtureRequest) -> AmpcheckSettings:
     """The session's resolved ampcheck configuration."""
-    return _session(request.config).settings
+    return session_of(request.config).settings
 
 
 @pytest.fixture(scope="session")
 def ampcheck_cache(request: pytest.FixtureRequest):
     """The session's :class:`~ampcheck.checks.TrainingCache` (each variant trains once)."""
-    return _session(request.config).cache
+    return session_of(request.config).cache
 
 
 @pytest.fixture(scope="session")
 def ampcheck_data(request: pytest.FixtureRequest):
     """The session's data set (``--ampcheck-data`` / ``data``; default MNIST)."""
-    return _session(request.config).data
+    return session_of(request.config).data
 
 
 @pytest.fixture
 def ampcheck_check(request: pytest.FixtureRequest) -> CheckRunner:
     """Run a check: ``ampcheck_check.run(model, "shift_invariance")``."""
-    return CheckRunner(_session(request.config), request.node)
+    return CheckRunner(session_of(request.config), request.node)
 
 
 @pytest.fixture
@@ -364,7 +152,7 @@ def ampcheck_case(request: pytest.FixtureRequest):
     """One ``(model, check)`` case of ``--ampcheck-model`` (skips without that option)."""
     case = getattr(request, "param", None)
     if case is None:
-        model = _session(request.config).settings.model
+        model = session_of(request.config).settings.model
         pytest.skip(f"no check applies to the model of --ampcheck-model {model}" if model
                     else "no model to check: pass --ampcheck-model module:factory")
     return case
@@ -378,11 +166,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, about in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {about}")
-    config.stash[_SESSION] = AmpcheckSession(config, resolve_settings(config))
+    state = AmpcheckSession(config, resolve_settings(config))
+    config.stash[SESSION] = state
+    config.pluginmanager.register(ReportMerger(state), "ampcheck-report-merger")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    s = _session(config).settings
+    s = session_of(config).settings
     if not s.configured:
         return None
     return (f"ampcheck: budget {s.budget}, seeds {list(s.seed_list)}, device {s.device}, "
@@ -391,9 +181,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    state = _session(session.config)
+    state = session_of(session.config)
+    state.started = time.perf_counter()
     if state.settings.model is not None:
-        state.cases = _model_cases(state)
+        state.cases = model_cases(state)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -404,84 +195,118 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = names.replace(" ", "").split(",") if isinstance(names, str) else names
         if "ampcheck_case" in names:
             return  # parametrized by the user
-    cases = _session(metafunc.config).cases
+    cases = session_of(metafunc.config).cases
     if cases:
         metafunc.parametrize("ampcheck_case", cases, ids=[c.id for c in cases], indirect=True)
 
 
+def _narrowed(config: pytest.Config) -> bool:
+    """Whether the command line chose what to collect (paths, node ids, ``--lf``,
+    ``--sw``): then cases defined elsewhere are not collected, and so not known."""
+    return (config.args_source == pytest.Config.ArgsSource.ARGS
+            or bool(getattr(config.option, "lf", False))
+            or bool(getattr(config.option, "stepwise", False)))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect: they select by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
-    if not gpu:
+    """Mark each ampcheck case with its data kind, check the ``ampcheck_options`` markers,
+    and refuse ``[tool.ampcheck.models]`` names that no collected case has."""
+    state = session_of(config)
+    settings = state.settings
+    cased = [item for item in items if item_cases(item)]
+    for item in cased:
+        if not any(item.get_closest_marker(k) for k in ("cryoem", "mnist")):
+            kind = next((c.kind for c in item_cases(item) if c.kind), None)
+            item.add_marker(kind or session_kind(settings))
+    for item in items:
+        for mark in item.iter_markers(OPTIONS_MARKER):
+            where = f"{item.nodeid}: @pytest.mark.{OPTIONS_MARKER}"
+            try:
+                if mark.args:
+                    raise pytest.UsageError(f"{where} takes options as keywords, e.g. "
+                                            "shift_transforms=['roll:1']; got the positional "
+                                            f"argument(s) {mark.args!r}")
+                check_options(mark.kwargs, where)
+            except pytest.UsageError as e:
+                _usage_error(config, items, str(e))
+                return
+    configured = settings.models
+    if not configured:
         return
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device; none is available here")
-    for item in gpu:
-        item.add_marker(skip)
-
-
-def _section(records: list[Record]) -> str:
-    lines = []
-    for rec in records:
-        r, t = rec.result, rec.result.threshold
-        if t is None:  # a SKIP: its reason only
-            lines.append(f"{r.check} on {r.model}: {r.verdict}\n  {r.explanation}")
-            continue
-        op = ">=" if t.higher_is_better else "<="
-        flags = f" [{', '.join(r.flags)}]" if r.flags else ""
-        lines.append(f"{r.check} on {r.model}: {r.verdict}{flags} (seeds "
-                     f"{', '.join(map(str, r.seeds))})")
-        lines.append(f"  threshold: {t.metric} {op} {t.value:g}")
-        width = max(len(k) for k in r.metrics)
-        for k, m in r.metrics.items():
-            mark = "  <- governs" if k == t.metric else ""
-            lines.append(f"  {k:<{width}}  {m}{mark}")
-        lines.append(f"  {r.explanation}")
-        lines.extend(f"  {note}" for note in rec.notes)
-    return "\n".join(lines)
+    known = {c.name for c in state.cases} | {c.name for item in cased for c in item_cases(item)}
+    unknown = sorted(configured - known)
+    direct = [item for item in items if item not in cased
+              and "ampcheck_check" in getattr(item, "fixturenames", ())
+              and "ampcheck_case" not in getattr(item, "fixturenames", ())]
+    if unknown and not direct and not _narrowed(config):
+        path = Path(config.rootpath) / "pyproject.toml"
+        _usage_error(config, items, f"{path} [tool.ampcheck] models: unknown model "
+                                    f"{unknown[0]!r}; expected one of the models of the "
+                                    f"collected checks: {', '.join(sorted(known)) or '(none)'}")
 
 
-@pytest.hookimpl(hookwrapper=True)
+def _usage_error(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
+    """Stop the run at collection with ``message``: a usage error; on a pytest-xdist worker
+    (where an exception at collection would crash the worker) a collection error, which the
+    controller shows and stops on, and no test runs."""
+    if not hasattr(config, "workerinput"):
+        raise pytest.UsageError(message)
+    config.hook.pytest_collectreport(report=pytest.CollectReport(
+        "pyproject.toml", "failed", f"ERROR: {message}", []))
+    items.clear()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: after the xfail handling
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
-    records = item.stash.get(_RECORDS, None)
-    if call.when == "call" and records:
-        outcome.get_result().sections.append(("ampcheck metrics", _section(records)))
+    report = outcome.get_result()
+    state = item.config.stash.get(SESSION, None)
+    records = item.stash.get(RECORDS, [])
+    sent = item.stash.get(SENT, 0)
+    if records[sent:]:  # carried by the report, so that xdist's controller gets them
+        report.ampcheck_records = [dict(r) for r in records[sent:]]
+        item.stash[SENT] = len(records)
+    if state is not None:
+        state.note_trained()  # what a fixture trained outside a check
+        if state.pending_training:
+            report.ampcheck_training = [{**t, "test": item.nodeid, "worker": state.worker}
+                                        for t in state.pending_training]
+            state.pending_training.clear()
+    if call.when != "call" or not records:
+        return
+    report.sections.append(("ampcheck metrics", section(records)))
+    drifted = [r for r in records if r["baseline"] == "drift"]
+    if drifted and hasattr(report, "wasxfail") and not report.failed:
+        # an expected failure (or a non-strict xpass) must not hide a regression
+        report.outcome = "failed"
+        reason = report.wasxfail
+        del report.wasxfail
+        if report.longrepr is None:
+            report.longrepr = "\n".join(n for r in drifted for n in r["notes"])
+        report.sections.append(("ampcheck drift", f"expected to fail ({reason}), but its "
+                                "metrics drifted from the baseline: failed"))
+
+
+def _summary_owner(config: pytest.Config) -> AmpcheckSession | None:
+    """The session state where the summary and the report belong: not on an xdist worker
+    (its records travel to the controller on the test reports)."""
+    if hasattr(config, "workerinput"):
+        return None
+    return config.stash.get(SESSION, None)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(_SESSION, None)
+    state = _summary_owner(session.config)
     if state is None or state.settings.report is None:
         return
-    results = [{**rec.result.to_dict(), "test": rec.nodeid, "baseline": rec.baseline}
-               for rec in state.records]
-    settings = state.settings.to_dict()
-    if state._data is not None:
-        settings["data_set"] = repr(state._data)
-    write_json_atomic(state.settings.report, {"results": results, "settings": settings})
+    from .files import write_json_atomic
+
+    write_json_atomic(state.settings.report, session_report(state))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    state = config.stash.get(_SESSION, None)
-    if state is None or not state.records:
+    state = _summary_owner(config)
+    if state is None or not (state.records or state.training):
         return
-    rows = [("check", "model", "verdict", "metric", "value", "threshold", "baseline")]
-    for rec in state.records:
-        r, t = rec.result, rec.result.threshold
-        if t is None:  # a SKIP
-            rows.append((r.check, r.model, r.verdict, "-", "-", "-", rec.baseline))
-            continue
-        rows.append((r.check, r.model, r.verdict + ("*" if r.flags else ""), t.metric,
-                     str(r.governing), f"{'>=' if t.higher_is_better else '<='} {t.value:g}",
-                     rec.baseline))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    tr = terminalreporter
-    tr.write_sep("=", "ampcheck summary")
-    for row in rows:
-        tr.write_line("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    if any(rec.result.flags for rec in state.records):
-        tr.write_line("* flagged (see the test's ampcheck metrics section)")
-    if state.settings.report is not None:
-        tr.write_line(f"ampcheck report written to {state.settings.report}")
+    write_summary(terminalreporter, state)

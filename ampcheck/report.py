@@ -3,11 +3,14 @@
 A report directory holds
 
 * ``report.json``: ``{"profile": {key: verdict}, "checks": [CheckResult.to_dict()...],
-  "dataset": {...}, "runs": {...}, "arrays": {key: sha256}}``; ``runs["trained"]`` maps each
-  trained run's label to its config, seconds per epoch, images per second and loss history;
+  "dataset": {...}, "runs": {...}, "arrays": {key: sha256}}`` (:func:`report_document`);
+  ``runs["trained"]`` maps each trained run's label to its config, seconds per epoch, images
+  per second and loss history. The pytest plugin's ``--ampcheck-report`` is the same document
+  without array files (``"arrays": {}``); its checks carry the test that ran them and their
+  baseline status, and ``runs["trained"]`` each run's training seconds;
 * ``arrays/<key>.npz``: what each check kept for plots (:attr:`CheckResult.arrays`); a
   result's key is its check's name, or ``check[model]`` for a second model's result of the
-  same check (:func:`~ampcheck.checks.result.result_keys`);
+  same check (:func:`~ampcheck.results.result_keys`);
 * ``report.html``: one self-contained page (images embedded), rendered from the two above, so
   ``ampcheck report DIR`` can re-render it at any time.
 
@@ -39,10 +42,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from . import __version__
-from .checks.result import CheckResult, result_keys
 from .errors import InputError
 from .files import atomic_path, read_json, write_json_atomic
 from .outdir import staged
+from .results import CheckResult, result_keys
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -61,7 +64,7 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
     SHA-256 of every array file, so that :func:`load_report` can refuse a mix of two reports.
     """
     out = Path(out)
-    keys = result_keys([(r.check, r.model) for r in results])
+    keys = report_keys([(r.check, r.model) for r in results])
     with staged(out, REPORT_PARTS) as stage:
         (stage / ARRAYS).mkdir()
         digests = {}
@@ -71,13 +74,72 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
                 with atomic_path(path) as tmp, open(tmp, "wb") as f:
                     np.savez_compressed(f, **{k: np.asarray(v) for k, v in r.arrays.items()})
                 digests[key] = _sha256(path)
-        write_json_atomic(stage / REPORT_JSON, {
-            "profile": dict(zip(keys, (r.verdict for r in results), strict=True)),
-            "checks": [r.to_dict() for r in results],
-            "dataset": dataset, "runs": runs, "arrays": digests})
+        write_json_atomic(stage / REPORT_JSON,
+                          report_document(results, dataset, runs, arrays=digests))
         if html:
             render_html(stage)
     return out / REPORT_JSON
+
+
+#: The keys of a report document, each with the type its value must have.
+REPORT_KEYS: dict[str, type] = {"profile": dict, "checks": list, "dataset": dict, "runs": dict,
+                                "arrays": dict}
+
+
+def report_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """A unique key per ``(check, model)``, in order: :func:`result_keys`, and ``#2``, ``#3``
+    ... after a key seen before (a pytest session may run one check on one model in several
+    tests, say with other check options)."""
+    keys, seen = [], set()
+    for key in result_keys(list(pairs)):
+        unique, n = key, 1
+        while unique in seen:
+            n += 1
+            unique = f"{key}#{n}"
+        seen.add(unique)
+        keys.append(unique)
+    return keys
+
+
+def report_document(checks: Sequence[CheckResult | dict[str, Any]], dataset: dict[str, Any],
+                    runs: dict[str, Any], *, arrays: dict[str, str] | None = None
+                    ) -> dict[str, Any]:
+    """The ``report.json`` document: ``{"profile", "checks", "dataset", "runs", "arrays"}``.
+
+    Args:
+        checks: results, as :class:`CheckResult` or as their ``to_dict()`` (which may carry
+            more keys: the plugin adds ``test``, ``baseline``, ``baseline_notes``,
+            ``options``); ``profile`` maps each one's key (:func:`report_keys`) to its verdict.
+        dataset: what the data set was (free-form facts: ``n``, ``D``, ``apix``, a path).
+        runs: how the models were trained: ``budget``, ``seeds``, ``trained`` ({label: run});
+            a run's ``seconds`` is its training time.
+        arrays: each array file's SHA-256 by key (None or empty: a report without arrays,
+            such as the pytest plugin's).
+    """
+    dicts = [c.to_dict() if isinstance(c, CheckResult) else dict(c) for c in checks]
+    keys = report_keys([(str(c.get("check")), str(c.get("model"))) for c in dicts])
+    return {"profile": {k: c.get("verdict") for k, c in zip(keys, dicts, strict=True)},
+            "checks": dicts, "dataset": dict(dataset), "runs": dict(runs),
+            "arrays": dict(arrays or {})}
+
+
+def read_report_json(path: str | Path) -> dict[str, Any]:
+    """The report document at ``path`` (a ``report.json``, or the plugin's
+    ``--ampcheck-report``), validated: an :class:`InputError` that names the file and what is
+    wrong with it otherwise. ``dataset``, ``runs`` and ``arrays`` may be absent (older
+    reports)."""
+    path = Path(path)
+    report = read_json(path, "no such report (run `ampcheck run` or `ampcheck check` with "
+                             "--out, or pytest with --ampcheck-report, first)", "valid JSON")
+    if not isinstance(report, dict) or not {"profile", "checks"} <= set(report):
+        raise InputError(f"{path} is not an ampcheck report (expected the keys 'profile' and "
+                         "'checks')")
+    for key, kind in REPORT_KEYS.items():
+        if key in report and report[key] is not None and not isinstance(report[key], kind):
+            raise InputError(f"{path}: {key!r} must be a JSON "
+                             f"{'object' if kind is dict else 'array'}, got "
+                             f"{type(report[key]).__name__}")
+    return report
 
 
 def _sha256(path: Path) -> str:
@@ -88,17 +150,25 @@ def load_report(out: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, np
     """``(report, arrays)``: the parsed ``report.json`` of ``out`` and ``{check: {name:
     array}}`` from ``out/arrays`` (checks without arrays are absent).
 
+    ``out`` is a report directory, or a report file (:func:`read_report_json`): a file named
+    otherwise than ``report.json`` (the plugin's ``--ampcheck-report PATH``) has no arrays,
+    and one that lists array files is refused (give its directory).
+
     A directory whose array files are not exactly those ``report.json`` lists, with the same
     bytes, mixes two reports and is refused (reports written before the list existed are read
     as they are).
     """
     out = Path(out)
+    if out.is_file() and out.name != REPORT_JSON:
+        report = read_report_json(out)
+        if report.get("arrays"):
+            raise InputError(f"{out} lists array files, which live in a report directory "
+                             f"beside its {REPORT_JSON}; give that directory")
+        return report, {}
+    if out.is_file():
+        out = out.parent
+    report = read_report_json(out / REPORT_JSON)
     path = out / REPORT_JSON
-    report = read_json(path, "no such report (run `ampcheck run` or `ampcheck check` with "
-                             "--out first)", "valid JSON")
-    if not isinstance(report, dict) or not {"profile", "checks"} <= set(report):
-        raise InputError(f"{path} is not an ampcheck report (expected the keys 'profile' and "
-                         "'checks')")
     files = {p.stem: p for p in sorted((out / ARRAYS).glob("*.npz"))}
     listed = report.get("arrays")
     if listed is not None:

@@ -12,9 +12,11 @@
     def test_amortization(case, ampcheck_check):
         ampcheck_check.run(case.model, case.check, data=case.data)
 
-Each ``(model, check)`` pair is one test, with the id ``name-check``. A declared expected
+Each ``(model, check)`` pair is one test, with the id ``name-check``, marked with its data
+kind (``cryoem`` or ``mnist``, so that ``pytest -m cryoem`` selects it). A declared expected
 failure is a *strict* xfail: the test fails when the check fails, as expected, but the run fails
-when it suddenly passes, so a model that changes is noticed either way.
+when it suddenly passes, so a model that changes is noticed either way; a metric that drifted
+from its baseline fails the test whatever the verdict (see :mod:`ampcheck.plugin`).
 
 Importing this module does not import torch; the checks are imported when the decorator is
 made (to validate check names).
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from .kinds import DATA_KINDS, data_kind, kind_tags, model_family, model_name
 
 __all__ = ["Case", "model_name", "parametrize_with_checks"]
 
@@ -48,12 +52,19 @@ class _Lazy:
 @dataclass(frozen=True, eq=False)
 class Case:
     """One test case: a named model and one check (and the data to run it on, if not the
-    session's). ``data`` loads lazily when it was given as a callable."""
+    session's). ``data`` loads lazily when it was given as a callable.
+
+    ``options`` are check options (``ampcheck.checks.OPTIONS``) for this case; ``kind`` is its
+    data kind (``cryoem`` or ``mnist``, the marker it carries), None where only the session's
+    data decide it (the plugin marks it then).
+    """
 
     name: str
     model: Any
     check: str
     source: Any = None  # a data set, a _Lazy, or None (the session's data set)
+    options: Mapping[str, Any] | None = None
+    kind: str | None = None
 
     @property
     def data(self) -> Any:
@@ -65,28 +76,6 @@ class Case:
 
     def __repr__(self) -> str:
         return f"Case({self.id})"
-
-
-def model_name(model: Any) -> str:
-    """A readable name: a preset as written, ``family:encoder`` of a ``TrainConfig``, a
-    factory's ``__name__``, else the model's class name."""
-    if isinstance(model, str):
-        return model
-    if type(model).__name__ == "TrainConfig":
-        return f"{model.model}:{model.encoder}" if model.model == "cryoem" else model.model
-    if callable(model) and hasattr(model, "__name__") and not hasattr(model, "encode"):
-        return model.__name__
-    return type(model).__name__
-
-
-def _kind_tags(model: Any) -> set[str]:
-    """The subject tags that the *kind* of model decides (as ``subject_from`` sets them);
-    ``truth`` depends on the data and is known only when the test runs."""
-    if isinstance(model, str) or type(model).__name__ == "TrainConfig":
-        return {"encoder", "trainable", "heldout", "truth"}
-    if hasattr(model, "encode") and hasattr(model, "recon_loss"):
-        return {"encoder", "truth"}  # held-out images unknown for a model trained elsewhere
-    return {"encoder", "heldout", "truth"}  # a factory (train_data, seed) -> VAE
 
 
 def _named(models: Sequence[Any]) -> list[tuple[str, Any]]:
@@ -138,10 +127,44 @@ def _expected(expected: Mapping[str, Mapping[str, str]] | Callable[[Any], Mappin
     return table
 
 
+def _options(options: Mapping[str, Any] | None, known: Iterable[str]) -> dict[str, Any]:
+    """Validated check options (names from ``ampcheck.checks.OPTIONS``)."""
+    from ampcheck.errors import ConfigError
+
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError("options must be a dict {option: value} (ampcheck.checks.OPTIONS), "
+                          f"got {type(options).__name__}")
+    known = list(known)
+    for name in options:
+        if name not in known:
+            raise ConfigError(f"unknown check option {name!r}; expected one of "
+                              f"{', '.join(known)}")
+    return dict(options)
+
+
+def _kind(kind: str | None, model: Any, data: Any) -> str | None:
+    """The data kind of a case: the one given, else the data set's (when given as a data set,
+    not as a callable that loads it), else the family of a model ampcheck trains; None: the
+    session's data decide (the plugin marks the test when it is collected)."""
+    from ampcheck.errors import ConfigError
+
+    if kind is not None:
+        if kind not in DATA_KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+        return kind
+    if data is not None and not isinstance(data, _Lazy):
+        return data_kind(data)
+    return model_family(model)
+
+
 def parametrize_with_checks(
         models: Sequence[Any], *, data: Any = None, checks: Iterable[str] | None = None,
         expected_failed_checks: Mapping[str, Mapping[str, str]]
-        | Callable[[Any], Mapping[str, str]] | None = None) -> pytest.MarkDecorator:
+        | Callable[[Any], Mapping[str, str]] | None = None,
+        options: Mapping[str, Any] | None = None,
+        kind: str | None = None) -> pytest.MarkDecorator:
     """A ``pytest.mark.parametrize`` over ``(model, check)`` cases, as the argument ``case``.
 
     Args:
@@ -154,6 +177,14 @@ def parametrize_with_checks(
             a check asked for by name that cannot apply is a skipped case).
         expected_failed_checks: ``{model name: {check: reason}}`` or a callable
             ``model -> {check: reason}``: those cases are strict xfails.
+        options: check options for every case (``ampcheck.checks.OPTIONS``, e.g.
+            ``{"shift_transforms": ["roll:1", "roll:3"]}``); a test's ``ampcheck_options``
+            marker and ``ampcheck_check.run(options=...)`` override them, and they override
+            ``[tool.ampcheck] options``.
+        kind: the data kind, ``"cryoem"`` or ``"mnist"``: the marker of the generated tests.
+            Default: the kind of ``data`` when it is a data set, else the family of a preset
+            model, else the session's ``--ampcheck-data`` (give it when ``data`` is a callable
+            that loads data of the other kind).
 
     Returns:
         The decorator; the test receives ``case`` (:class:`Case`: ``.model``, ``.check``,
@@ -161,10 +192,10 @@ def parametrize_with_checks(
         ``ampcheck_check.run(case.model, case.check, data=case.data)``.
 
     Raises:
-        ConfigError: an unknown check name (in ``checks`` or ``expected_failed_checks``) or
-            model name.
+        ConfigError: an unknown check name (in ``checks`` or ``expected_failed_checks``),
+            model name, check option or kind.
     """
-    from ampcheck.checks import CHECKS, resolve_checks
+    from ampcheck.checks import CHECKS, OPTIONS, resolve_checks
 
     named = _named(list(models))
     if not named:
@@ -173,9 +204,11 @@ def parametrize_with_checks(
     names = resolve_checks(checks)
     xfail = _expected(expected_failed_checks, named, CHECKS)
     source = _Lazy(data) if callable(data) else data
+    opts = _options(options, OPTIONS)
     params = []
     for name, model in named:
-        tags = _kind_tags(model)
+        case_kind = _kind(kind, model, source)
+        tags = kind_tags(model) | {"truth"}  # truth: known when the test runs
         for check in names:
             spec = CHECKS[check]
             marks: list[pytest.MarkDecorator] = []
@@ -189,6 +222,8 @@ def parametrize_with_checks(
             if reason:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason,
                                                raises=pytest.fail.Exception))
-            case = Case(name, model, check, source)
+            if case_kind is not None:
+                marks.append(getattr(pytest.mark, case_kind))
+            case = Case(name, model, check, source, opts or None, case_kind)
             params.append(pytest.param(case, id=case.id, marks=marks))
     return pytest.mark.parametrize("case", params)

@@ -17,6 +17,7 @@ DistributedDataParallel and do the optimisation of one process on the same globa
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 import secrets
@@ -32,17 +33,22 @@ import torch
 from torch import nn
 
 from ._progress import progress
+from .contracts import ModelCapabilities, model_capabilities
 from .data.fingerprint import fingerprint
-from .data.transforms import NoiseTwins, PermutationTwins
+from .data.twins import NoiseTwins, PermutationTwins
 from .distributed import World, setup
 from .errors import ConfigError, InputError, TrainingDiverged, first_line
 from .files import atomic_path, output_error
+from .kinds import BUDGETS as BUDGET_NAMES
+from .kinds import DEFAULT_ENCODER, FAMILIES
 from .models.encoders import ENCODER_PRESETS
 from .models.table import TABLE_INITS, LatentTable
 
 VARIANTS = ("vae", "vlt", "twin-perm", "twin-noise")
-MODELS = ("cryoem", "mnist")
+MODELS = FAMILIES  # the model families (named in ampcheck.kinds)
 CHECKPOINT = "checkpoint.pt"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class TrainConfig:
 
     model: str = "cryoem"
     variant: str = "vae"
-    encoder: str = "base"
+    encoder: str = DEFAULT_ENCODER
     zdim: int | None = None
     epochs: int = 1
     batch_size: int | None = None
@@ -157,13 +163,16 @@ class Budget:
 #   epoch) to recover the hinge of the `standard` data set (24 px) at every seed tried;
 # medium: five epochs of the whole set at cryoDRGN's learning rate (for `slow` tests);
 # full: the paper's settings (cryoDRGN's defaults: 50 epochs, lr 1e-4, batch 8), for a GPU.
-BUDGETS: dict[str, dict[str, Budget]] = {
+_TRAINING: dict[str, dict[str, Budget]] = {
     "smoke": {"cryoem": Budget(epochs=1, max_images=1000), "mnist": Budget(epochs=20)},
     "standard": {"cryoem": Budget(epochs=12, max_images=1000, lr=1e-3),
                  "mnist": Budget(epochs=50)},
     "medium": {"cryoem": Budget(epochs=5), "mnist": Budget(epochs=50)},
     "full": {"cryoem": Budget(epochs=50), "mnist": Budget(epochs=100)},
 }
+#: The training of each budget that ``ampcheck.kinds.BUDGETS`` names, per model family, in
+#: that order (a name without training here fails at import).
+BUDGETS: dict[str, dict[str, Budget]] = {name: _TRAINING[name] for name in BUDGET_NAMES}
 
 
 # The types TrainConfig.from_dict accepts for each setting (JSON gives ints for whole floats).
@@ -383,9 +392,15 @@ class TrainedModel:
 
         return self._map(data, indices, fn, batch_size)[0]
 
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        """What the network can do beyond encoding (:mod:`ampcheck.contracts`): the cryo-EM
+        VAE decodes volumes, the MNIST VAE does not."""
+        return model_capabilities(self.model)
+
     def decode_volume(self, z) -> np.ndarray:
         """The volume ``(D, D, D)`` at latent ``z`` (cryo-EM models)."""
-        if not hasattr(self.model, "decode_volume"):
+        if not self.capabilities.decode_volume:
             raise ConfigError(f"a {self.config.model} model has no volumes")
         return self.model.decode_volume(z, norm=self.data.norm)
 
@@ -586,10 +601,13 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             the resumed checkpoint's); a resumed checkpoint of another id is refused.
         on_start: called with the run once everything is checked and restored, before the
             first epoch (``ampcheck train`` marks its run unfinished there).
+        show_progress: a progress bar over each epoch's batches where stderr is a terminal,
+            and one INFO record per epoch (loss, seconds, images/s) on the
+            ``ampcheck.train`` logger; the application decides where records go.
 
     Under ``torchrun`` every process calls this alike; they train on shares of each global
     batch of ``cfg.resolved_batch_size`` images (which must divide by the number of
-    processes), and rank 0 alone writes ``out`` and prints.
+    processes), and rank 0 alone writes ``out`` and logs.
     """
     if resume and out is None:
         raise ConfigError("resume=True needs out=<the run's directory>")
@@ -698,10 +716,9 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                              _curve(batch_losses, batch_sizes))
         run.history.append(record)
         if show_progress and world.is_main:
-            print(f"{cfg.model} {cfg.variant} ({cfg.encoder}) epoch {record.epoch}/{cfg.epochs}:"
-                  f" loss {loss_:.5g}, recon {recon_:.5g}, KL {kl_:.4g}"
-                  f" ({record.seconds:.1f} s, {seen / record.seconds:.0f} images/s)",
-                  file=sys.stderr, flush=True)
+            logger.info("%s %s (%s) epoch %d/%d: loss %.5g, recon %.5g, KL %.4g (%.1f s, "
+                        "%.0f images/s)", cfg.model, cfg.variant, cfg.encoder, record.epoch,
+                        cfg.epochs, loss_, recon_, kl_, record.seconds, seen / record.seconds)
         if ckpt is not None and world.is_main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             run.save(ckpt, optimizers, gen)

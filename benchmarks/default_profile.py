@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from ampcheck.checks import TrainingCache, main_battery  # noqa: E402
 from ampcheck.checks._common import truth_of, truth_recovery  # noqa: E402
-from ampcheck.checks.result import result_keys  # noqa: E402
 from ampcheck.data.particles import ParticleDataset  # noqa: E402
 from ampcheck.data.synthetic import SynthConfig, generate  # noqa: E402
 from ampcheck.report import write_report  # noqa: E402
+from ampcheck.results import result_keys  # noqa: E402
 
 SHORT = {"shift_invariance": "shift", "rotation_invariance": "rot", "evil_twin": "twin",
          "vlt_equivalence": "vlt", "amortization_gap": "gap",

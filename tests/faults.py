@@ -42,7 +42,7 @@ def small_report(tag: str):
     """Three results with arrays, their dataset field saying ``tag``."""
     import numpy as np
 
-    from ampcheck.checks.result import CheckResult, Metric, Threshold
+    from ampcheck.results import CheckResult, Metric, Threshold
 
     rng = np.random.default_rng(sum(map(ord, tag)))  # other arrays for another tag
     return [CheckResult(check=name, model="m", verdict="FAIL",

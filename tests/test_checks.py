@@ -23,9 +23,9 @@ from ampcheck.checks import (
     settings_for,
     subject_from,
 )
-from ampcheck.checks.result import Metric, Threshold, decide
 from ampcheck.data.mnist import MnistDataset
 from ampcheck.errors import ConfigError
+from ampcheck.results import Metric, Threshold, decide
 
 
 # ---------------------------------------------------------------------------- verdicts
@@ -169,6 +169,39 @@ def test_checks_that_need_training_do_not_apply_to_a_model_trained_elsewhere(dig
     assert skipped["heldout_generalisation"].startswith("needs held-out images")
 
 
+def test_subjects_take_names_tags_and_presets_from_kinds(digits):
+    # one source for names (ampcheck.kinds): a subject is named and tagged as results,
+    # baselines and [tool.ampcheck.models] name it; nothing trains until a check asks
+    from ampcheck import kinds
+    from ampcheck.train import TrainConfig
+
+    for model, name in (("cryoem", "cryoem:base"), ("cryoem:large", "cryoem:large"),
+                        ("mnist", "mnist"), (TrainConfig(model="mnist"), "mnist"),
+                        (_Pixels(digits.D), "_Pixels")):
+        subject = subject_from(model, digits)
+        assert subject.name == kinds.model_name(model) == name
+        assert subject.tags == kinds.kind_tags(model) | {"truth"}
+        assert subject.capabilities.family == "mnist"  # the data's, declared by the data set
+    with pytest.raises(ConfigError, match="unknown encoder 'huge' in the model preset"):
+        subject_from("cryoem:huge", digits)
+    with pytest.raises(ConfigError, match="unknown model preset 'mnist:base'"):
+        subject_from("mnist:base", digits)  # the MNIST VAE has no encoder presets
+
+
+def test_the_training_cache_logs_what_it_trains_and_prints_nothing(digits, ampcheck_log,
+                                                                   capsys):
+    from ampcheck.checks import TrainingCache
+    from ampcheck.train import TrainConfig
+
+    cache = TrainingCache(show_progress=True)
+    cache.train(TrainConfig(model="mnist", epochs=1), digits.subset(np.arange(64)))
+    lines = [(r.name, r.getMessage()) for r in ampcheck_log.records]
+    assert lines[0] == ("ampcheck.checks.subject",
+                        "ampcheck: training mnist vae (base), seed 0, 1 epoch(s)")
+    assert lines[1][0] == "ampcheck.train" and "epoch 1/1" in lines[1][1]
+    assert capsys.readouterr().err == ""
+
+
 def test_a_model_without_encode_is_refused(digits):
     class NoEncoder:
         def recon_loss(self, x, z):
@@ -181,14 +214,17 @@ def test_a_model_without_encode_is_refused(digits):
 # ---------------------------------------------------------------------------- trained controls
 @pytest.mark.mnist
 def test_mnist_vae_profile_and_the_mnist_control_at_the_smoke_budget(digits):
-    # Measured (offline digits, smoke budget, seed 0): shift displacement 0.86 (5 px; 0.20 at
-    # 1 px), rotation 0.85, memorisation -0.01, fit ratio 0.84 against the VLT, gap fraction
-    # 0.10, AMI 0.26 on training and 0.27 on held-out digits.
+    # Measured (offline digits, smoke budget, seed 0): shift displacement 0.20 at 1 px (the
+    # paper's probe, which governs: WARN, on the threshold) and 0.86 at 5 px, rotation 0.85,
+    # memorisation -0.01, fit ratio 0.84 against the VLT, gap fraction 0.10, AMI 0.26 on
+    # training and 0.27 on held-out digits.
     results = {r.check: r for r in check_vae("mnist", digits, checks=[
         "shift_invariance", "rotation_invariance", "evil_twin", "heldout_generalisation",
         "mnist_control"], options={"mnist_data": digits})}
     # a classic MLP encoder is not invariant, cannot memorise twins, and generalises
-    assert results["shift_invariance"].verdict == "FAIL"
+    shift = results["shift_invariance"]
+    assert shift.verdict != "PASS", shift.summary()
+    assert shift.metrics["displacement[roll(0,5)]"].lo > 0.5, shift.summary()
     assert results["rotation_invariance"].verdict == "FAIL"
     assert results["evil_twin"].verdict == "PASS"
     assert results["heldout_generalisation"].verdict == "PASS"

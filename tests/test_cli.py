@@ -119,6 +119,12 @@ def test_run_defaults_to_the_informative_standard_budget_and_data_set():
     (["check", "--out", "o", "--run", "r", "--threshold", "shift_invariance"], "NAME=NUMBER"),
     (["check", "--out", "o", "--run", "nowhere"], "ampcheck train"),
     (["check", "--out", "o", "--cryodrgn", "c"], "--particles"),
+    (["check", "--out", "o", "--run", "r", "--poses", "p.pkl"], "--poses given with --run"),
+    (["train", "--out", "r"], "give --data DIR|mnist"),
+    (["train", "--out", "r", "--data", "d", "--particles", "p.star"], "not both"),
+    (["run", "--out", "d", "--data", "d", "--particles", "p.star"], "not both"),
+    (["run", "--out", "d", "--ind", "i.pkl"], "--ind given without --particles"),
+    (["train", "--out", "r", "--particles", "p.mrcs"], "p.mrcs: file not found"),
     (["report", "nowhere"], "no such report"),
 ])
 def test_bad_arguments_exit_2_with_a_message(tmp_path, monkeypatch, capsys, args, message):
@@ -252,7 +258,7 @@ def test_check_refuses_a_variant_run(tiny_run, tmp_path, capsys):
 
 def test_an_interrupted_report_write_keeps_the_old_report(tmp_path, monkeypatch):
     from ampcheck import report as R
-    from ampcheck.checks.result import CheckResult, Metric, Threshold
+    from ampcheck.results import CheckResult, Metric, Threshold
 
     def result(value):
         return CheckResult("shift_invariance", "m", "PASS", {"displacement": Metric(value, False)},

@@ -31,6 +31,9 @@ N, D, N_TRAIN = 200, 32, 150
 TRAIN_VAE = [sys.executable, "-c", "import argparse, sys; from cryodrgn.commands import "
              "train_vae as t; p = argparse.ArgumentParser(); t.add_args(p); "
              "t.main(p.parse_args(sys.argv[1:]))"]
+EVAL_VOL = [sys.executable, "-c", "import argparse, sys; from cryodrgn.commands import "
+            "eval_vol as t; p = argparse.ArgumentParser(); t.add_args(p); "
+            "t.main(p.parse_args(sys.argv[1:]))"]
 
 
 def test_without_cryodrgn_the_adapter_says_how_to_install_it(monkeypatch, tmp_path):
@@ -107,6 +110,39 @@ def test_check_cryodrgns_default_battery_skips_what_it_cannot_run(monkeypatch, t
     assert results[-1].explanation.startswith("needs ground truth: give truth=")
 
 
+def _need_cryodrgn() -> None:
+    """Skip unless cryodrgn imports; imported as the adapter does (logging kept)."""
+    from ampcheck.adapters.cryodrgn import _import_cryodrgn
+
+    try:
+        _import_cryodrgn()
+    except ConfigError:
+        pytest.skip(NEEDS)
+
+
+def test_importing_cryodrgn_keeps_ampchecks_logging():
+    # cryoDRGN's __init__ reconfigures logging (dictConfig: root to stdout, existing loggers
+    # disabled); through the adapter, ampcheck's loggers and the application's handler stay
+    _need_cryodrgn()  # installed; the child process below imports it afresh
+    code = """if True:
+        import io, logging
+        import ampcheck.train
+        from ampcheck.adapters.cryodrgn import _import_cryodrgn
+        seen = io.StringIO()
+        handler = logging.StreamHandler(seen)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger("ampcheck").setLevel(logging.INFO)
+        _import_cryodrgn()
+        logging.getLogger("ampcheck.train").info("still here")
+        assert logging.getLogger().handlers == [handler], logging.getLogger().handlers
+        print(repr(seen.getvalue()))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == repr("still here\n")
+
+
 # ----------------------------------------------------------------------------- a trained run
 def _dump(path: Path, obj) -> Path:
     with open(path, "wb") as f:
@@ -117,7 +153,7 @@ def _dump(path: Path, obj) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A cryoDRGN run on the first N_TRAIN of N synthetic images (2 epochs, zdim 8)."""
-    pytest.importorskip("cryodrgn", reason=NEEDS)
+    _need_cryodrgn()
     from ampcheck.data.synthetic import SynthConfig, generate
 
     tmp = tmp_path_factory.mktemp("cryodrgn")
@@ -209,6 +245,34 @@ def test_loss_matches_cryodrgns_evaluation(run):
 
 
 @pytest.mark.cryoem
+def test_volumes_are_cryodrgns_eval_vol(run, tmp_path):
+    """decode_volume at two latents of the run's z.pkl against the maps `cryodrgn eval_vol
+    --zfile` writes for them, read back from its MRC files."""
+    from ampcheck.adapters.cryodrgn import load_cryodrgn
+    from ampcheck.cryoem.io import read_z
+    from ampcheck.cryoem.mrc import read_mrc
+
+    z_mu, _ = read_z(run.out / "z.pkl")
+    np.savetxt(tmp_path / "z.txt", z_mu[:2].astype(np.float64), fmt="%.9g")
+    proc = subprocess.run([*EVAL_VOL, str(run.out / "weights.pkl"), "-c",
+                           str(run.out / "config.yaml"), "-o", str(tmp_path / "vols"),
+                           "--zfile", str(tmp_path / "z.txt")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = load_cryodrgn(run.out)
+    for i in (0, 1):
+        theirs = read_mrc(tmp_path / "vols" / f"vol_{i + 1:03d}.mrc")[0]
+        ours = model.decode_volume(np.loadtxt(tmp_path / "z.txt")[i])
+        assert ours.shape == theirs.shape == (D, D, D) and ours.dtype == np.float32
+        scale = float(np.abs(theirs).max())
+        # the MRC file holds float32: agreement to float rounding
+        assert float(np.abs(ours - theirs).max()) <= 1e-5 * scale, i
+    assert float(np.abs(model.decode_volume(z_mu[0]) - model.decode_volume(z_mu[1])).max()) > 0
+    with pytest.raises(InputError, match=r"latents of shape \(8,\)"):
+        model.decode_volume(z_mu[0][:3])
+
+
+@pytest.mark.cryoem
 def test_check_cryodrgn_runs_the_checks(run):
     from ampcheck.adapters.cryodrgn import check_cryodrgn
     from ampcheck.checks import DEFAULT_CHECKS
@@ -225,6 +289,10 @@ def test_check_cryodrgn_runs_the_checks(run):
         print(r.check, r.verdict, r.explanation)
     assert by_name["heldout_generalisation"].details["n_heldout"] == N - N_TRAIN
     assert "gap_fraction[heldout]" in by_name["amortization_gap"].metrics
+    # cryoDRGN's decoder gives the invariance checks their volume metrics
+    for check, t in (("shift_invariance", "roll(0,1)"), ("rotation_invariance", "rot90(1)")):
+        vd = by_name[check].metrics[f"volume_displacement[{t}]"].value
+        assert np.isfinite(vd) and vd >= 0
 
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
                              checks=["shift_invariance"])

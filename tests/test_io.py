@@ -218,6 +218,76 @@ def test_star_stack_index_beyond_stack(tmp_path):
         io.read_stack(tmp_path / "p.star")
 
 
+def test_star_stacks_are_found_as_cryodrgn_finds_them(tmp_path, monkeypatch):
+    """cryoDRGN 4.3.1 (``ImageSource.parse_filename``) tries the name as written (relative to
+    the current folder: RELION names stacks relative to its project folder), then
+    ``datadir/name``, then ``datadir/basename``; the first that exists wins."""
+    proj = tmp_path / "proj"
+    (proj / "Extract" / "job1").mkdir(parents=True)
+    (proj / "Refine").mkdir()
+    a = _imgs(3, 8, 1)
+    io.write_stack(proj / "Extract" / "job1" / "a.mrcs", a)
+    names = ["000002@Extract/job1/a.mrcs", "000003@Extract/job1/a.mrcs"]
+    star = proj / "Refine" / "p.star"
+    io.write_star(star, names, random_rotations(2, np.random.default_rng(0)), None, _ctf(2, 8),
+                  8, 1.5)
+    with pytest.raises(InputError, match=r"Extract/job1/a\.mrcs not found .*--datadir"):
+        io.read_stack(star)  # from elsewhere, beside the star: not there
+    monkeypatch.chdir(proj)  # from the project folder: as written
+    stack = io.read_stack(star)
+    assert stack.files == [proj / "Extract" / "job1" / "a.mrcs"]  # absolute
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_array_equal(stack[:], a[1:])  # still read after the folder changed
+    np.testing.assert_array_equal(io.read_stack(star, datadir=proj)[:], a[1:])  # datadir/name
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    io.write_stack(moved / "a.mrcs", a[::-1])
+    np.testing.assert_array_equal(io.read_stack(star, datadir=moved)[:], a[::-1][1:])  # basename
+    monkeypatch.chdir(proj)  # as written comes first, even with a datadir that has the name
+    np.testing.assert_array_equal(io.read_stack(star, datadir=moved)[:], a[1:])
+    with pytest.raises(InputError, match=r"nowhere: no such folder \(expected the datadir"):
+        io.read_stack(star, datadir=tmp_path / "nowhere")
+
+
+def test_take_serves_chosen_images_of_the_same_files(tmp_path):
+    a, b = _imgs(3, 8, 1), _imgs(4, 8, 2)
+    io.write_stack(tmp_path / "a.mrcs", a)
+    io.write_stack(tmp_path / "b.mrcs", b)
+    (tmp_path / "ab.txt").write_text("a.mrcs\nb.mrcs\n")
+    both = np.concatenate([a, b])
+    stack = io.read_stack(tmp_path / "ab.txt")
+    sub = stack.take([6, 0, 3])
+    assert (len(sub), sub.D, sub.path) == (3, 8, stack.path)
+    np.testing.assert_array_equal(sub[:], both[[6, 0, 3]])
+    np.testing.assert_array_equal(sub.take([2, 0])[:], both[[3, 6]])  # a subset of a subset
+    for bad in ([7], [-1]):
+        with pytest.raises(IndexError, match="out of range"):
+            stack.take(bad)
+
+
+def test_read_ind_keeps_the_order_and_refuses_what_is_not_an_index_list(tmp_path):
+    path = tmp_path / "ind.pkl"
+    for obj in (np.array([5, 0, 2], dtype=np.int32), [5, 0, 2], (5, 0, 2)):
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+        out = io.read_ind(path, 6)
+        assert out.dtype == np.int64 and out.tolist() == [5, 0, 2]
+    assert io.read_ind(path).tolist() == [5, 0, 2]  # no stack size: no upper bound
+    with pytest.raises(InputError, match=r"ind\.pkl: index 5 is out of range; the stack has 5"):
+        io.read_ind(path, 5)
+    for obj, match in [(np.array([[1, 2]]), r"array of shape \(1, 2\)"),
+                       (np.array([True, False]), "a bool array"),
+                       ([1, "2"], "expected a 1-D array of integer image indices")]:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+        with pytest.raises(InputError, match=match):
+            io.read_ind(path, 6)
+    with open(path, "wb") as f:
+        pickle.dump(OSError("x"), f)
+    with pytest.raises(UnsafePickleError, match="refusing to load builtins.OSError"):
+        io.read_ind(path, 6)
+
+
 def test_check_finite_and_read_name_the_bad_image(tmp_path):
     imgs = _imgs(6, 8)
     imgs[4, 2, 3] = np.nan

@@ -361,8 +361,13 @@ def test_bootstrap_value_interval_and_determinism():
 
 
 def test_bootstrap_ignores_nan_replicates():
-    iv = M.bootstrap(lambda b: float("nan") if b[0] == 0 else 1.0, 5, n_boot=50)
-    assert np.isnan(iv.value) and iv.lo == iv.hi == 1.0
+    x = np.arange(10.0)
+    iv = M.bootstrap(lambda b: float("nan") if 9 in b else float(x[b].mean()), 10, n_boot=50)
+    assert np.isnan(iv.value) and np.isnan(iv.lo)  # no interval around an undefined value
+    iv = M.bootstrap(lambda b: float("nan") if 9 in b and len(b) < 10 else float(x[b].mean()),
+                     10, n_boot=50)
+    assert iv.value == 4.5 and iv.lo < 4.5 < iv.hi  # from the replicates without item 9
+    assert np.isnan(iv.samples).any() and np.isfinite(iv.samples).any()
     iv = M.bootstrap(lambda b: float("nan"), 5, n_boot=10)
     assert np.isnan(iv.lo) and np.isnan(iv.hi)
 

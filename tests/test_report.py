@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from ampcheck import report as rp
-from ampcheck.checks.result import CheckResult, Metric, Threshold
 from ampcheck.errors import InputError
+from ampcheck.results import CheckResult, Metric, Threshold
 
 PNG = b"\x89PNG\r\n\x1a\n"
 URI = "data:image/png;base64,"
@@ -214,7 +214,7 @@ def test_loss_curves_spread_each_epochs_points_over_that_epoch():
 
 
 def test_result_keys_tell_a_second_models_results_apart():
-    from ampcheck.checks.result import result_keys
+    from ampcheck.results import result_keys
 
     pairs = [("shift_invariance", "cryoem:base"), ("evil_twin", "cryoem:base"),
              ("shift_invariance", "cryoem:invariant"), ("mnist_control", "mnist")]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.data.synthetic import SynthConfig, generate
-from ampcheck.data.transforms import empirical_moments
+from ampcheck.data.twins import empirical_moments
 from ampcheck.errors import ConfigError, InputError, TrainingDiverged
 from ampcheck.train import CHECKPOINT, TrainConfig, TrainedModel, budget_config, train
 
@@ -274,10 +278,61 @@ def test_budgets_are_named_configs():
         budget_config("smoke", model="gan")
 
 
-def test_progress_lines_when_not_on_a_terminal(tiny, capsys):
+def test_training_logs_each_epoch_and_prints_nothing(tiny, capsys, ampcheck_log):
+    # library code logs; where the records go is the application's choice (the CLI prints
+    # them), so nothing reaches stderr by itself
+    caplog = ampcheck_log
     train(quick(epochs=2), tiny)
-    err = capsys.readouterr().err
-    assert "epoch 1/2" in err and "epoch 2/2" in err and "images/s" in err
+    records = [r for r in caplog.records if r.name == "ampcheck.train"]
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == 2 and "epoch 1/2" in lines[0] and "epoch 2/2" in lines[1]
+    assert all("images/s" in line for line in lines)
+    assert all(r.levelno == logging.INFO for r in records)
+    assert capsys.readouterr().err == ""
+    caplog.clear()
+    train(quick(epochs=1), tiny, show_progress=False)
+    assert not [r for r in caplog.records if r.name == "ampcheck.train"]
+
+
+def test_progress_without_a_terminal_logs_every_tenth(ampcheck_log):
+    from ampcheck._progress import progress
+
+    caplog = ampcheck_log
+    assert list(progress(range(20), 20, "chunks", unit="chunk")) == list(range(20))
+    lines = [r.getMessage() for r in caplog.records if r.name == "ampcheck._progress"]
+    assert len(lines) == 10 and lines[0].startswith("chunks: 2/20 chunk (10%")
+    assert lines[-1].startswith("chunks: 20/20 chunk (100%")
+
+
+def test_importing_ampcheck_configures_no_logging():
+    code = ("import logging, ampcheck, ampcheck.train, ampcheck.checks, ampcheck.data.particles;"
+            "print(len(logging.getLogger('ampcheck').handlers), len(logging.getLogger().handlers),"
+            " logging.getLogger('ampcheck').level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "0", "0"]
+
+
+def test_every_budget_name_has_training_and_evaluation_settings():
+    # one source for the names (ampcheck.kinds): each budget trains every model family and
+    # has the checks' evaluation sizes; the families and encoder presets are the same names
+    from ampcheck import kinds
+    from ampcheck import train as train_module
+    from ampcheck.checks._common import SETTINGS
+    from ampcheck.models.encoders import ENCODER_PRESETS
+
+    assert tuple(train_module.BUDGETS) == kinds.BUDGETS
+    for name in kinds.BUDGETS:
+        assert set(train_module.BUDGETS[name]) == set(kinds.FAMILIES), name
+        assert name in SETTINGS and SETTINGS[name].budget == name
+        for family in kinds.FAMILIES:
+            cfg = budget_config(name, model=family)
+            assert cfg.epochs == train_module.BUDGETS[name][family].epochs
+    assert set(SETTINGS) == set(kinds.BUDGETS)
+    assert train_module.MODELS == kinds.FAMILIES
+    assert tuple(ENCODER_PRESETS) == kinds.ENCODERS
+    assert TrainConfig().encoder == kinds.DEFAULT_ENCODER
 
 
 @pytest.mark.gpu

@@ -28,15 +28,22 @@ The decoder side (:meth:`CryoDRGNVAE.recon_loss`) is ``train_vae.run_batch`` /
 ``loss_function`` per image: ``HetOnlyVAE`` evaluated at ``lattice.coords[mask] / extent / 2
 @ rot`` on the circular mask of radius ``D/2`` (DC excluded), times the CTF, against the
 translated Hartley image; the loss is the mean squared error over the masked pixels.
+
+Volumes (:meth:`CryoDRGNVAE.decode_volume`) are cryoDRGN's own, as ``cryodrgn eval_vol -z``
+writes them: the decoder's ``eval_volume`` on the run's lattice (``lattice.coords``,
+``lattice.D``, ``lattice.extent``) with the run's ``dataset_args.norm``, so the invariance
+checks compare the volumes a cryoDRGN user would look at (``volume_displacement``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -60,17 +67,44 @@ _MODEL_KEYS = ("qlayers", "qdim", "players", "pdim", "zdim", "encode_mode", "enc
                "pe_type", "pe_dim", "domain")
 
 
-def _import_cryodrgn() -> SimpleNamespace:
-    """cryoDRGN's modules the adapter uses, or a :class:`ConfigError` saying how to install."""
+@contextlib.contextmanager
+def _logging_kept() -> Iterator[None]:
+    """Keep the process's logging configuration across an import of cryodrgn.
+
+    cryoDRGN 4.3's ``__init__`` calls ``logging.config.dictConfig``: it replaces the root
+    logger's handlers (INFO to stdout, its own format) and disables every logger that already
+    exists, ampcheck's included, so that a program that checks a cryoDRGN run would lose its
+    own status lines and print cryoDRGN's records. The root's handlers and level and each
+    logger's ``disabled`` flag are put back as they were (loggers cryoDRGN creates stay on)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = logging.Logger.manager.loggerDict
+    disabled = {name: lg.disabled for name, lg in loggers.items()
+                if isinstance(lg, logging.Logger)}
     try:
-        import cryodrgn
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, lg in list(loggers.items()):
+            if isinstance(lg, logging.Logger):
+                lg.disabled = disabled.get(name, False)
+
+
+def _import_cryodrgn() -> SimpleNamespace:
+    """cryoDRGN's modules the adapter uses, or a :class:`ConfigError` saying how to install
+    (imported with the process's logging configuration kept: :func:`_logging_kept`)."""
+    try:
+        with _logging_kept():
+            import cryodrgn
     except ImportError as e:
         raise ConfigError(f"the cryoDRGN adapter needs the cryodrgn package, which cannot be "
                           f"imported here ({e}); install it with {INSTALL_HINT}") from None
     try:
-        from cryodrgn import config, ctf, fft
-        from cryodrgn.masking import spherical_window_mask
-        from cryodrgn.models import HetOnlyVAE
+        with _logging_kept():
+            from cryodrgn import config, ctf, fft
+            from cryodrgn.masking import spherical_window_mask
+            from cryodrgn.models import HetOnlyVAE
     except ImportError as e:
         version = getattr(cryodrgn, "__version__", "?")
         raise ConfigError(f"cryodrgn {version} lacks what the adapter uses ({e}); it targets "
@@ -292,6 +326,20 @@ class CryoDRGNVAE(torch.nn.Module):
         if c is not None:
             y_recon = y_recon * c.view(B, -1)[:, mask]
         return ((y_recon - y.view(B, -1)[:, mask]) ** 2).mean(dim=1)
+
+    @torch.no_grad()
+    def decode_volume(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The real-space volume ``(D, D, D)`` float32 (indexed ``[z, y, x]``) at latent
+        ``z (zdim,)``: what ``cryodrgn eval_vol --weights <w> -c config.yaml -z <z>`` writes
+        (without its ``--flip``, ``--invert``, ``--low-pass``, ``--crop``, ``--downsample``),
+        computed by the run's own decoder (``eval_volume``) on its lattice and normalisation."""
+        zval = np.asarray(torch.as_tensor(z).detach().cpu(), dtype=np.float32).reshape(-1)
+        if zval.shape != (self.zdim,) or not np.isfinite(zval).all():
+            raise InputError(f"a latent of shape {np.shape(z)}; the cryoDRGN model in "
+                             f"{self.run_dir} decodes finite latents of shape ({self.zdim},)")
+        lat = self.lattice
+        vol = self.net.decoder.eval_volume(lat.coords, lat.D, lat.extent, self.norm, zval)
+        return vol.detach().float().cpu().numpy()
 
 
 def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = "auto",

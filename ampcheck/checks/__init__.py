@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..results import CheckResult, Metric, Threshold, decide
+from ..thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from ._common import SETTINGS, Settings, settings_for, truth_problem
 from .fits import evil_twin, vlt_equivalence
 from .generalisation import amortization_gap, heldout_generalisation
 from .invariance import rotation_invariance, shift_invariance
-from .result import CheckResult, Metric, Threshold, decide
 from .subject import VAE, ProtocolModel, Subject, TrainingCache, subject_from, validate_vae
-from .thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
     battery = ("shift_invariance", "evil_twin", "vlt_equivalence", "amortization_gap",
                "heldout_generalisation")
     profile = {r.check: r for r in run_checks(mnist, battery, settings, strict=True)}
-    held, label = profile["heldout_generalisation"], f"mnist ({getattr(data, 'source', 'digits')})"
+    held, label = profile["heldout_generalisation"], f"mnist ({data.source})"
     details = {"profile": {k: r.to_dict() for k, r in profile.items()}, "data": repr(data)}
     if held.skip:  # its split left one side with a single digit: nothing to show
         return CheckResult.skipped("mnist_control", label, "the MNIST VAE's "
@@ -121,7 +121,7 @@ NEEDS = {
 
 def _truth_problem(subject: Subject) -> str | None:
     """Why the subject's data have no usable ground truth, when they have a constant one."""
-    return truth_problem(getattr(subject.data, "truth", {}) or {})
+    return truth_problem(subject.data.truth)
 
 
 def _need(tag: str, subject: Subject) -> str:
@@ -237,7 +237,9 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
         model: a preset (``"cryoem"``, ``"cryoem:large"``, ``"mnist"``), a ``TrainConfig``,
             a factory ``(train_data, seed) -> VAE``, or a trained :class:`VAE`
             (see :func:`~ampcheck.checks.subject.subject_from`).
-        data: a ``ParticleDataset`` or ``MnistDataset``.
+        data: a ``ParticleDataset`` or ``MnistDataset``, or any data set that follows
+            :class:`ampcheck.contracts.Dataset`; what it can give beyond that (ground-truth
+            volumes) is read from :func:`ampcheck.contracts.data_capabilities`.
         checks: names (default: every per-model check; those that do not apply are
             ``SKIP`` results that say why).
         budget: ``smoke``, ``medium`` or ``full``: training size and evaluation sizes.

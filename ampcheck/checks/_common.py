@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import metrics as M
 from ..errors import ConfigError
-from .result import Metric, Threshold, decide, interval
-from .thresholds import DEFAULT_THRESHOLDS
+from ..results import Metric, Threshold, centred, decide, interval
+from ..thresholds import DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,11 @@ def boot(stat: Callable[[np.ndarray], float], n: int, settings: Settings, seed: 
 
 def pooled(per_seed: list, higher_is_better: bool, settings: Settings) -> Metric:
     """One :class:`Metric` from the :class:`~ampcheck.metrics.Interval` of every seed: the mean
-    value, and the percentile interval of all seeds' bootstrap replicates pooled."""
+    value, and the interval of all seeds' replicates, each centred on its own seed's value,
+    pooled and centred on the mean (:func:`~ampcheck.results.interval`)."""
     value = float(np.mean([iv.value for iv in per_seed]))
-    return interval([iv.samples for iv in per_seed], value, higher_is_better, settings.level)
+    return interval([centred(iv.value, iv.samples) for iv in per_seed], value, higher_is_better,
+                    settings.level)
 
 
 def plain(values: list[float], higher_is_better: bool) -> Metric:
@@ -212,5 +214,5 @@ def percent(x: float) -> str:
 
 
 def truth_of(data, positions: np.ndarray) -> dict[str, np.ndarray]:
-    truth = getattr(data, "truth", {}) or {}
+    truth = data.truth or {}  # the data-set contract: a mapping, empty without truth
     return {k: np.asarray(v)[positions] for k, v in truth.items()}

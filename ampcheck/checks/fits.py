@@ -34,15 +34,12 @@ memorisation of 0.70 [0.65, 0.77] with every latent's truth R² below 0.)
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
-
 import numpy as np
 
 from .. import metrics as M
-from ..data.transforms import derangement
+from ..data.twins import derangement
 from ..errors import ConfigError
+from ..results import CheckResult, decide
 from ._common import (
     Settings,
     boot,
@@ -58,7 +55,6 @@ from ._common import (
     truth_recovery,
     worst_of,
 )
-from .result import CheckResult, decide
 from .subject import Subject
 
 
@@ -85,24 +81,21 @@ def _why(flags: list[str]) -> str:
     return " and ".join(words[f] for f in flags)
 
 
-@functools.lru_cache(maxsize=4)
-def _truth_volumes(manifest_path: str) -> tuple[tuple[float, int, np.ndarray], ...]:
-    """``(z_continuous, z_class, volume)`` of each ground-truth volume an ampcheck synthetic
-    data set lists in its manifest."""
-    from ..cryoem.io import read_mrc
-
-    manifest = json.loads(Path(manifest_path).read_text())
-    root = Path(manifest_path).parent
-    return tuple((float(v["z_continuous"]), int(v["z_class"]), read_mrc(root / v["file"])[0])
-                 for v in manifest.get("volumes", [])
-                 if v.get("z_continuous") is not None and v.get("z_class") is not None
-                 and (root / v["file"]).is_file())
-
-
 def central_slices(volume: np.ndarray) -> np.ndarray:
     """The three central sections ``(3, D, D)`` of a volume ``[z, y, x]``: z, y, x = D/2."""
     c = volume.shape[0] // 2
     return np.stack([volume[c], volume[:, c], volume[:, :, c]]).astype(np.float32)
+
+
+def volumes_missing(runs: dict, subject: Subject) -> str | None:
+    """Why decoded volumes cannot be compared with the truth (None when they can), from the
+    declared capabilities of the data and of each run."""
+    if not subject.capabilities.truth_volumes:
+        return "the data set has no ground-truth volumes"
+    cannot = [name for name, run in runs.items() if not run.capabilities.decode_volume]
+    if cannot:
+        return f"the {' and '.join(cannot)} model(s) decode no volumes"
+    return None
 
 
 def volume_agreement(runs: dict, latents: dict, subject: Subject, idx: np.ndarray,
@@ -110,23 +103,18 @@ def volume_agreement(runs: dict, latents: dict, subject: Subject, idx: np.ndarra
     """Mean AUC-FSC ``{name: value}`` of each run's volume at its latent of ``n`` images
     against the true volume nearest each image's conformation, and the central slices
     ``(n, 3, D, D)`` of those volumes (``slices[<name>]``, ``slices[truth]``, with the images'
-    ``z_continuous``); both empty without such volumes."""
-    stack = getattr(getattr(subject.data, "_stack", None), "path", None)
-    manifest = Path(stack).parent / "manifest.json" if stack is not None else None
-    if n < 1 or manifest is None or not manifest.is_file() or not all(
-            hasattr(getattr(r, "model", None), "decode_volume") for r in runs.values()):
-        return {}, {}
-    volumes = _truth_volumes(str(manifest))
+    ``z_continuous``); both empty without such volumes (:func:`volumes_missing` says why)."""
     truth = truth_of(subject.train, idx)
-    if not volumes or "z_continuous" not in truth:
+    if n < 1 or volumes_missing(runs, subject) or "z_continuous" not in truth:
         return {}, {}
+    volumes = subject.data.truth_volumes()
     pick = sample(len(idx), n, seed + 7)
     nearest = []
     for p in pick:
         zc = float(truth["z_continuous"][p])
         cls = int(truth["z_class"][p]) if "z_class" in truth else None
-        same = [v for v in volumes if cls is None or v[1] == cls] or list(volumes)
-        nearest.append(min(same, key=lambda v: abs(v[0] - zc))[2])
+        same = [v for v in volumes if cls is None or v.z_class == cls] or list(volumes)
+        nearest.append(min(same, key=lambda v: abs(v.z_continuous - zc)).volume)
     out, slices = {}, {"slices[truth]": np.stack([central_slices(v) for v in nearest]),
                        "z_continuous": truth["z_continuous"][pick]}
     for name, run in runs.items():
@@ -271,5 +259,11 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                 "latents give theirs")
     else:
         text = f"fit ratio {f:.2g} is within its uncertainty of the threshold"
+    details: dict = {"n_images": int(len(idx))}
+    if not vol_auc:  # say why the volume metrics are absent
+        details["volumes"] = (volumes_missing({"encoder": enc, "vlt": vlt}, subject)
+                              or ("no volumes asked for (n_volumes = 0)"
+                                  if settings.n_volumes < 1 else
+                                  "the images have no ground-truth conformation (z_continuous)"))
     return CheckResult("vlt_equivalence", subject.name, verdict, metrics, threshold, text,
-                       tuple(flags), subject.seeds, {"n_images": int(len(idx))}, arrays)
+                       tuple(flags), subject.seeds, details, arrays)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import metrics as M
+from ..results import CheckResult, decide
 from ..train import kl_divergence
 from ._common import (
     Settings,
@@ -46,7 +47,6 @@ from ._common import (
     verdict_with_guard,
     worst_of,
 )
-from .result import CheckResult, decide
 from .subject import Subject
 
 

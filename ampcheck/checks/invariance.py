@@ -3,8 +3,14 @@
 For each transform ``T`` of the check, on a sample of training images: the encoder's means
 ``mu(x_i)`` and ``mu(T x_i)`` (each image keeps its own pose and CTF), then
 
-* ``displacement``: ``median_i |mu(T x_i) - mu(x_i)| / median_{i != j} |mu(x_i) - mu(x_j)|``
-  (0: invariant; about 1: as far as a random other image), governing, worst over transforms;
+* ``displacement[T]``: ``median_i |mu(T x_i) - mu(x_i)| / median_{i != j} |mu(x_i) -
+  mu(x_j)|`` (0: invariant; about 1: as far as a random other image);
+* ``displacement``: the governing metric, the displacement under the check's *first*
+  transform, the paper's probe: a 1-px shift, a 90° rotation (or the first of the transforms
+  given as the option ``shift_transforms`` / ``rotation_transforms``). The others (a 5-px
+  shift on MNIST) are context, each with its own interval: a verdict governed by the worst
+  transform would answer another question (on MNIST the 5-px shift then decided, and a
+  convolutional encoder, 0.33 at 1 px, scored worse than a per-image lookup);
 * ``retrieval@k``: the share of ``T x_i`` whose nearest latents include ``x_i``'s own
   (``k = 1, 10``; chance ``k / n``);
 * for cryo-EM models that decode volumes, ``volume_displacement``: the mean ``1 - AUC-FSC``
@@ -21,7 +27,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics as M
-from ..data.transforms import Transform, derangement, parse_transform
+from ..data.transforms import Transform, parse_transform
+from ..data.twins import derangement
+from ..errors import ConfigError
+from ..results import CheckResult
 from ._common import (
     Settings,
     boot,
@@ -33,9 +42,7 @@ from ._common import (
     sample,
     truth_of,
     verdict_with_guard,
-    worst_of,
 )
-from .result import CheckResult
 from .subject import Subject
 
 SHIFTS = {"cryoem": ("roll:1",), "mnist": ("roll:1", "roll:5")}  # the paper's probes
@@ -46,6 +53,9 @@ def _transforms(subject: Subject, kind: str) -> tuple[Transform, ...]:
     given = subject.options.get(f"{kind}_transforms")
     if given is None:
         given = SHIFTS.get(subject.family, SHIFTS["cryoem"]) if kind == "shift" else ROTATIONS
+    if isinstance(given, str) or not given:
+        raise ConfigError(f"the option {kind}_transforms must be a non-empty list of transforms "
+                          f"such as ['roll:1'], got {given!r} (the first one governs)")
     return tuple(parse_transform(t) for t in given)
 
 
@@ -70,8 +80,9 @@ def _displacement(mu: np.ndarray, moved: np.ndarray, settings: Settings, seed: i
 
 
 def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed: int):
-    """``volume_displacement`` (see the module docstring) on ``n`` images, or None."""
-    if n < 2 or not hasattr(getattr(model, "model", None), "decode_volume"):
+    """``volume_displacement`` (see the module docstring) on ``n`` images, or None when the
+    model declares no volumes (its ``capabilities``, :mod:`ampcheck.contracts`)."""
+    if n < 2 or not model.capabilities.decode_volume:
         return None
     pick = sample(len(mu), n, seed + 7)
     partner = pick[derangement(len(pick), seed)]
@@ -88,7 +99,7 @@ def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed:
 def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> CheckResult:
     transforms = _transforms(subject, kind)
     threshold = settings.thresholds[name]
-    worst, info = [], []
+    info = []
     per_t = {t.name: {"d": [], "r1": [], "r10": [], "vol": []} for t in transforms}
     arrays: dict[str, np.ndarray] = {}
     for seed in subject.seeds:
@@ -101,18 +112,17 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
         if not arrays:  # what the report draws: each image joined to its transformed copy
             arrays = {"mu": mu, **{f"moved[{t}]": m for t, m in moved.items()},
                       **{f"truth[{k}]": v for k, v in truth.items()}}
-        disp = {t: _displacement(mu, m, settings, seed) for t, m in moved.items()}
-        worst.append(boot(lambda b, disp=disp: worst_of(f(b) for f in disp.values()), len(idx),
-                          settings, seed))
         for t, m in moved.items():
-            per_t[t]["d"].append(boot(disp[t], len(idx), settings, seed))
+            per_t[t]["d"].append(boot(_displacement(mu, m, settings, seed), len(idx), settings,
+                                      seed))
             per_t[t]["r1"].append(M.retrieval_at_k(mu, m, 1))
             per_t[t]["r10"].append(M.retrieval_at_k(mu, m, min(10, len(idx) - 1)))
             vd = _volume_displacement(model, mu, m, settings.n_volumes, seed)
             if vd is not None:
                 per_t[t]["vol"].append(vd)
 
-    metrics = {"displacement": pooled(worst, False, settings)}
+    governs = transforms[0].name
+    metrics = {"displacement": pooled(per_t[governs]["d"], False, settings)}
     for t, v in per_t.items():
         metrics[f"displacement[{t}]"] = pooled(v["d"], False, settings)
         metrics[f"retrieval@1[{t}]"] = plain(v["r1"], True)
@@ -126,23 +136,25 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
     d = metrics["displacement"].value
     what = "shifted" if kind == "shift" else "rotated"
     if verdict == "FAIL":
-        text = (f"{what} images move {d:.2f} of the typical inter-image distance in latent "
-                "space: the encoder is not invariant")
+        text = (f"{what} images ({governs}) move {d:.2f} of the typical inter-image distance "
+                "in latent space: the encoder is not invariant")
     elif "uninformative" in flags:
         text = (f"displacement {d:.2g}, but the latents carry too little information "
                 f"({', '.join(missed)} below floor) for invariance to mean anything")
     elif verdict == "PASS":
-        text = f"{what} images stay put in latent space (displacement {d:.2g})"
+        text = f"{what} images ({governs}) stay put in latent space (displacement {d:.2g})"
     else:
         text = f"displacement {d:.2g} is within its uncertainty of the threshold"
     return CheckResult(name, subject.name, verdict, metrics, threshold, text, tuple(flags),
                        subject.seeds, {"transforms": [t.name for t in transforms],
+                                       "governing_transform": governs,
                                        "n_images": int(min(len(subject.train),
                                                            settings.n_eval))}, arrays)
 
 
 def shift_invariance(subject: Subject, settings: Settings) -> CheckResult:
-    """Is the encoder invariant to circular shifts of its input (1 px; also 5 px on MNIST)?"""
+    """Is the encoder invariant to circular shifts of its input? Governed by the 1-px shift;
+    on MNIST the 5-px shift is reported beside it."""
     return _invariance("shift_invariance", "shift", subject, settings)
 
 

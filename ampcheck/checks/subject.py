@@ -11,62 +11,49 @@ scikit-learn estimator-tags pattern), and each check declares the tags it needs:
 * ``truth``: the data carry ground truth (``z_continuous`` and/or ``z_class``) that is not
   constant (a constant truth carries no information to recover).
 
-Any VAE enters through the small structural protocol :class:`VAE`; ampcheck's own trained
-models (:class:`~ampcheck.train.TrainedModel`) already speak the data-level interface
-(:class:`CheckableModel`) that checks call.
+The tags a model's kind decides come from :func:`ampcheck.kinds.kind_tags`, and its name
+from :func:`ampcheck.kinds.model_name`, so that results, baselines and configuration name a
+model alike. What the data can give beyond the contract (ground-truth volumes, the family of
+images) is read once into the subject's :class:`~ampcheck.contracts.DataCapabilities`.
+
+Any VAE enters through the small structural protocol :class:`~ampcheck.contracts.VAE`;
+ampcheck's own trained models (:class:`~ampcheck.train.TrainedModel`) already speak the
+data-level interface (:class:`~ampcheck.contracts.CheckableModel`) that checks call, and
+:class:`ProtocolModel` gives it to any VAE, with the VAE's declared capabilities (a
+``decode_volume`` gets the volume metrics).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import sys
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 
+from .. import kinds
+from ..contracts import (
+    VAE,
+    CheckableModel,
+    DataCapabilities,
+    Dataset,
+    ModelCapabilities,
+    data_capabilities,
+    missing_members,
+    model_capabilities,
+)
 from ..errors import ConfigError
 from ..train import TrainConfig, TrainedModel, budget_config, resolve_device, train
 from ._common import usable_truth
 
+__all__ = ["VAE", "CheckableModel", "ProtocolModel", "Subject", "TrainingCache", "data_key",
+           "subject_from", "training_split", "validate_data", "validate_vae"]
 
-@runtime_checkable
-class VAE(Protocol):
-    """Any VAE, as ampcheck needs it (tensors in, tensors out).
-
-    ``x`` is a batch of raw images ``(B, D, D)`` (float32, as the data set's ``images``
-    returns them, after any transform under test). Models whose methods take a second argument
-    ``meta`` receive the batch's pose and CTF too (``rot (B, 3, 3)``, ``trans (B, 2)`` pixels,
-    ``ctf (B, 9)``, ``index (B,)``), as a cryo-EM decoder needs them.
-
-    * ``encode(x) -> (mu, logvar)``, each ``(B, zdim)``;
-    * ``recon_loss(x, z) -> (B,)``: the per-image reconstruction loss (negative
-      log-likelihood up to a constant), differentiable in ``z``.
-
-    An optional attribute ``kl_weight`` (default 1) scales the KL term against this loss, so
-    that ``-(recon_loss + kl_weight * KL)`` is the model's ELBO.
-    """
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def recon_loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
-
-
-class CheckableModel(Protocol):
-    """The data-level interface checks call (``TrainedModel`` has it; :class:`ProtocolModel`
-    wraps a :class:`VAE` into it)."""
-
-    def encode(self, data, indices=None, transform=None) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def recon_loss(self, data, indices, z: np.ndarray) -> np.ndarray: ...
-
-    def recon_closure(self, data, indices) -> Callable[[torch.Tensor], torch.Tensor]: ...
-
-    @property
-    def kl_scale(self) -> float: ...
+logger = logging.getLogger(__name__)
 
 
 def _takes_meta(fn: Callable) -> bool:
@@ -85,22 +72,55 @@ def validate_vae(model: Any, where: str = "the model") -> None:
                           "recon_loss(x, z) -> per-image loss")
 
 
+def validate_data(data: Any, where: str = "the data") -> None:
+    """Raise a clear :class:`ConfigError` unless ``data`` follows
+    :class:`~ampcheck.contracts.Dataset`."""
+    if isinstance(data, Dataset):
+        return
+    missing = missing_members(data, Dataset)
+    raise ConfigError(f"{where} ({type(data).__name__}) has no {', '.join(missing)}; expected "
+                      "a data set such as ampcheck's ParticleDataset or MnistDataset "
+                      "(see ampcheck.contracts.Dataset)")
+
+
 class ProtocolModel:
-    """A :class:`VAE` behind the data-level interface, in batches, on its own device."""
+    """A :class:`VAE` behind the data-level interface, in batches, on its own device.
+
+    Its :attr:`capabilities` are the VAE's (:func:`~ampcheck.contracts.model_capabilities`),
+    read once here: a VAE with ``decode_volume`` decodes volumes for the checks.
+    """
 
     def __init__(self, vae: Any, batch_size: int = 256):
         validate_vae(vae)
         self.vae, self.batch_size = vae, int(batch_size)
-        if callable(getattr(vae, "eval", None)):
+        self.capabilities: ModelCapabilities = model_capabilities(vae)
+        self.device = torch.device("cpu")
+        if isinstance(vae, torch.nn.Module):
             vae.eval()  # checks evaluate: no dropout, batch norm on its running statistics
-        params = list(vae.parameters()) if hasattr(vae, "parameters") else []
-        self.device = params[0].device if params else torch.device("cpu")
+            params = list(vae.parameters())
+            self.device = params[0].device if params else self.device
+        self._kl_weight = float(getattr(vae, "kl_weight", 1.0))  # optional (see VAE)
         self._enc_meta = _takes_meta(vae.encode)
         self._rec_meta = _takes_meta(vae.recon_loss)
 
     @property
     def kl_scale(self) -> float:
-        return float(getattr(self.vae, "kl_weight", 1.0))
+        return self._kl_weight
+
+    def decode_volume(self, z: np.ndarray) -> np.ndarray:
+        """The VAE's volume ``(D, D, D)`` float32 at latent ``z (zdim,)``."""
+        if not self.capabilities.decode_volume:
+            raise ConfigError(f"{type(self.vae).__name__} has no decode_volume(z); it declares "
+                              "no volumes")
+        with torch.no_grad():
+            vol = self.vae.decode_volume(np.asarray(z, dtype=np.float32))
+        if isinstance(vol, torch.Tensor):
+            vol = vol.detach().float().cpu().numpy()
+        vol = np.asarray(vol, dtype=np.float32)
+        if vol.ndim != 3 or len(set(vol.shape)) != 1:
+            raise ConfigError(f"{type(self.vae).__name__}.decode_volume returned shape "
+                              f"{vol.shape}; expected a cubic volume (D, D, D)")
+        return vol
 
     def _inputs(self, data, idx: np.ndarray, transform=None):
         images = data.images(idx)
@@ -145,11 +165,14 @@ class ProtocolModel:
 
 # ---------------------------------------------------------------------------- training cache
 def data_key(data) -> str:
-    """A key for "the same images": the data set's source and the view's positions."""
-    root = getattr(data, "_stack", None)
-    source = str(getattr(root, "path", "")) or repr(getattr(data, "source", type(data).__name__))
-    h = hashlib.sha1(np.asarray(data.indices, dtype=np.int64).tobytes()).hexdigest()[:16]
-    return f"{type(data).__name__}:{source}:{getattr(data, 'windowed', '')}:{len(data)}:{h}"
+    """A key for "the same images, served the same way": the data set's class and source,
+    the view's positions, and a digest of what its first two images reach a model as (so that
+    a view with other preprocessing, say without the real-space window, is another key)."""
+    h = hashlib.sha1(np.asarray(data.indices, dtype=np.int64).tobytes())
+    if len(data):
+        y = data.get_batch(np.arange(min(2, len(data))))["y"]
+        h.update(np.ascontiguousarray(torch.as_tensor(y).cpu().numpy(), np.float32).tobytes())
+    return f"{type(data).__name__}:{data.source}:{len(data)}:{h.hexdigest()[:16]}"
 
 
 class TrainingCache:
@@ -177,8 +200,8 @@ class TrainingCache:
         key = self._key(cfg, data, kwargs)
         if key not in self._runs:
             if self.show_progress:
-                print(f"ampcheck: training {cfg.model} {cfg.variant} ({cfg.encoder}), "
-                      f"seed {cfg.seed}, {cfg.epochs} epoch(s)", file=sys.stderr, flush=True)
+                logger.info("ampcheck: training %s %s (%s), seed %d, %d epoch(s)", cfg.model,
+                            cfg.variant, cfg.encoder, cfg.seed, cfg.epochs)
             self._runs[key] = train(cfg, data, show_progress=self.show_progress, **kwargs)
         return self._runs[key]
 
@@ -226,7 +249,8 @@ class Subject:
 
     Build one with :func:`subject_from`. ``models[seed]`` is the trained model of each seed;
     ``train`` and ``heldout`` are views of ``data``; ``config`` is set for ampcheck-trained
-    subjects, whose variants :meth:`variant` trains (through the cache) on ``train``.
+    subjects, whose variants :meth:`variant` trains (through the cache) on ``train``;
+    ``capabilities`` are the data's (:func:`~ampcheck.contracts.data_capabilities`).
     """
 
     name: str
@@ -239,16 +263,24 @@ class Subject:
     config: TrainConfig | None = None
     cache: TrainingCache | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    capabilities: DataCapabilities = field(default_factory=DataCapabilities)
     _models: dict[int, Any] = field(default_factory=dict, repr=False)
 
-    def model(self, seed: int):
+    def model(self, seed: int) -> CheckableModel:
         if seed not in self._models:
             self._models[seed] = self.model_fn(seed)
         return self._models[seed]
 
+    def with_options(self, options: Mapping[str, Any]) -> Subject:
+        """The same subject with ``options`` added to its check options: it shares the trained
+        models (``_models``, the cache), so a model trains once whatever options its checks
+        run with."""
+        return replace(self, options={**self.options, **options}, _models=self._models)
+
     @property
     def family(self) -> str:
-        return self.config.model if self.config is not None else self.options.get("family", "")
+        """The model family ampcheck trains, else the data's declared family."""
+        return self.config.model if self.config is not None else self.capabilities.family
 
     def variant(self, seed: int, *, encoder_from: TrainedModel | None = None,
                 **overrides: Any) -> TrainedModel:
@@ -267,7 +299,7 @@ def _truth_tags(data) -> set[str]:
     """``{"truth"}`` when the data carry a ground truth that latents can be measured against:
     ``z_continuous`` or ``z_class`` that is not constant (see
     :func:`~ampcheck.checks._common.usable_truth`)."""
-    return {"truth"} if usable_truth(getattr(data, "truth", {}) or {}) else set()
+    return {"truth"} if usable_truth(data.truth) else set()
 
 
 def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequence[int] = 1,
@@ -291,20 +323,21 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
     if not seed_list:
         raise ConfigError("seeds must name at least one seed")
+    validate_data(data)
     cache = cache if cache is not None else TrainingCache()
-    tags = {"encoder"} | _truth_tags(data)
+    tags = set(kinds.kind_tags(model)) | _truth_tags(data)
+    caps = data_capabilities(data)
 
     if isinstance(model, str | TrainConfig):
         cfg = _config_from(model, budget, device)
         train_set, heldout = training_split(cfg, data, heldout_fraction, split_seed)
-        tags |= {"trainable", "heldout"}
+        label = name or kinds.model_name(cfg)
 
         def model_fn(seed: int):
             return cache.train(replace(cfg, seed=seed), train_set)
 
-        label = name or (f"{cfg.model}:{cfg.encoder}" if cfg.model == "cryoem" else cfg.model)
         return Subject(label, data, train_set, heldout, seed_list, model_fn, frozenset(tags),
-                       config=cfg, cache=cache, options={"family": cfg.model})
+                       config=cfg, cache=cache, capabilities=caps)
 
     if isinstance(model, TrainedModel):
         vae_like = model
@@ -322,10 +355,9 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
                                 "return value")
             return ProtocolModel(built)
 
-        tags.add("heldout")
-        label = name or getattr(factory, "__name__", "model")
+        label = name or kinds.model_name(factory)
         return Subject(label, data, train_set, heldout, seed_list, model_fn, frozenset(tags),
-                       cache=cache, options={"family": _family(data)})
+                       cache=cache, capabilities=caps)
     else:
         validate_vae(model)
         raise AssertionError("unreachable")  # validate_vae raised
@@ -342,9 +374,9 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
     if len(seed_list) > 1:
         raise ConfigError("a model trained elsewhere is one seed; pass a factory to check "
                           "several training seeds")
-    label = name or type(getattr(vae_like, "vae", vae_like)).__name__
+    label = name or kinds.model_name(model)
     return Subject(label, data, train_set, heldout, seed_list, lambda seed: vae_like,
-                   frozenset(tags), cache=cache, options={"family": _family(data)})
+                   frozenset(tags), cache=cache, capabilities=caps)
 
 
 def training_split(cfg: TrainConfig, data, heldout_fraction: float = 0.2, split_seed: int = 0):
@@ -361,17 +393,10 @@ def training_split(cfg: TrainConfig, data, heldout_fraction: float = 0.2, split_
     return train_set, heldout
 
 
-def _family(data) -> str:
-    return "cryoem" if hasattr(data, "apix") else "mnist"
-
-
 def _config_from(model: str | TrainConfig, budget: str, device: str) -> TrainConfig:
     if isinstance(model, TrainConfig):
         return replace(model, device=device) if device != "auto" else model
-    family, _, encoder = model.partition(":")
-    if family not in ("cryoem", "mnist"):
-        raise ConfigError(f"unknown model preset {model!r}; expected 'cryoem', "
-                          "'cryoem:<encoder>' or 'mnist'")
+    family, encoder = kinds.parse_preset(model)
     overrides: dict[str, Any] = {"model": family, "device": device}
     if encoder:
         overrides["encoder"] = encoder

@@ -326,6 +326,8 @@ class MnistDataset(IndexedView):
     full data set), ``label``; :meth:`get_batch` returns the same with a leading batch axis.
     """
 
+    family = "mnist"  # the kind of images (ampcheck.contracts.DataCapabilities)
+
     def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, *,
                  source: str = "arrays", seed: int = 0):
         images = np.asarray(images)

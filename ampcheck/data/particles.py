@@ -1,6 +1,6 @@
 """Particle images with poses and CTF, served lazily and preprocessed as cryoDRGN does.
 
-:class:`ParticleDataset` reads images from an :class:`~ampcheck.cryoem.io.ImageStack` on demand
+:class:`ParticleDataset` reads images from an :class:`~ampcheck.cryoem.stack.ImageStack` on demand
 (so a stack larger than memory trains with bounded memory) and turns each real-space image
 ``(D, D)`` into the symmetrised, normalised centred Hartley image ``(D+1, D+1)`` that cryoDRGN
 trains on, exactly as cryoDRGN 4.3.1's ``ImageDataset._process``:
@@ -21,6 +21,8 @@ Poses come in as the files hold them (translations in fractions of the box) and 
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,17 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ampcheck.contracts import TruthVolume
 from ampcheck.cryoem.fft import ht2_center, symmetrize_ht
-from ampcheck.cryoem.io import (
-    ImageStack,
-    _check_ctf,
-    _check_poses,
-    read_ctf,
-    read_poses,
-    read_stack,
-    read_star_particles,
-)
+from ampcheck.cryoem.indices import read_ind
 from ampcheck.cryoem.lattice import radial_window
+from ampcheck.cryoem.poses import check_ctf, check_poses, read_ctf, read_poses
+from ampcheck.cryoem.stack import ImageStack, read_stack
+from ampcheck.cryoem.star import read_star_particles
 from ampcheck.data.views import IndexedView
 from ampcheck.errors import ConfigError, InputError
 
@@ -98,6 +96,8 @@ class ParticleDataset(IndexedView):
     parts not given are omitted. :meth:`get_batch` returns the same with a leading batch axis.
     """
 
+    family = "cryoem"  # the kind of images (ampcheck.contracts.DataCapabilities)
+
     def __init__(self, stack: ImageStack, rot: np.ndarray | None = None,
                  trans: np.ndarray | None = None, ctf: np.ndarray | None = None,
                  truth: Mapping[str, np.ndarray] | None = None, *, invert: bool = True,
@@ -117,14 +117,14 @@ class ParticleDataset(IndexedView):
 
         self._rot = self._trans = self._ctf = None
         if rot is not None:
-            self._rot, self._trans = _check_poses(names["poses"], np.asarray(rot),
+            self._rot, self._trans = check_poses(names["poses"], np.asarray(rot),
                                                   None if trans is None else np.asarray(trans),
                                                   None)
             check_count("poses", len(self._rot), "poses")
         elif trans is not None:
             raise InputError(f"{names['poses']}: translations given without rotations")
         if ctf is not None:
-            self._ctf = self._rescale_ctf(_check_ctf(names["ctf"], np.asarray(ctf), None),
+            self._ctf = self._rescale_ctf(check_ctf(names["ctf"], np.asarray(ctf), None),
                                           D, names["ctf"])
             check_count("ctf", len(self._ctf), "CTF rows")
         self._truth = {}
@@ -166,20 +166,33 @@ class ParticleDataset(IndexedView):
     def from_files(cls, particles: PathLike, poses: PathLike | None = None,
                    ctf: PathLike | None = None, truth: PathLike | None = None,
                    datadir: PathLike | None = None, star_D: int | None = None,
-                   star_apix: float | None = None, **kw: Any) -> ParticleDataset:
-        """Open a stack (``.mrcs``, ``.txt``, ``.star``) with poses/CTF pickles and truth ``.npz``.
+                   star_apix: float | None = None, ind: PathLike | None = None,
+                   **kw: Any) -> ParticleDataset:
+        """Open particles as cryoDRGN's ``train_vae`` takes them: a stack (``.mrcs``/``.mrc``,
+        a ``.txt`` list, a RELION ``.star``) with poses and CTF pickles, an optional index
+        file ``ind`` and an optional ground truth ``.npz``.
 
-        A ``.star`` supplies poses and CTF itself; ``poses`` / ``ctf`` files given override it.
-        An old (RELION 3.0) star without an optics block takes its image size and pixel size
-        from ``star_D`` / ``star_apix``, by default from the stack itself. ``kw`` go to the
-        constructor.
+        A ``.star`` supplies poses and CTF itself (its image size and pixel size from its
+        optics table; ``star_D`` / ``star_apix`` override them, and an old single-block star
+        without them takes the stack's); ``poses`` / ``ctf`` files given override it.
+        ``datadir``: where the stacks that a ``.star`` names live (see
+        :func:`~ampcheck.cryoem.stack.read_stack`; not used for other files, as in cryoDRGN).
+        ``ind`` (cryoDRGN's ``--ind``): a pickled index array; the data set is then images
+        ``ind`` of the stack, in that order, and poses, CTF and truth that hold one row per
+        image of the whole stack are taken at ``ind`` too (rows already selected, one per
+        index, are taken as they are). ``kw`` go to the constructor (normalisation, when
+        estimated, is estimated on the selected images, as cryoDRGN's).
         """
         stack = read_stack(particles, datadir)
+        is_star = Path(particles).suffix.lower() == ".star"
+        if datadir is not None and not is_star:
+            warnings.warn(f"datadir {datadir} is not used: it says where the stacks named by a "
+                          f".star live, and {particles} is not a .star", stacklevel=2)
         rot = trans = ctf_params = None
         names = {}
-        if Path(particles).suffix.lower() == ".star" and (poses is None or ctf is None):
-            sp = read_star_particles(particles, D=star_D or stack.D,
-                                     apix=star_apix or stack.apix)
+        if is_star and (poses is None or ctf is None):
+            sp = read_star_particles(particles, D=star_D, apix=star_apix,
+                                     fallback_D=stack.D, fallback_apix=stack.apix)
             rot, trans, ctf_params = sp.rot, sp.trans, sp.ctf
             names = {"poses": str(particles), "ctf": str(particles)}
         if poses is not None:
@@ -191,6 +204,16 @@ class ParticleDataset(IndexedView):
         truth_arrays = None
         if truth is not None:
             truth_arrays, names["truth"] = _load_truth(Path(truth)), str(truth)
+        if ind is not None:
+            keep = read_ind(ind, len(stack))
+            pick = functools.partial(_select, keep=keep, n=len(stack), where=(particles, ind))
+            rot = pick(rot, names.get("poses"), "poses")
+            trans = pick(trans, names.get("poses"), "translations")
+            ctf_params = pick(ctf_params, names.get("ctf"), "CTF rows")
+            if truth_arrays is not None:
+                truth_arrays = {k: pick(v, names["truth"], f"values of {k!r}")
+                                for k, v in truth_arrays.items()}
+            stack = stack.take(keep)
         return cls(stack, rot, trans, ctf_params, truth_arrays, _names=names, **kw)
 
     @classmethod
@@ -305,6 +328,22 @@ class ParticleDataset(IndexedView):
         """Per-image ground truth of this dataset's images (empty when none was given)."""
         return {k: v[self._idx] for k, v in self._truth.items()}
 
+    @property
+    def source(self) -> str:
+        """The file the images come from (``.mrcs``, ``.txt`` or ``.star``)."""
+        return str(self._stack.path)
+
+    def truth_volumes(self) -> tuple[TruthVolume, ...]:
+        """The ground-truth volumes ``(D, D, D)`` at known conformations: those the
+        ``manifest.json`` of an ampcheck synthetic data set beside the stack lists (with a
+        ``z_continuous`` and ``z_class``, on this stack's pixel grid); empty for any other data
+        (real stacks have none). Read once per manifest version and shared by every view."""
+        manifest = self._stack.path.parent / "manifest.json"
+        if not manifest.is_file():
+            return ()
+        return tuple(v for v in _manifest_volumes(str(manifest), manifest.stat().st_mtime_ns)
+                     if v.volume.shape == (self.D,) * 3)
+
     def __repr__(self) -> str:
         parts = [p for p, a in (("poses", self._rot), ("ctf", self._ctf)) if a is not None]
         return (f"ParticleDataset({str(self._stack.path)!r}, n={self.n}, D={self.D}, "
@@ -338,6 +377,46 @@ def _check_truth(where: str, key: str, value: Any) -> np.ndarray:
         raise InputError(f"{where}: 'z_class' of image {k} (0-based) is {value[k]}; expected "
                          "whole-number classes")
     return value
+
+
+@functools.lru_cache(maxsize=4)
+def _manifest_volumes(manifest: str, mtime_ns: int) -> tuple[TruthVolume, ...]:
+    """The volumes a synthetic data set's manifest lists with a conformation (``mtime_ns``
+    keys the cache: a regenerated set is read again); none for a manifest not ampcheck's."""
+    from ampcheck.cryoem.mrc import read_mrc
+
+    try:
+        entries = json.loads(Path(manifest).read_text())
+    except (OSError, ValueError):
+        return ()
+    if not isinstance(entries, dict) or entries.get("generator") != "ampcheck.data.synthetic":
+        return ()
+    root = Path(manifest).parent
+    return tuple(TruthVolume(float(v["z_continuous"]), int(v["z_class"]),
+                             read_mrc(root / v["file"])[0])
+                 for v in entries.get("volumes", [])
+                 if v.get("z_continuous") is not None and v.get("z_class") is not None
+                 and (root / v["file"]).is_file())
+
+
+def _select(value: np.ndarray | None, name: str | None, what: str, *, keep: np.ndarray, n: int,
+            where: tuple[PathLike, PathLike]) -> np.ndarray | None:
+    """Rows ``keep`` of ``value``, a per-image array of an ``n``-image stack filtered by an
+    index file (``where``: the stack and the index file, for messages). ``value`` with one row
+    per image of the stack is indexed; one with a row per index (already filtered, as
+    cryoDRGN accepts for poses) is taken as it is; any other count is refused."""
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.ndim == 0:  # not per-image: the constructor says what was expected
+        return value
+    if len(value) == n:
+        return value[keep]
+    if len(value) == len(keep):
+        return value
+    stack, ind = where
+    raise InputError(f"{name or 'the ' + what}: holds {len(value)} {what}; expected {n} (one per "
+                     f"image of {stack}) or {len(keep)} (one per index of {ind})")
 
 
 def _load_truth(path: Path) -> dict[str, np.ndarray]:

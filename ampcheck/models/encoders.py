@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..kinds import ENCODERS
 from .mlp import ResidMLP
 
 
@@ -24,12 +25,15 @@ class EncoderPreset:
     invariant: bool = False
 
 
-ENCODER_PRESETS: dict[str, EncoderPreset] = {
+_SIZES: dict[str, EncoderPreset] = {
     "base": EncoderPreset(3, 256, 8),  # the paper's tutorial baseline
     "small": EncoderPreset(2, 256, 2),  # App. C.2
     "large": EncoderPreset(5, 1024, 8),  # the evil-twin "larger network" (§3.3)
     "invariant": EncoderPreset(3, 256, 8, invariant=True),  # the control the paper suggests
 }
+#: The size of each encoder that ``ampcheck.kinds.ENCODERS`` names, in that order (a name
+#: without a size here fails at import).
+ENCODER_PRESETS: dict[str, EncoderPreset] = {name: _SIZES[name] for name in ENCODERS}
 
 
 def encoder_preset(name: str) -> EncoderPreset:

@@ -1,13 +1,17 @@
 """What a check returns (SPEC §4): metrics with direction and interval, a threshold, a verdict.
 
-The verdict of the governing metric against its threshold uses the bootstrap interval:
+Torch-free, so that reading a report or a threshold does not import the training loop.
+
+Each metric's interval comes from resampling its images (half of them, without replacement:
+:func:`ampcheck.metrics.bootstrap`) and is centred on the metric's value, so ``lo <= value <=
+hi`` always. The verdict of the governing metric against its threshold uses that interval:
 
 * PASS when the whole interval (and the value) lies on the good side of the threshold;
 * FAIL when the whole interval (and the value) lies on the bad side;
 * WARN otherwise: the value is within its own uncertainty of the threshold.
 
-Over several training seeds the interval is the percentile interval of the pooled bootstrap
-replicates of every seed, so it widens when the seeds disagree (the paper saw runs differ).
+Over several training seeds the interval pools the replicates of every seed (each centred on
+its own seed's value), so it widens when the seeds disagree (the paper saw runs differ).
 
 A PASS that rests on uninformative latents (collapsed, or carrying no more about the truth than
 chance) is never reported: it becomes WARN with the flag ``uninformative``.
@@ -95,17 +99,41 @@ class Threshold:
                 "higher_is_better": self.higher_is_better, "rationale": self.rationale}
 
 
+def centred(value: float, replicates: np.ndarray) -> np.ndarray:
+    """``replicates`` moved so that the median of the finite ones is ``value`` (same shape;
+    NaN stays NaN, and all are NaN when ``value`` is not finite): the resampling's bias is
+    removed and its spread kept."""
+    r = np.asarray(replicates, dtype=float).ravel()
+    ok = np.isfinite(r)
+    if not ok.any() or not np.isfinite(value):
+        return np.full(r.shape, np.nan)
+    return np.where(ok, r - np.median(r[ok]) + value, np.nan)
+
+
+def centred_interval(value: float, replicates: np.ndarray, level: float = 0.95
+                     ) -> tuple[float, float]:
+    """``(lo, hi)``: the ``(1 ± level) / 2`` quantiles of :func:`centred` replicates, so
+    ``lo <= value <= hi`` always; ``(nan, nan)`` when none is left."""
+    r = centred(value, replicates)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
+    # the median of r is value; quantiles either side of it can differ from it only by rounding
+    return float(min(lo, value)), float(max(hi, value))
+
+
 def interval(samples: Sequence[np.ndarray] | np.ndarray, value: float, higher_is_better: bool,
              level: float = 0.95) -> Metric:
-    """A :class:`Metric` from bootstrap replicates (one array per seed, pooled)."""
+    """A :class:`Metric` from resampling replicates (one array per seed, pooled).
+
+    Over several seeds ``value`` is their mean and the pooled replicates are centred on it
+    (:func:`centred_interval`): the interval widens when the seeds disagree, and always holds
+    ``value``. No finite replicate: a metric without an interval."""
     pooled = np.concatenate([np.ravel(s) for s in samples]) if isinstance(samples, list | tuple) \
         else np.ravel(samples)
-    pooled = pooled[np.isfinite(pooled)]
-    if pooled.size == 0:
-        return Metric(float(value), higher_is_better)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(pooled, [a, 1 - a])
-    return Metric(float(value), higher_is_better, float(lo), float(hi))
+    lo, hi = centred_interval(float(value), pooled, level)
+    return Metric(float(value), higher_is_better, lo, hi)
 
 
 def decide(metric: Metric, threshold: Threshold) -> Verdict:

@@ -16,8 +16,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import replace
 
-from ..errors import ConfigError
-from .result import Threshold
+from .errors import ConfigError
+from .results import Threshold
 
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "shift_invariance": Threshold(

@@ -1,0 +1,102 @@
+"""One source for the names ampcheck's parts share (torch-free).
+
+Budgets, model families and encoder presets are named here once; the training loop, the
+checks' evaluation settings, the CLI and the pytest plugin import them. :func:`model_name`
+is the one name a model has in results, baselines (``<baseline_dir>/<name>/<check>.json``)
+and ``[tool.ampcheck.models."<name>"]``; :func:`kind_tags` the capabilities that the *kind*
+of model decides (the data adds ``truth``; a trained model given ``train_indices`` adds
+``heldout``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError
+
+#: Named budgets, cheapest first (what each trains: ``ampcheck.train.BUDGETS``).
+BUDGETS = ("smoke", "standard", "medium", "full")
+#: Model families ampcheck trains itself.
+FAMILIES = ("cryoem", "mnist")
+#: Encoder presets of the cryo-EM family (their sizes: ``ampcheck.models.encoders``).
+ENCODERS = ("base", "small", "large", "invariant")
+DEFAULT_ENCODER = "base"
+
+
+def preset_name(family: str, encoder: str | None = None) -> str:
+    """``cryoem:<encoder>`` (``base`` when None) or ``mnist``."""
+    return f"{family}:{encoder or DEFAULT_ENCODER}" if family == "cryoem" else family
+
+
+def parse_preset(text: str) -> tuple[str, str | None]:
+    """``"cryoem"`` → ``("cryoem", None)``, ``"cryoem:large"`` → ``("cryoem", "large")``,
+    ``"mnist"`` → ``("mnist", None)``; ConfigError naming what is expected otherwise."""
+    family, sep, encoder = text.partition(":")
+    expected = "expected 'cryoem', 'cryoem:<encoder>' (" + ", ".join(ENCODERS) + ") or 'mnist'"
+    if family not in FAMILIES or (sep and family != "cryoem"):
+        raise ConfigError(f"unknown model preset {text!r}; {expected}")
+    if sep and encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {encoder!r} in the model preset {text!r}; {expected}")
+    return family, (encoder or None)
+
+
+def is_train_config(model: Any) -> bool:
+    """A :class:`~ampcheck.train.TrainConfig` (recognised without importing torch)."""
+    return type(model).__name__ == "TrainConfig" and type(model).__module__ == "ampcheck.train"
+
+
+def is_trained_vae(model: Any) -> bool:
+    """A model used as it is: it encodes and has a reconstruction loss (the VAE protocol)."""
+    return hasattr(model, "encode") and hasattr(model, "recon_loss")
+
+
+def model_name(model: Any) -> str:
+    """The name of ``model``: a preset in its full form (``cryoem`` → ``cryoem:base``), a
+    ``TrainConfig``'s ``family:encoder`` (``mnist``), a factory's ``__name__``, else the
+    model's class name."""
+    if isinstance(model, str):
+        try:
+            return preset_name(*parse_preset(model))
+        except ConfigError:
+            return model  # not a preset: the caller's own name, or refused where it is used
+    if is_train_config(model):
+        return preset_name(model.model, model.encoder)
+    if callable(model) and hasattr(model, "__name__") and not is_trained_vae(model):
+        return model.__name__
+    return type(model).__name__
+
+
+def kind_tags(model: Any) -> frozenset[str]:
+    """What the kind of ``model`` decides: every model has an ``encoder``; one ampcheck
+    trains (a preset or a ``TrainConfig``) is ``trainable`` and has ``heldout`` images; a
+    factory ``(train_data, seed) -> VAE`` has ``heldout`` images; a trained VAE neither."""
+    if isinstance(model, str) or is_train_config(model):
+        return frozenset({"encoder", "trainable", "heldout"})
+    if is_trained_vae(model):
+        return frozenset({"encoder"})
+    return frozenset({"encoder", "heldout"})
+
+
+#: The data kinds, each the name of the pytest marker that selects its checks (``-m cryoem``).
+DATA_KINDS = FAMILIES
+
+
+def data_kind(data: Any) -> str | None:
+    """The kind of images ``data`` declares (its class attribute ``family``, the data-set
+    contract of :mod:`ampcheck.contracts`: ``cryoem``, ``mnist``), None without data or when
+    it declares none."""
+    family = getattr(type(data), "family", None) if data is not None else None
+    return family if family in DATA_KINDS else None
+
+
+def model_family(model: Any) -> str | None:
+    """The family of a model ampcheck trains (a preset or a ``TrainConfig``): ``cryoem`` or
+    ``mnist``; None for a factory or a trained VAE, whose family is their data's."""
+    if isinstance(model, str):
+        try:
+            return parse_preset(model)[0]
+        except ConfigError:
+            return None
+    if is_train_config(model):
+        return model.model if model.model in FAMILIES else None
+    return None

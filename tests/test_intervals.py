@@ -1,0 +1,119 @@
+"""Intervals a user can trust (every metric's interval holds its value) and the invariance
+check governed by the paper's probe, not by the worst of its transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import adjusted_mutual_info_score, r2_score
+
+from ampcheck import metrics as M
+from ampcheck.checks import check_vae
+from ampcheck.data.mnist import MnistDataset
+from ampcheck.errors import ConfigError
+from ampcheck.results import interval
+
+STATISTICS = {
+    "mean": lambda x, y: (lambda b: float(x[b].mean())),
+    "median": lambda x, y: (lambda b: float(np.median(x[b]))),
+    "r2": lambda x, y: (lambda b: float(r2_score(y[b], x[b]))),
+    "ami": lambda x, y: (lambda b: float(adjusted_mutual_info_score(
+        (y[b] > 0).astype(int) + (y[b] > 1), (x[b] > 0).astype(int)))),
+}
+
+
+@given(st.sampled_from(sorted(STATISTICS)), st.integers(4, 80), st.integers(0, 2**16),
+       st.floats(0.5, 0.99))
+def test_every_interval_holds_its_value(name, n, seed, level):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    y = x * rng.uniform(0, 2) + rng.normal(size=n)
+    iv = M.bootstrap(STATISTICS[name](x, y), n, n_boot=60, level=level, seed=seed)
+    if np.isfinite(iv.value) and np.isfinite(iv.lo):
+        assert iv.lo <= iv.value <= iv.hi, (iv, name)
+
+
+def test_the_ami_of_unrelated_labels_lies_in_its_interval():
+    # The issue's case: clusters unrelated to the classes. Resampling with replacement
+    # duplicates images and inflates the AMI of every replicate, so the percentile interval
+    # lay wholly above the value (AMI -0.006, interval [0.031, 0.098]).
+    rng = np.random.default_rng(3)
+    labels, clusters = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    iv = M.bootstrap(lambda b: float(adjusted_mutual_info_score(labels[b], clusters[b])),
+                     300, n_boot=200, seed=0)
+    assert abs(iv.value) < 0.02
+    assert iv.lo <= iv.value <= iv.hi
+    assert iv.lo < 0 < iv.hi  # no association, and the interval says so
+
+
+def test_the_half_sampling_interval_of_a_mean_matches_normal_theory():
+    # independent computation: the 95% interval of a mean is +-1.96 sd / sqrt(n)
+    x = np.random.default_rng(1).exponential(size=400)
+    iv = M.bootstrap(lambda b: float(x[b].mean()), len(x), n_boot=2000, seed=0)
+    half_width = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert (iv.hi - iv.lo) / 2 == pytest.approx(half_width, rel=0.15)
+
+
+@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(0.01, 3), st.floats(-2, 2)),
+                min_size=1, max_size=30), st.integers(0, 2**16))
+def test_intervals_pooled_over_seeds_hold_their_mean(seeds, rng_seed):
+    # several training seeds that may disagree, each with skewed, off-centre replicates
+    rng = np.random.default_rng(rng_seed)
+    per_seed = [M.centred(v, v + bias + sd * rng.standard_exponential(50))
+                for v, sd, bias in seeds]
+    value = float(np.mean([v for v, _, _ in seeds]))
+    m = interval(per_seed, value, False)
+    assert m.lo <= m.value <= m.hi
+    if len(seeds) > 1 and np.ptp([v for v, _, _ in seeds]) > 4 * max(s for _, s, _ in seeds):
+        assert m.hi - m.lo > 0  # seeds that disagree widen it
+
+
+# ---------------------------------------------------------------------------- governance
+class _Projection(torch.nn.Module):
+    """An encoder of two fixed pixel projections (the top principal directions of the
+    digits): a smooth image moves little under a 1-px shift, more under a 5-px one."""
+
+    def __init__(self, images: np.ndarray):
+        super().__init__()
+        x = images.reshape(len(images), -1).astype(np.float64)
+        self.W = torch.from_numpy(np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:2].T
+                                  .astype(np.float32).copy())
+
+    def encode(self, x):
+        mu = x.flatten(1) @ self.W
+        return mu, torch.full_like(mu, -4.0)
+
+    def recon_loss(self, x, z):
+        return (x.flatten(1) - z @ self.W.T).square().sum(1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return MnistDataset.load()
+
+
+@pytest.mark.mnist
+def test_shift_invariance_is_governed_by_its_first_transform(digits):
+    vae = _Projection(digits.images(np.arange(500)))
+    runs = {order: check_vae(vae, digits, checks=["shift_invariance"],
+                             options={"shift_transforms": list(order)})[0]
+            for order in (("roll:1", "roll:5"), ("roll:5", "roll:1"))}
+    one, five = runs[("roll:1", "roll:5")], runs[("roll:5", "roll:1")]
+    d1, d5 = one.metrics["displacement[roll(0,1)]"], one.metrics["displacement[roll(0,5)]"]
+    assert d1.value < d5.value  # the 5-px shift moves this encoder further ...
+    assert one.metrics["displacement"] == d1  # ... but the paper's 1-px probe governs
+    assert five.metrics["displacement"] == five.metrics["displacement[roll(0,5)]"]
+    assert one.details["governing_transform"] == "roll(0,1)"
+    for r in runs.values():  # every metric of the check holds its value in its interval
+        for name, m in r.metrics.items():
+            if np.isfinite(m.lo):
+                assert m.lo <= m.value <= m.hi, (name, m)
+
+
+def test_an_empty_list_of_transforms_is_refused(digits):
+    vae = _Projection(digits.images(np.arange(50)))
+    with pytest.raises(ConfigError, match="shift_transforms must be a non-empty list"):
+        check_vae(vae, digits, checks=["shift_invariance"], options={"shift_transforms": []})
