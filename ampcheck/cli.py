@@ -187,10 +187,12 @@ RUN_JSON = "run.json"
 PARTICLE_OPTIONS = ("poses", "ctf", "ind", "datadir")
 
 
-def _add_particle_options(p: argparse.ArgumentParser) -> None:
+def _add_particle_options(p: argparse.ArgumentParser, *, title: str | None = None,
+                          ind_help: str | None = None) -> None:
     """``--particles`` with ``--poses``, ``--ctf``, ``--ind`` and ``--datadir``: the inputs of
-    ``cryodrgn train_vae``, for data that are not in a data set folder of ``--data``."""
-    g = p.add_argument_group(
+    ``cryodrgn train_vae``, for data that are not in a data set folder of ``--data``
+    (``title``, ``ind_help``: what they mean to another command)."""
+    g = p.add_argument_group(title or
         "particles as cryoDRGN's train_vae takes them (instead of --data; no ground truth "
         "needed: the checks that need it are listed as SKIP)")
     g.add_argument("--particles", metavar="STACK",
@@ -203,8 +205,9 @@ def _add_particle_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ctf", metavar="PKL", help="CTF .pkl, (N, 9) (cryoDRGN's ctf.pkl); "
                                                 "overrides a .star's")
     g.add_argument("--ind", metavar="PKL",
-                   help="use only these images: a .pkl of 0-based indices into the stack "
-                        "(cryoDRGN's --ind); poses and CTF of the whole stack are filtered too")
+                   help=ind_help or "use only these images: a .pkl of 0-based indices into the "
+                        "stack (cryoDRGN's --ind); poses and CTF of the whole stack are filtered "
+                        "too")
     g.add_argument("--datadir", metavar="DIR",
                    help="where the stacks named by a .star live (cryoDRGN's --datadir; "
                         "default: the .star's folder)")
@@ -395,8 +398,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if (args.run is None) == (args.cryodrgn is None):
         raise ConfigError("give either --run RUN (a run of `ampcheck train`) or --cryodrgn DIR "
                           "(a cryoDRGN train_vae directory)")
-    data_options = [f"--{o.replace('_', '-')}" for o in ("particles", "poses", "ctf", "truth",
-                                                        "heldout_ind", "epoch")
+    data_options = [f"--{o.replace('_', '-')}" for o in ("particles", *PARTICLE_OPTIONS,
+                                                        "truth", "heldout_ind", "epoch")
                     if getattr(args, o, None) is not None]
     if args.run is not None and data_options:
         raise ConfigError(f"{', '.join(data_options)} given with --run: they describe the data "
@@ -485,10 +488,12 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
         raise ConfigError("--cryodrgn needs --particles STACK and --poses POSES (and --ctf "
                           "CTF when the model was trained with one)")
     results = check_cryodrgn(args.cryodrgn, args.particles, args.poses, args.ctf,
-                             truth=args.truth, heldout_ind=args.heldout_ind, checks=checks,
-                             epoch=args.epoch, device=args.device, thresholds=thresholds)
-    return results, {"path": str(args.particles), "poses": str(args.poses),
-                     "ctf": None if args.ctf is None else str(args.ctf)}, {
+                             truth=args.truth, heldout_ind=args.heldout_ind, ind=args.ind,
+                             datadir=args.datadir, checks=checks, epoch=args.epoch,
+                             device=args.device, thresholds=thresholds)
+    return results, {"path": str(args.particles), **{
+        k: None if getattr(args, k) is None else str(getattr(args, k))
+        for k in (*PARTICLE_OPTIONS, "heldout_ind")}}, {
         "cryodrgn": str(Path(args.cryodrgn).resolve()), "epoch": args.epoch, "seeds": 1}
 
 
@@ -615,11 +620,14 @@ def _add_check_parser(sub) -> None:
     p.add_argument("--run", metavar="RUN", help="a run directory of `ampcheck train`")
     p.add_argument("--cryodrgn", metavar="DIR", help="a cryoDRGN train_vae output directory "
                                                      "(weights.pkl, config.yaml)")
-    p.add_argument("--particles", metavar="STACK", help="--cryodrgn: the particle stack")
-    p.add_argument("--poses", metavar="POSES", help="--cryodrgn: the poses .pkl")
-    p.add_argument("--ctf", metavar="CTF", help="--cryodrgn: the CTF .pkl")
+    _add_particle_options(
+        p, title="--cryodrgn: the particles the run was trained on, as cryoDRGN's train_vae "
+                 "took them (the checks that need ground truth are SKIP without --truth)",
+        ind_help="the --ind the run was trained with: its training images; every other image "
+                 "of the stack is held out (unless --heldout-ind says which)")
     p.add_argument("--heldout-ind", metavar="IND",
-                   help="--cryodrgn: .pkl of the indices of images the model did not train on")
+                   help="--cryodrgn: .pkl of the indices of images the model did not train on "
+                        "(default, with --ind: every image not in --ind)")
     p.add_argument("--truth", metavar="NPZ", help="--cryodrgn: ground truth (z_continuous "
                                                   "and/or z_class), for heldout_generalisation")
     p.add_argument("--epoch", type=_positive_int,

@@ -56,8 +56,8 @@ def test_the_checks_a_cryodrgn_run_cannot_take_are_skips_with_the_reason():
                           "heldout_generalisation"]
     assert bare["evil_twin"].startswith("needs a model that ampcheck trains")
     assert "--heldout-ind" in bare["amortization_gap"]
-    assert bare["heldout_generalisation"].startswith("needs held-out images: give heldout_ind "
-                                                     "(--heldout-ind)")
+    assert bare["heldout_generalisation"].startswith(
+        "needs held-out images: give ind (--ind), the indices the run was trained on")
     assert bare["heldout_generalisation"].endswith("needs ground truth: give truth= (--truth), "
                                                    "an .npz with z_continuous and/or z_class")
     assert "truth" not in _left_out(SimpleNamespace(truth=truth), heldout=False)[
@@ -305,6 +305,29 @@ def test_check_cryodrgn_runs_the_checks(run):
     with pytest.raises(ConfigError, match="truth"):
         check_cryodrgn(run.out, run.particles, run.poses, run.ctf, heldout_ind=run.heldout_ind,
                        checks=["heldout_generalisation"])
+
+
+@pytest.mark.cryoem
+def test_the_runs_own_ind_says_which_images_are_held_out(run, tmp_path):
+    # a run trained with cryoDRGN's --ind: the same file tells ampcheck its training images,
+    # and every other image of the stack is held out, as --heldout-ind would say
+    from ampcheck.adapters.cryodrgn import check_cryodrgn
+
+    common = dict(truth=run.truth, checks=["heldout_generalisation"])
+    (by_ind,) = check_cryodrgn(run.out, run.particles, run.poses, run.ctf, ind=run.train_ind,
+                               **common)
+    (by_held,) = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
+                                heldout_ind=run.heldout_ind, **common)
+    assert by_ind.details["n_heldout"] == N - N_TRAIN == by_held.details["n_heldout"]
+    assert by_ind.metrics == by_held.metrics
+    # both given: only their images are checked, and they must not overlap
+    half = _dump(tmp_path / "half.pkl", np.arange(N_TRAIN, N_TRAIN + (N - N_TRAIN) // 2))
+    (both,) = check_cryodrgn(run.out, run.particles, run.poses, run.ctf, ind=run.train_ind,
+                             heldout_ind=half, **common)
+    assert both.details["n_heldout"] == (N - N_TRAIN) // 2
+    with pytest.raises(InputError, match="image 0 is also in"):
+        check_cryodrgn(run.out, run.particles, run.poses, run.ctf, ind=run.train_ind,
+                       heldout_ind=_dump(tmp_path / "overlap.pkl", np.arange(0, N)), **common)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cryoem.io import load_pickle
 from ..errors import ConfigError, InputError, UnsafePickleError
 
 __all__ = ["CryoDRGNVAE", "check_cryodrgn", "cryodrgn_dataset", "cryodrgn_latents",
@@ -399,38 +398,27 @@ def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = 
 
 # ----------------------------------------------------------------------------- data and checks
 def read_indices(path: PathLike, n: int) -> np.ndarray:
-    """A cryoDRGN ``--ind`` pickle: a 1-D array (or list) of distinct integer image indices
-    in ``[0, n)``, read with the restricted unpickler; returned sorted, int64."""
-    obj = load_pickle(path)
-    arr = np.asarray(obj) if isinstance(obj, np.ndarray | list | tuple) else None
-    if arr is None or arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        what = type(obj).__name__ if arr is None else f"a {arr.dtype} array of shape {arr.shape}"
-        raise InputError(f"{path}: holds {what}; expected a 1-D array of integer image "
-                         "indices (cryoDRGN's --ind format)")
-    if not len(arr):
-        raise InputError(f"{path}: holds no indices; expected the held-out images' indices")
-    bad = arr[(arr < 0) | (arr >= n)]
-    if bad.size:
-        raise InputError(f"{path}: index {int(bad[0])} is out of range; the stack has {n} "
-                         f"images (indices 0..{n - 1})")
-    uniq = np.unique(arr).astype(np.int64)
-    if len(uniq) != len(arr):
-        raise InputError(f"{path}: holds {len(arr) - len(uniq)} repeated indices; expected "
-                         "distinct image indices")
-    return uniq
+    """A cryoDRGN ``--ind`` pickle of distinct image indices in ``[0, n)``
+    (:func:`ampcheck.cryoem.indices.read_ind`), sorted."""
+    from ..cryoem.indices import read_ind
+
+    return np.sort(read_ind(path, n))
 
 
 def cryodrgn_dataset(model: CryoDRGNVAE, particles: PathLike, poses: PathLike | None,
-                     ctf: PathLike | None = None, truth: PathLike | None = None):
-    """The ``ParticleDataset`` of ``particles`` (with poses, CTF, optional truth ``.npz``),
-    checked against ``model``: same image size, CTF given when the run used one. Its
-    normalisation is the run's, so its ``y`` is what cryoDRGN trained on (before shifts)."""
+                     ctf: PathLike | None = None, truth: PathLike | None = None, *,
+                     datadir: PathLike | None = None):
+    """The ``ParticleDataset`` of ``particles`` (with poses, CTF, optional truth ``.npz``;
+    ``datadir``: where the stacks a ``.star`` or ``.txt`` names live, as cryoDRGN's
+    ``--datadir``), checked against ``model``: same image size, CTF given when the run used
+    one. Its normalisation is the run's, so its ``y`` is what cryoDRGN trained on (before
+    shifts)."""
     from ..data.particles import ParticleDataset
 
     # the run's own normalisation: the data set's y then matches the model's, and no pass
     # over the stack is spent estimating another
     data = ParticleDataset.from_files(particles, poses=poses, ctf=ctf, truth=truth,
-                                      norm=model.norm)
+                                      datadir=datadir, norm=model.norm)
     D1 = model.D + 1
     if data.D != model.D:
         raise InputError(f"{particles}: images are {data.D} x {data.D} pixels but the cryoDRGN "
@@ -455,7 +443,8 @@ def cryodrgn_dataset(model: CryoDRGNVAE, particles: PathLike, poses: PathLike | 
 
 def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | None,
                    ctf: PathLike | None = None, *, truth: PathLike | None = None,
-                   heldout_ind: PathLike | None = None, checks: Iterable[str] | None = None,
+                   heldout_ind: PathLike | None = None, ind: PathLike | None = None,
+                   datadir: PathLike | None = None, checks: Iterable[str] | None = None,
                    epoch: int | None = None, device: str = "auto",
                    thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
                    options: Mapping[str, Any] | None = None) -> list:
@@ -468,8 +457,12 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         truth: optional ground truth ``.npz`` (``z_continuous`` / ``z_class``), needed by
             ``heldout_generalisation``.
         heldout_ind: a pickled index array (cryoDRGN's ``--ind`` format) of the images the
-            run did NOT train on; the rest are its training images (for a run trained with
-            ``--ind train.pkl`` on this stack: the complement of ``train.pkl``).
+            run did NOT train on; the rest are its training images (or those of ``ind``).
+        ind: the ``--ind`` the run was trained with: its training images. Without
+            ``heldout_ind`` every other image of the stack is held out, so a run trained on a
+            subset is checked on training against held-out images with no other file.
+        datadir: where the stacks a ``.star`` or ``.txt`` names live (cryoDRGN's
+            ``--datadir``).
         checks: names; default: the whole battery, in its order, where the encoder checks
             run (``shift_invariance``, ``rotation_invariance``; ``amortization_gap`` on
             training and held-out images, and ``heldout_generalisation`` with ``truth``,
@@ -483,15 +476,26 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
     from ..checks import check_vae
 
     model = load_cryodrgn(run_dir, epoch=epoch, device=device)
-    data = cryodrgn_dataset(model, particles, poses, ctf, truth)
-    train_idx = None
-    if heldout_ind is not None:
-        held = read_indices(heldout_ind, len(data))
-        train_idx = np.setdiff1d(np.arange(len(data)), held)
+    data = cryodrgn_dataset(model, particles, poses, ctf, truth, datadir=datadir)
+    train_idx, n = None, len(data)
+    held = None if heldout_ind is None else read_indices(heldout_ind, n)
+    if ind is not None:
+        train_idx = read_indices(ind, n)
+        if held is not None:  # both given: the images of neither are not checked
+            both = np.intersect1d(train_idx, held)
+            if len(both):
+                raise InputError(f"{heldout_ind}: image {int(both[0])} is also in {ind}; "
+                                 "expected held-out images the run did not train on")
+            keep = np.union1d(train_idx, held)
+            data, train_idx = data.subset(keep), np.searchsorted(keep, train_idx)
+        if len(train_idx) == len(data):
+            train_idx = None  # the run trained on every image: none is held out
+    elif held is not None:
+        train_idx = np.setdiff1d(np.arange(n), held)
         if not len(train_idx):
             raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
                              "the held-out ones")
-    skip = None if checks is not None else _left_out(data, heldout_ind is not None)
+    skip = None if checks is not None else _left_out(data, train_idx is not None)
     return check_vae(model, data, checks=checks, train_indices=train_idx, name="cryodrgn",
                      thresholds=thresholds, budget=budget, options=options, skip=skip)
 
@@ -503,8 +507,9 @@ def _left_out(data, heldout: bool) -> dict[str, str]:
 
     retrain = ("needs a model that ampcheck trains: it retrains the model with another latent "
                "source at the same settings, and a cryoDRGN run is trained by cryoDRGN")
-    give_heldout = ("needs held-out images: give heldout_ind (--heldout-ind), the pickled "
-                    "indices of the images the run did not train on")
+    give_heldout = ("needs held-out images: give ind (--ind), the indices the run was "
+                    "trained on (cryoDRGN's --ind), or heldout_ind (--heldout-ind), those it "
+                    "did not train on")
     no_truth = None if usable_truth(data.truth) else truth_problem(data.truth) or (
         "needs ground truth: give truth= (--truth), an .npz with z_continuous and/or z_class")
     skip = {"evil_twin": retrain, "vlt_equivalence": retrain}
