@@ -21,13 +21,14 @@ import pytest
 from ._argtypes import device as _device
 from ._argtypes import threshold as _threshold
 from .baselines import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+from .errors import ConfigError
 from .kinds import BUDGETS
+from .kinds import check_options as kinds_check_options
 
 FILE_KEYS = {"budget", "seed", "seeds", "device", "data", "thresholds", "models",
              "baseline_dir", "tolerance", "options"}
 MODEL_KEYS = {"thresholds", "options"}
 #: Check options a TOML file cannot give (their values are Python objects).
-OBJECT_OPTIONS = {"mnist_data"}
 DEFAULTS = {"budget": "smoke", "seed": 0, "seeds": 1, "device": "auto", "data": "mnist"}
 
 
@@ -187,22 +188,14 @@ def _check_names(names: Iterable[str], kind: str, where: str) -> None:
 
 
 def check_options(options: Any, where: str, *, objects: bool = True) -> dict[str, Any]:
-    """``options`` as a dict, each name one of ``ampcheck.checks.OPTIONS`` (imported only when
-    there is a name to check); a UsageError naming the first unknown one and the known ones.
-    ``objects=False``: a source of plain values (a TOML file) cannot give a data set."""
+    """:func:`ampcheck.kinds.check_options` (``objects=False``: a source of plain values, a
+    TOML file, cannot give a data set), its error as a UsageError."""
     if not isinstance(options, Mapping):
         raise pytest.UsageError(f"{where} must be a table of check options, got {options!r}")
-    if not options:
-        return {}
-    from ampcheck.checks import OPTIONS
-
-    known = [k for k in OPTIONS if objects or k not in OBJECT_OPTIONS]
-    for name in options:
-        if name not in known:
-            hint = " (a data set, given from Python only)" if name in OPTIONS else ""
-            raise pytest.UsageError(f"{where}: unknown check option {name!r}{hint}; expected "
-                                    f"one of {', '.join(known)}")
-    return dict(options)
+    try:
+        return kinds_check_options(options, where, objects=objects)
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def _tolerance(table: Any, where: str) -> Tolerance:

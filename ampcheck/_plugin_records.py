@@ -64,10 +64,10 @@ def _bound(t: Mapping[str, Any]) -> str:
 
 
 def _metric(m: Mapping[str, Any]) -> str:
-    """``value [lo, hi]`` as :class:`~ampcheck.checks.Metric` prints it."""
-    if m.get("lo") is None:
-        return _number(m["value"])
-    return f"{_number(m['value'])} [{_number(m['lo'])}, {_number(m['hi'])}]"
+    """``value [lo, hi]``, as :class:`~ampcheck.results.Metric` prints itself."""
+    from ampcheck.results import Metric
+
+    return str(Metric.from_dict(m))
 
 
 def junit_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -141,21 +141,27 @@ def _sorted_records(state: AmpcheckSession) -> list[dict[str, Any]]:
 
 
 def _trained(state: AmpcheckSession) -> dict[str, dict[str, Any]]:
-    """``{label: run}``, one per trained model, in the order of the tests charged with them;
-    a model trained on several xdist workers (each has its own cache) is one entry, its
+    """``{label: run}``, one per trained model and data set, in the order of the tests
+    charged with them (a label trained on a second data set gets `` #2``); a model trained on
+    the same data on several xdist workers (each has its own cache) is one entry, its
     ``seconds`` summed over them, with ``trainings`` and ``workers``."""
-    out: dict[str, dict[str, Any]] = {}
+    runs: dict[tuple[str, str | None], dict[str, Any]] = {}
     last = len(state.order)
     for t in sorted(state.training, key=lambda t: (state.order.get(t["test"], last), t["test"],
                                                    t["label"], t["worker"] or "")):
+        key = (t["label"], t.get("data"))
         entry = {k: v for k, v in t.items() if k not in ("label", "worker")}
-        if t["label"] not in out:
-            out[t["label"]] = {**entry, "trainings": 1, "workers": [t["worker"]]}
+        if key not in runs:
+            runs[key] = {**entry, "trainings": 1, "workers": [t["worker"]]}
         else:
-            run = out[t["label"]]
+            run = runs[key]
             run["trainings"] += 1
             run["seconds"] += t["seconds"]
             run["workers"].append(t["worker"])
+    out: dict[str, dict[str, Any]] = {}
+    for (label, _), run in runs.items():
+        n = sum(k.split(" #")[0] == label for k in out)
+        out[label if not n else f"{label} #{n + 1}"] = run
     return out
 
 
@@ -207,7 +213,7 @@ def write_summary(tr: Any, state: AmpcheckSession) -> None:
         rows = [("model", "variant", "seed", "seconds", "test")]
         for run in trained.values():
             seconds = f"{run['seconds']:.1f}"
-            if run["trainings"] > 1:
+            if run["trainings"] > 1:  # the same model on the same data: one per worker
                 seconds += f" ({run['trainings']} trainings, one per xdist worker)"
             rows.append((run["model"], run["variant"], str(run["seed"]), seconds,
                          run["test"]))

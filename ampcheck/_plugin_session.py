@@ -15,7 +15,6 @@ functions that need them.
 
 from __future__ import annotations
 
-import math
 import sys
 import tempfile
 import time
@@ -107,7 +106,8 @@ class AmpcheckSession:
             start = time.perf_counter()
             built = model_fn(seed)
             self.pending_training.append({
-                "label": f"{subject.name}/factory/seed{seed}", "model": subject.name,
+                "label": f"{subject.name}/factory/seed{seed}",
+                "data": repr(subject.data), "model": subject.name,
                 "variant": "factory", "seed": int(seed),
                 "seconds": time.perf_counter() - start, "images": len(subject.train)})
             return built
@@ -119,18 +119,19 @@ class AmpcheckSession:
         each run's own preset name); their seconds are the sum of their epochs' wall times."""
         if self._cache is None:
             return
-        summary = None
+        from ampcheck.results import jsonable
+
         for run in self._cache.runs:
             if id(run) in self._runs_seen:
                 continue
             self._runs_seen.add(id(run))
-            summary = summary if summary is not None else self._cache.summary()
-            cfg, label = run.config, self._cache.label(run.config)
-            variant = label.rsplit("/seed", 1)[0].split("/", 1)[-1]
-            entry = {k: v for k, v in summary.get(label, {}).items()}
+            cfg = run.config
+            # the same preset may train on several data sets (the session's, a case's): one
+            # entry each
             self.pending_training.append({
-                **_json_safe(entry), "label": label,
-                "model": model or preset_name(cfg.model, cfg.encoder), "variant": variant,
+                **jsonable(self._cache.describe(run)), "data": repr(run.data),
+                "label": self._cache.label(cfg),
+                "model": model or preset_name(cfg.model, cfg.encoder), "variant": cfg.variant,
                 "seed": int(cfg.seed), "seconds": float(sum(r.seconds for r in run.history))})
 
     def run(self, model: Any, check: str, data: Any = None, name: str | None = None,
@@ -159,17 +160,6 @@ class AmpcheckSession:
         if result.verdict == "SKIP":
             pytest.skip(f"{check} does not apply to {subject.name}: {result.explanation}")
         return subject, result, opts
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (strict JSON, and equal to itself)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def load_data(spec: str, config: pytest.Config):

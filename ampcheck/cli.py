@@ -482,19 +482,39 @@ def _check_run(run_dir: Path, args: argparse.Namespace, checks, thresholds):
 
 
 def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
-    from .adapters.cryodrgn import check_cryodrgn
+    """The checks on a cryoDRGN run, and what the report says of it: ``dataset`` the particle
+    files checked (absolute paths) with their size, ``runs["cryodrgn"]`` the run
+    (:func:`~ampcheck.adapters.cryodrgn.describe_run`: directory, epoch of the weights used,
+    architecture and preprocessing from its ``config.yaml``) with ``files``, the particle
+    files checked, and ``epoch_requested``, the ``--epoch`` given (None: the last)."""
+    import os
+
+    from .adapters.cryodrgn import (
+        check_cryodrgn,
+        cryodrgn_dataset,
+        describe_run,
+        load_cryodrgn,
+    )
+    from .train import resolve_device
 
     if args.particles is None or args.poses is None:
         raise ConfigError("--cryodrgn needs --particles STACK and --poses POSES (and --ctf "
                           "CTF when the model was trained with one)")
+    resolve_device(args.device)  # refused before anything is loaded
+    files = {k: None if getattr(args, k) is None else os.path.abspath(getattr(args, k))
+             for k in ("particles", *PARTICLE_OPTIONS, "heldout_ind")}
+    # the run as checked (on the CPU: only its config, epoch and data are read here)
+    model = load_cryodrgn(args.cryodrgn, epoch=args.epoch, device="cpu")
+    data = cryodrgn_dataset(model, args.particles, args.poses, args.ctf, datadir=args.datadir)
+    run = {**describe_run(model, data), "epoch_requested": args.epoch, "files": files}
+    dataset = {"path": files["particles"], "n": len(data), "D": int(data.D), "apix": data.apix,
+               **{k: v for k, v in files.items() if k != "particles"}}
+    del model, data
     results = check_cryodrgn(args.cryodrgn, args.particles, args.poses, args.ctf,
                              truth=args.truth, heldout_ind=args.heldout_ind, ind=args.ind,
                              datadir=args.datadir, checks=checks, epoch=args.epoch,
                              device=args.device, thresholds=thresholds)
-    return results, {"path": str(args.particles), **{
-        k: None if getattr(args, k) is None else str(getattr(args, k))
-        for k in (*PARTICLE_OPTIONS, "heldout_ind")}}, {
-        "cryodrgn": str(Path(args.cryodrgn).resolve()), "epoch": args.epoch, "seeds": 1}
+    return results, dataset, {"cryodrgn": run, "seeds": 1}
 
 
 # ---------------------------------------------------------------------------- report

@@ -10,6 +10,7 @@ of model decides (the data adds ``truth``; a trained model given ``train_indices
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
@@ -46,8 +47,11 @@ def is_train_config(model: Any) -> bool:
 
 
 def is_trained_vae(model: Any) -> bool:
-    """A model used as it is: it encodes and has a reconstruction loss (the VAE protocol)."""
-    return hasattr(model, "encode") and hasattr(model, "recon_loss")
+    """A model used as it is: it follows the VAE contract (:class:`ampcheck.contracts.VAE`:
+    ``encode`` and ``recon_loss``)."""
+    from .contracts import VAE
+
+    return isinstance(model, VAE)
 
 
 def model_name(model: Any) -> str:
@@ -100,3 +104,40 @@ def model_family(model: Any) -> str | None:
     if is_train_config(model):
         return model.model if model.model in FAMILIES else None
     return None
+
+
+#: Per-check options (``check_vae(options=...)``), with what each does.
+OPTIONS = {
+    "twin_encoder": "evil_twin: the encoder preset of the twins and their baseline "
+                    "(default: the subject's own; the paper's finding is about 'large')",
+    "twin_baseline": "evil_twin: what the twins are measured against, 'same' (default: a VAE "
+                     "with the twins' encoder) or 'subject' (the subject's own model, as the "
+                     "paper sets its large twins, Figs 8-9, beside its baseline, Fig. 3)",
+    "shift_transforms": "shift_invariance: transforms such as ['roll:1', 'roll:0,5']",
+    "rotation_transforms": "rotation_invariance: transforms such as ['rot90:1', 'rot90:2']",
+    "vlt_init": "vlt_equivalence: the table's init, 'normal' (default), 'zero', or "
+                "'from_encoder' (frozen at the encoder's latents: a positive control)",
+    "recovery_method": "heldout_generalisation: 'linear' (default) or 'knn' regression",
+    "mnist_data": "mnist_control: the MNIST data set (default: MnistDataset.load())",
+}
+#: Options whose value is an object (a data set): given from Python, never from a file.
+OBJECT_OPTIONS = ("mnist_data",)
+
+
+def check_options(options: Mapping[str, Any] | None, where: str = "options", *,
+                  objects: bool = True) -> dict[str, Any]:
+    """``options`` as a dict whose names are all :data:`OPTIONS` (``objects=False``: none of
+    :data:`OBJECT_OPTIONS`, for a source of plain values such as a TOML file); a ConfigError
+    naming ``where``, the first unknown name and the known ones otherwise."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{where} must be a dict {{option: value}} of check options, got "
+                          f"{type(options).__name__}")
+    known = [k for k in OPTIONS if objects or k not in OBJECT_OPTIONS]
+    for name in options:
+        if name not in known:
+            hint = " (a data set, given from Python only)" if name in OPTIONS else ""
+            raise ConfigError(f"{where}: unknown check option {name!r}{hint}; expected one of "
+                              f"{', '.join(known)}")
+    return dict(options)

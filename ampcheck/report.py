@@ -5,12 +5,24 @@ A report directory holds
 * ``report.json``: ``{"profile": {key: verdict}, "checks": [CheckResult.to_dict()...],
   "dataset": {...}, "runs": {...}, "arrays": {key: sha256}}`` (:func:`report_document`);
   ``runs["trained"]`` maps each trained run's label to its config, seconds per epoch, images
-  per second and loss history. The pytest plugin's ``--ampcheck-report`` is the same document
+  per second and loss history. A report of ``ampcheck check --cryodrgn`` has
+  ``runs["cryodrgn"]``: the run's ``run_dir``, ``weights`` and the ``epoch`` they are from
+  (``epoch_requested``: ``--epoch``, None for the last), ``cryodrgn_version`` and
+  ``command``, its ``architecture`` (``encoder`` and ``decoder`` layers and width,
+  ``zdim``, ``pe_type``, ``pe_dim``, ``domain``, ``activation``, ``D``), its
+  ``preprocessing`` (``window``, ``window_r``, ``invert_data``, ``norm``, ``ctf``,
+  ``translations``, ``do_pose_sgd``), ``beta``, ``trained_on`` (the particle files its
+  ``config.yaml`` records) and ``files`` (those checked: ``particles``, ``poses``, ``ctf``,
+  ``ind``, ``datadir``, ``heldout_ind``), as
+  :func:`ampcheck.adapters.cryodrgn.describe_run` gives them; the HTML page shows it in its
+  header. The pytest plugin's ``--ampcheck-report`` is the same document
   without array files (``"arrays": {}``); its checks carry the test that ran them and their
   baseline status, and ``runs["trained"]`` each run's training seconds;
 * ``arrays/<key>.npz``: what each check kept for plots (:attr:`CheckResult.arrays`); a
   result's key is its check's name, or ``check[model]`` for a second model's result of the
-  same check (:func:`~ampcheck.results.result_keys`);
+  same check (:func:`~ampcheck.results.result_keys`). ``amortization_gap`` keeps each sampled
+  image's gap and gain (``gap[train]``, ``gain[train]``, ``gap[heldout]``, ``gain[heldout]``),
+  drawn as the gap per image on training against held-out images;
 * ``report.html``: one self-contained page (images embedded), rendered from the two above, so
   ``ampcheck report DIR`` can re-render it at any time.
 
@@ -315,7 +327,10 @@ def _header(report: Json, checks: list[Json]) -> str:
     runs, data = _dict(report.get("runs")), _dict(report.get("dataset"))
     models = sorted({str(c["model"]) for c in checks if c.get("model") is not None})
     names = {"n": "images", "D": "box (px)", "apix": "Å/pixel", "snr": "SNR"}
-    facts = [(names.get(k, k), v) for k, v in data.items() if not isinstance(v, dict | list)]
+    cryodrgn = _dict(runs.get("cryodrgn"))
+    shown = set(_dict(cryodrgn.get("files"))) | {"path"} if cryodrgn else set()  # its table
+    facts = [(names.get(k, k), v) for k, v in data.items()
+             if not isinstance(v, dict | list) and k not in shown]
     facts += [("budget", runs.get("budget")), ("training seeds", runs.get("seeds")),
               ("total time", _duration(runs.get("seconds"))), ("ampcheck", __version__)]
     chips = "".join(f"<div><span>{_e(k)}</span>{_e(v)}</div>" for k, v in facts if v is not None)
@@ -325,8 +340,69 @@ def _header(report: Json, checks: list[Json]) -> str:
             "that generalises: invariant to nuisance transforms, no better at memorising "
             "arbitrary inputs than at encoding, as good as free per-image latents, and as good "
             "on held-out images (after a cryo-EM case study of cryoDRGN).</p><div class='facts'>"
-            f"<h3>Models</h3><ul>{models_li}</ul><h3>Data and run</h3>"
-            f"<div class='chips'>{chips}</div></div></header>")
+            f"<h3>Models</h3><ul>{models_li}</ul>{_cryodrgn_facts(cryodrgn)}"
+            f"<h3>Data and run</h3><div class='chips'>{chips}</div></div></header>")
+
+
+def _cryodrgn_facts(run: Json) -> str:
+    """The cryoDRGN run a report checked (``runs["cryodrgn"]``): its directory, the epoch of
+    its weights, its architecture and preprocessing from ``config.yaml``, and the particle
+    files, those checked beside those the run recorded; empty for other reports."""
+    if not run:
+        return ""
+    arch, pre = _dict(run.get("architecture")), _dict(run.get("preprocessing"))
+    enc, dec = _dict(arch.get("encoder")), _dict(arch.get("decoder"))
+
+    def val(x: Any) -> str:
+        return "—" if x is None else _fmt(x) if isinstance(x, float) else str(x)
+
+    def yes(key: str, text: str) -> str:
+        return {True: text, False: f"no {text}"}.get(pre.get(key), f"{text}: ?")
+
+    epoch = run.get("epoch")
+    asked = run.get("epoch_requested")
+    weights = Path(str(run.get("weights") or "?")).name
+    at = (f"epoch {epoch}" if epoch is not None else "epoch unknown") + \
+        (" (the last)" if asked is None else "")
+    window = f"window r = {val(pre.get('window_r'))}" if pre.get("window") else \
+        yes("window", "window")
+    norm = pre.get("norm")
+    rows = [
+        ("run directory", f"<code>{_e(run.get('run_dir', '?'))}</code>"),
+        ("weights", f"<code>{_e(weights)}</code>: {_e(at)}"),
+        ("trained by", _e(f"cryoDRGN {val(run.get('cryodrgn_version'))}")),
+        ("architecture", _e(
+            f"encoder {val(enc.get('layers'))} × {val(enc.get('width'))} "
+            f"({val(enc.get('mode'))}, mask radius {val(enc.get('mask_radius'))}), decoder "
+            f"{val(dec.get('layers'))} × {val(dec.get('width'))}, zdim {val(arch.get('zdim'))}, "
+            f"positional encoding {val(arch.get('pe_type'))}"
+            + ("" if arch.get("pe_dim") is None else f" ({val(arch.get('pe_dim'))})")
+            + f", {val(arch.get('domain'))} domain, {val(arch.get('activation'))}, "
+              f"D = {val(arch.get('D'))} px")),
+        ("preprocessing", _e(
+            f"{window}, {'inverted' if pre.get('invert_data') else 'uninverted'} contrast, "
+            f"norm {_norm_text(norm)}, "
+            f"{yes('ctf', 'CTF')}, {yes('translations', 'translations')}, "
+            f"{'pose SGD' if pre.get('do_pose_sgd') else 'no pose SGD'}; "
+            f"KL weight β = {val(run.get('beta'))}")),
+    ]
+    checked, trained = _dict(run.get("files")), _dict(run.get("trained_on"))
+    keys = [k for k in ("particles", "poses", "ctf", "ind", "heldout_ind", "datadir")
+            if checked.get(k) is not None or trained.get(k) is not None]
+    labels = {"heldout_ind": "held-out ind"}
+    files = _table(["File", "Checked here", "Recorded in config.yaml"],
+                   [[_e(labels.get(k, k)),
+                     *(f"<code>{_e(f[k])}</code>" if f.get(k) is not None else "—"
+                       for f in (checked, trained))] for k in keys], "files") if keys else ""
+    pairs = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    return f"<h3>cryoDRGN run</h3><dl>{pairs}</dl>{files}"
+
+
+def _norm_text(norm: Any) -> str:
+    """cryoDRGN's ``norm`` ``[mean, std]`` of the Hartley images, in words."""
+    ok = isinstance(norm, list) and len(norm) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in norm)
+    return f"mean {norm[0]:.4g}, std {norm[1]:.4g}" if ok else "—"
 
 
 def _profile_table(checks: list[Json], anchors: list[str], linked: bool = True) -> str:
@@ -428,6 +504,8 @@ def _figures(a: Arrays, c: Json) -> list[tuple[str, str]]:
     plotted with the inner check's own result."""
     metrics, model = _dict(c.get("metrics")), str(c.get("model"))
     figs = [f for plot in _PLOTS if (f := plot(a, metrics, model)) is not None]
+    if (f := _gap_plot(a, metrics, _dict(c.get("threshold")))) is not None:
+        figs.append(f)
     inner: dict[str, Arrays] = {}
     for k, v in a.items():
         if "/" in k:
@@ -661,6 +739,104 @@ def _heldout_plot(a: Arrays, metrics: Json, model: str) -> Plot:
     colour.colourbar(fig, points, ax)
     return _png(fig), ("Training and held-out images in one latent map: held-out images should "
                        "land among the training images of the same truth.")
+
+
+def _vector(x: Any) -> np.ndarray | None:
+    """``x`` as a 1-D float array, or ``None`` when absent, empty or not 1-D."""
+    if x is None or np.ndim(x) != 1 or not np.size(x):
+        return None
+    return np.asarray(x, dtype=float)
+
+
+_SIDES = {"train": ("training", "#4c72b0"), "heldout": ("held-out", "#dd8452")}
+
+
+def _gap_plot(a: Arrays, metrics: Json, threshold: Json) -> Plot:
+    """The amortization gap image by image, training against held-out images: each image's
+    gap divided by its side's mean gain (so a side's mean is its ``gap_fraction``), or the raw
+    gap when a side gained nothing; quartile boxes, means, the threshold."""
+    gaps = {k: _vector(a.get(f"gap[{k}]")) for k in _SIDES}
+    if any(g is None or not np.isfinite(g).any() for g in gaps.values()):
+        return None  # no held-out images: nothing to compare
+    scale = {}
+    for k, g in gaps.items():
+        gain = _vector(a.get(f"gain[{k}]"))
+        ok = gain is not None and len(gain) == len(g) and np.isfinite(gain).any()
+        scale[k] = float(np.nanmean(gain)) if ok else float("nan")
+    normalised = all(np.isfinite(v) and v > 0 for v in scale.values())
+    ys = {k: (g / scale[k] if normalised else g) for k, g in gaps.items()}
+    ys = {k: y[np.isfinite(y)] for k, y in ys.items()}
+    fig = Figure(figsize=(5.8, 4.4), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(_SEED)
+    for i, (k, y) in enumerate(ys.items()):
+        colour = _SIDES[k][1]
+        ax.boxplot([y], positions=[i], widths=0.5, showfliers=False, whis=(0, 100),
+                   medianprops={"color": "black", "lw": 1.5},
+                   boxprops={"color": colour}, whiskerprops={"color": colour},
+                   capprops={"color": colour})
+        idx = _subsample(len(y))
+        ax.scatter(i + rng.uniform(-0.18, 0.18, len(idx)), y[idx], s=16, color=colour,
+                   alpha=0.6, edgecolors="none", zorder=3)
+        ax.scatter([i + 0.33], [y.mean()], marker="D", s=40, color="black", zorder=4)
+        ax.annotate(_fmt(float(y.mean())), (i + 0.33, y.mean()), xytext=(0, 7),
+                    textcoords="offset points", ha="center", fontsize=8.5)
+    t = threshold.get("value")
+    if normalised:
+        ax.axhline(0, color=_GREY, lw=0.8)
+        ax.axhline(1, color=_GREY, lw=0.8, ls=":")
+        if isinstance(t, int | float) and threshold.get("metric") == "gap_fraction":
+            ax.axhline(t, color="#c62828", lw=1.2, ls="--")
+    ax.set_xticks(range(len(ys)), [f"{_SIDES[k][0]}\n({len(y)} images)"
+                                   for k, y in ys.items()])
+    ax.set_xlim(-0.6, len(ys) - 0.4)
+    ax.set_ylabel("gap / its side's mean gain (as gap_fraction)" if normalised
+                  else "gap (ELBO units)")
+    ax.set_title("amortization gap per image", fontsize=10)
+    ax.grid(alpha=0.25, axis="y")
+    entries = [("image", {"marker": "o", "ls": "", "color": _GREY}),
+               ("mean", {"marker": "D", "ls": "", "color": "black"}),
+               ("median, quartiles, range", {"marker": "s", "ls": "", "mfc": "none",
+                                             "color": "black"})]
+    if normalised and isinstance(t, int | float):
+        entries.append((f"threshold {_fmt(t)}", {"color": "#c62828", "ls": "--"}))
+    fig.legend([Line2D([], [], **kw) for _, kw in entries], [e for e, _ in entries],
+               loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
+    return _png(fig), _gap_caption(ys, metrics, t if normalised else None, normalised)
+
+
+def _gap_caption(ys: dict[str, np.ndarray], metrics: Json, t: Any, normalised: bool) -> str:
+    """What the gap figure shows, in words, from its numbers."""
+    frac = {k: _metric_text(metrics, f"gap_fraction[{k}]") for k in ys}
+    if not normalised:
+        return ("Each point is one image's amortization gap (ELBO units): what optimising its "
+                "own posterior adds to the encoder's. Per-image optimisation gained nothing "
+                "over one constant posterior on at least one side, so the gaps are not "
+                "normalised; training and held-out images are on separate strips.")
+    text = ("Each point is one image's amortization gap (what optimising its own posterior "
+            "adds to the encoder's ELBO) divided by the mean over its side of what the "
+            "optimum gains over one constant posterior: 0 is the image's own optimum, 1 (dotted) "
+            "no better than a constant. Boxes: median and quartiles; diamonds: means, which are "
+            f"gap_fraction[train] {frac['train']} and gap_fraction[heldout] {frac['heldout']}")
+    m = {k: float(y.mean()) for k, y in ys.items()}
+    if not isinstance(t, int | float):
+        return text + "."
+    text += f"; dashed: the threshold {_fmt(t)}. "
+    over = {k: v > t for k, v in m.items()}
+    if over["heldout"] and not over["train"]:
+        return text + ("Only the held-out images' mean lies above the threshold: the encoder "
+                       "infers well the images it trained on and not new ones, as a lookup "
+                       "table of its training set would.")
+    if over["heldout"] and over["train"]:
+        near = " (means near 1: on average no better than one constant posterior)" \
+            if min(m.values()) > 0.8 else ""
+        return text + ("Both means lie above the threshold: the encoder falls short of each "
+                       f"image's optimum even on the images it trained on{near}.")
+    if over["train"]:
+        return text + ("The training images' mean lies above the threshold and the held-out "
+                       "images' below it.")
+    return text + ("Both means lie within the threshold: the encoder's inference carries "
+                   "over to images it did not train on.")
 
 
 _PLOTS: tuple[Callable[[Arrays, Json, str], Plot], ...] = (

@@ -112,27 +112,37 @@ def centred(value: float, replicates: np.ndarray) -> np.ndarray:
 
 def centred_interval(value: float, replicates: np.ndarray, level: float = 0.95
                      ) -> tuple[float, float]:
-    """``(lo, hi)``: the ``(1 ± level) / 2`` quantiles of :func:`centred` replicates, so
-    ``lo <= value <= hi`` always; ``(nan, nan)`` when none is left."""
-    r = centred(value, replicates)
+    """``(lo, hi)``: the ``(1 ± level) / 2`` quantiles of the :func:`centred` replicates,
+    which hold ``value`` (their median); ``(nan, nan)`` when none is left."""
+    return _quantiles(centred(value, replicates), value, level)
+
+
+def _quantiles(replicates: np.ndarray, value: float, level: float) -> tuple[float, float]:
+    r = np.asarray(replicates, dtype=float).ravel()
     r = r[np.isfinite(r)]
-    if r.size == 0:
+    if r.size == 0 or not np.isfinite(value):
         return float("nan"), float("nan")
     lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
-    # the median of r is value; quantiles either side of it can differ from it only by rounding
+    # Centred replicates have value as their median, and a mixture of seeds' centred
+    # replicates holds every seed's value while each seed has at least (1 - level) / 2 of the
+    # mass (up to 20 seeds at 95%), hence their mean: the bounds below only move a quantile
+    # by rounding, or past a 20th seed.
     return float(min(lo, value)), float(max(hi, value))
 
 
 def interval(samples: Sequence[np.ndarray] | np.ndarray, value: float, higher_is_better: bool,
              level: float = 0.95) -> Metric:
-    """A :class:`Metric` from resampling replicates (one array per seed, pooled).
+    """A :class:`Metric` from replicates already centred on their seed's value
+    (:func:`centred`; one array per seed, pooled).
 
-    Over several seeds ``value`` is their mean and the pooled replicates are centred on it
-    (:func:`centred_interval`): the interval widens when the seeds disagree, and always holds
-    ``value``. No finite replicate: a metric without an interval."""
-    pooled = np.concatenate([np.ravel(s) for s in samples]) if isinstance(samples, list | tuple) \
-        else np.ravel(samples)
-    lo, hi = centred_interval(float(value), pooled, level)
+    Over several seeds ``value`` is their mean and the interval is the quantiles of all
+    seeds' replicates together: it widens when the seeds disagree, holds every seed's value
+    (up to 20 seeds at 95%) and so their mean. No finite replicate: a metric without an
+    interval."""
+    arrays = [np.ravel(s) for s in samples] if isinstance(samples, list | tuple) \
+        else [np.ravel(samples)]
+    pooled = np.concatenate(arrays) if arrays else np.empty(0)
+    lo, hi = _quantiles(pooled, float(value), level)
     return Metric(float(value), higher_is_better, lo, hi)
 
 

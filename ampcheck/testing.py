@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from .kinds import DATA_KINDS, data_kind, kind_tags, model_family, model_name
+from .kinds import DATA_KINDS, check_options, data_kind, kind_tags, model_family, model_name
 
 __all__ = ["Case", "model_name", "parametrize_with_checks"]
 
@@ -127,23 +127,6 @@ def _expected(expected: Mapping[str, Mapping[str, str]] | Callable[[Any], Mappin
     return table
 
 
-def _options(options: Mapping[str, Any] | None, known: Iterable[str]) -> dict[str, Any]:
-    """Validated check options (names from ``ampcheck.checks.OPTIONS``)."""
-    from ampcheck.errors import ConfigError
-
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise ConfigError("options must be a dict {option: value} (ampcheck.checks.OPTIONS), "
-                          f"got {type(options).__name__}")
-    known = list(known)
-    for name in options:
-        if name not in known:
-            raise ConfigError(f"unknown check option {name!r}; expected one of "
-                              f"{', '.join(known)}")
-    return dict(options)
-
-
 def _kind(kind: str | None, model: Any, data: Any) -> str | None:
     """The data kind of a case: the one given, else the data set's (when given as a data set,
     not as a callable that loads it), else the family of a model ampcheck trains; None: the
@@ -195,7 +178,7 @@ def parametrize_with_checks(
         ConfigError: an unknown check name (in ``checks`` or ``expected_failed_checks``),
             model name, check option or kind.
     """
-    from ampcheck.checks import CHECKS, OPTIONS, resolve_checks
+    from ampcheck.checks import CHECKS, resolve_checks
 
     named = _named(list(models))
     if not named:
@@ -204,7 +187,7 @@ def parametrize_with_checks(
     names = resolve_checks(checks)
     xfail = _expected(expected_failed_checks, named, CHECKS)
     source = _Lazy(data) if callable(data) else data
-    opts = _options(options, OPTIONS)
+    opts = check_options(options, "parametrize_with_checks(options=...)")
     params = []
     for name, model in named:
         case_kind = _kind(kind, model, source)

@@ -330,6 +330,68 @@ def test_the_runs_own_ind_says_which_images_are_held_out(run, tmp_path):
                        heldout_ind=_dump(tmp_path / "overlap.pkl", np.arange(0, N)), **common)
 
 
+@pytest.mark.cryoem
+def test_check_cli_report_names_the_run_and_keeps_the_gap_per_image(run, tmp_path, monkeypatch):
+    """`ampcheck check --cryodrgn` writes a report that says which run, which weights, which
+    architecture and which files it checked, and keeps each image's gap on either side (what
+    the report's training/held-out figure is drawn from)."""
+    import dataclasses
+
+    import yaml
+
+    from ampcheck.adapters.cryodrgn import describe_run, load_cryodrgn
+    from ampcheck.checks import _common
+    from ampcheck.cli import main
+    from ampcheck.report import load_report
+
+    # a lighter gap optimisation: this test is about what the report records, not the gap
+    small = dataclasses.replace(_common.SETTINGS["smoke"], n_gap=8, gap_steps=5, n_boot=50)
+    monkeypatch.setitem(_common.SETTINGS, "smoke", small)
+    out = tmp_path / "report"
+    assert main(["check", "--cryodrgn", str(run.out), "--particles", str(run.particles),
+                 "--poses", str(run.poses), "--ctf", str(run.ctf), "--ind", str(run.train_ind),
+                 "--checks", "amortization_gap", "--out", str(out), "--quiet"]) == 0
+    report, arrays = load_report(out)
+    block = report["runs"]["cryodrgn"]
+    assert block["run_dir"] == str(run.out.resolve())
+    assert Path(block["weights"]).name == "weights.pkl"
+    assert block["epoch"] == 2 and block["epoch_requested"] is None  # the fixture's -n 2
+    cfg = yaml.safe_load((run.out / "config.yaml").read_text())
+    m, ds = cfg["model_args"], cfg["dataset_args"]
+    arch = block["architecture"]
+    assert arch["encoder"] == {"layers": 2, "width": 32, "mode": m["encode_mode"],
+                               "mask_radius": m["enc_mask"]}  # --enc-layers 2 --enc-dim 32
+    assert arch["decoder"] == {"layers": 2, "width": 32}
+    assert (arch["zdim"], arch["D"]) == (8, D)
+    assert [arch[k] for k in ("pe_type", "pe_dim", "domain")] == \
+        [m["pe_type"], m["pe_dim"], m["domain"]]
+    pre = block["preprocessing"]
+    assert pre["window"] == ds["window"] and pre["invert_data"] == ds["invert_data"]
+    assert pre["norm"] == pytest.approx(ds["norm"])
+    assert pre["ctf"] is True and pre["translations"] is True and pre["do_pose_sgd"] is False
+    assert block["files"] == {"particles": str(run.particles), "poses": str(run.poses),
+                              "ctf": str(run.ctf), "ind": str(run.train_ind),
+                              "datadir": None, "heldout_ind": None}
+    assert block["trained_on"]["ind"] == str(run.train_ind)  # as cryoDRGN recorded it
+    assert report["dataset"]["n"] == N and report["dataset"]["D"] == D
+
+    gap = arrays["amortization_gap"]
+    assert set(gap) == {"gap[train]", "gain[train]", "gap[heldout]", "gain[heldout]"}
+    assert all(v.shape == (8,) and np.isfinite(v).all() for v in gap.values())
+    # normalised by its side's mean gain, each side's mean is the check's gap_fraction
+    (result,) = report["checks"]
+    for side in ("train", "heldout"):
+        frac = gap[f"gap[{side}]"].mean() / gap[f"gain[{side}]"].mean()
+        assert frac == pytest.approx(result["metrics"][f"gap_fraction[{side}]"]["value"],
+                                     rel=1e-4)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "cryoDRGN run" in page and "epoch 2 (the last)" in page
+    assert "Each point is one image&#x27;s amortization gap" in page  # the figure's caption
+
+    # an earlier epoch's weights say their own epoch
+    assert describe_run(load_cryodrgn(run.out, epoch=1, device="cpu"))["epoch"] == 1
+
+
 # ----------------------------------------------------------------------------- bad input
 def _copy_run(run, dest: Path, **edits) -> Path:
     import yaml

@@ -392,3 +392,23 @@ def test_training_time_is_reported_apart(project):
     assert sorted((m[1], m[2], m[4]) for m in found) == [
         ("second", "0", "second"), ("second", "1", "second"),
         ("tiny_vae", "0", "tiny_vae"), ("tiny_vae", "1", "tiny_vae")]
+
+
+def test_training_on_two_data_sets_is_two_rows_and_workers_one():
+    # the same preset trained on the session's data and on a case's data is two models; the
+    # same one trained on two xdist workers is one model, charged twice
+    from types import SimpleNamespace
+
+    from ampcheck._plugin_records import _trained
+
+    def run(data, worker, test="t.py::a"):
+        return {"label": "mnist/vae/base/seed0", "data": data, "worker": worker, "test": test,
+                "model": "mnist", "variant": "vae", "seed": 0, "seconds": 2.0}
+
+    state = SimpleNamespace(order={"t.py::a": 0, "t.py::b": 1}, training=[
+        run("digits", None), run("other", None, "t.py::b")])
+    assert list(_trained(state)) == ["mnist/vae/base/seed0", "mnist/vae/base/seed0 #2"]
+    assert [r["data"] for r in _trained(state).values()] == ["digits", "other"]
+    state.training = [run("digits", "gw0"), run("digits", "gw1", "t.py::b")]
+    (only,) = _trained(state).values()
+    assert only["trainings"] == 2 and only["seconds"] == 4.0 and only["workers"] == ["gw0", "gw1"]

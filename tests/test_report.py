@@ -266,3 +266,102 @@ def test_skipped_checks_show_a_grey_badge_and_their_reason_without_plots(tmp_pat
     section = page[page.index("id='check-heldout_generalisation'"):]
     section = section[:section.index("</section>")]
     assert "Pass when" not in section and "<table" not in section
+
+
+# ----------------------------------------------------------------------------- cryoDRGN runs
+def cryodrgn_runs() -> dict:
+    """``runs`` of an ``ampcheck check --cryodrgn`` report, as ``describe_run`` gives it."""
+    files = {"particles": "/proj/stack.128.mrcs", "poses": "/proj/pose.pkl",
+             "ctf": "/proj/ctf.pkl", "ind": "/proj/train.pkl", "datadir": None,
+             "heldout_ind": "/proj/heldout.pkl"}
+    return {"seeds": 1, "seconds": 30.0, "cryodrgn": {
+        "run_dir": "/proj/00_vae", "weights": "/proj/00_vae/weights.pkl", "epoch": 8,
+        "epoch_requested": None, "cryodrgn_version": "4.3.1",
+        "command": ["cryodrgn", "train_vae", "/proj/stack.128.mrcs"],
+        "architecture": {"encoder": {"layers": 3, "width": 256, "mode": "resid",
+                                     "mask_radius": 64},
+                         "decoder": {"layers": 3, "width": 256}, "zdim": 8,
+                         "pe_type": "gaussian", "pe_dim": None, "domain": "fourier",
+                         "activation": "relu", "D": 128},
+        "preprocessing": {"window": True, "window_r": 0.85, "invert_data": True,
+                          "norm": [0.0, 97.5], "ctf": True, "translations": True,
+                          "do_pose_sgd": False},
+        "beta": 0.125,
+        "trained_on": {**{k: v for k, v in files.items() if k != "heldout_ind"},
+                       "particles": "/old/stack.128.mrcs"},
+        "files": files}}
+
+
+def gap_result(train: np.ndarray | None, heldout: np.ndarray | None,
+               gain: float = 2.0) -> CheckResult:
+    """An amortization_gap result with the per-image gaps of each side given (None: no such
+    side), every image gaining ``gain`` over a constant posterior."""
+    arrays, metrics = {}, {}
+    for side, g in (("train", train), ("heldout", heldout)):
+        if g is not None:
+            arrays[f"gap[{side}]"], arrays[f"gain[{side}]"] = g, np.full(len(g), gain)
+            frac = float(g.mean() / gain)
+            metrics[f"gap_fraction[{side}]"] = Metric(frac, False, frac - 0.05, frac + 0.05)
+    worst = max(m.value for m in metrics.values())
+    return CheckResult("amortization_gap", "cryodrgn", "FAIL" if worst > 0.5 else "PASS",
+                       {"gap_fraction": Metric(worst, False, worst - 0.05, worst + 0.05),
+                        **metrics}, Threshold("gap_fraction", 0.5, False, "why"),
+                       "the encoder misses ...", arrays=arrays)
+
+
+def test_a_cryodrgn_report_names_the_run_its_weights_architecture_and_files(tmp_path):
+    skipped = CheckResult.skipped("evil_twin", "cryodrgn", "needs a model that ampcheck trains")
+    run_info = cryodrgn_runs()
+    dataset = {"path": "/proj/stack.128.mrcs", "n": 1000, "D": 128, "apix": 1.7,
+               **{k: v for k, v in run_info["cryodrgn"]["files"].items() if k != "particles"}}
+    results = [skipped, gap_result(np.full(30, 0.3), np.full(10, 2.0))]
+    document = rp.report_document(results, dataset, run_info)
+    assert document["runs"]["cryodrgn"] == run_info["cryodrgn"]
+    page = render(tmp_path, results, dataset=dataset, run_info=run_info)
+    assert rp.load_report(tmp_path)[0]["runs"]["cryodrgn"] == run_info["cryodrgn"]
+    header = page[:page.index("</header>")]
+    for text in ("cryoDRGN run", "<code>/proj/00_vae</code>", "<code>weights.pkl</code>: "
+                 "epoch 8 (the last)", "cryoDRGN 4.3.1",
+                 "encoder 3 × 256 (resid, mask radius 64), decoder 3 × 256, zdim 8, "
+                 "positional encoding gaussian, fourier domain, relu, D = 128 px",
+                 "window r = 0.85, inverted contrast, norm mean 0, std 97.5, CTF, "
+                 "translations, no pose SGD", "<code>/proj/heldout.pkl</code>",
+                 "<code>/old/stack.128.mrcs</code>", "<code>/proj/stack.128.mrcs</code>"):
+        assert text in header, text
+    # the particle files are in the run's table, not repeated among the data's facts
+    assert header.count("/proj/pose.pkl") == 2 and "<span>poses</span>" not in header
+    assert "<span>images</span>1000" in header
+    # which checks did not run, and why, in the profile under the header
+    row = re.search(r"<a href='#check-evil_twin'>evil_twin</a>.*?</tr>", page)
+    assert row and ">SKIP</span>" in row.group(0)
+    assert "needs a model that ampcheck trains" in row.group(0)
+
+
+def test_other_reports_have_no_cryodrgn_section(page):
+    assert "cryoDRGN run" not in page
+
+
+def test_the_gap_per_image_is_drawn_for_training_against_heldout_images(tmp_path):
+    lookup = gap_result(np.linspace(0.1, 0.5, 30), np.linspace(1.5, 2.5, 10))  # 0.15 vs 1.0
+    page = render(tmp_path, [lookup], run_info={})
+    assert len(pngs(page)) == 1
+    assert "Each point is one image&#x27;s amortization gap" in page
+    assert "gap_fraction[train] 0.15 [0.1, 0.2] and gap_fraction[heldout] 1 [0.95, 1.05]" in page
+    assert "Only the held-out images&#x27; mean lies above the threshold" in page
+
+    good = gap_result(np.full(30, 0.1), np.full(10, 0.2))
+    page = render(tmp_path, [good], run_info={})
+    assert len(pngs(page)) == 1 and "Both means lie within the threshold" in page
+
+    # no gain over a constant posterior on one side: the raw gaps, said so
+    flat = gap_result(np.full(30, 0.1), np.full(10, 0.2), gain=-1.0)
+    page = render(tmp_path, [flat], run_info={})
+    assert len(pngs(page)) == 1 and "so the gaps are not normalised" in page
+
+
+def test_no_gap_figure_without_heldout_images(tmp_path):
+    train_only = gap_result(np.linspace(0.1, 0.5, 30), None)
+    page = render(tmp_path, [train_only], run_info={})
+    assert rp.load_report(tmp_path)[1]["amortization_gap"].keys() == {"gap[train]",
+                                                                       "gain[train]"}
+    assert not pngs(page) and "one image&#x27;s amortization gap" not in page

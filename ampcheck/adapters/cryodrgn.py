@@ -54,7 +54,7 @@ import torch
 from ..errors import ConfigError, InputError, UnsafePickleError
 
 __all__ = ["CryoDRGNVAE", "check_cryodrgn", "cryodrgn_dataset", "cryodrgn_latents",
-           "load_cryodrgn", "read_indices", "INSTALL_HINT"]
+           "describe_run", "load_cryodrgn", "read_indices", "INSTALL_HINT"]
 
 PathLike = str | os.PathLike
 
@@ -409,10 +409,9 @@ def cryodrgn_dataset(model: CryoDRGNVAE, particles: PathLike, poses: PathLike | 
                      ctf: PathLike | None = None, truth: PathLike | None = None, *,
                      datadir: PathLike | None = None):
     """The ``ParticleDataset`` of ``particles`` (with poses, CTF, optional truth ``.npz``;
-    ``datadir``: where the stacks a ``.star`` or ``.txt`` names live, as cryoDRGN's
-    ``--datadir``), checked against ``model``: same image size, CTF given when the run used
-    one. Its normalisation is the run's, so its ``y`` is what cryoDRGN trained on (before
-    shifts)."""
+    ``datadir``: where the stacks a ``.star`` names live, as cryoDRGN's ``--datadir``),
+    checked against ``model``: same image size, CTF given when the run used one. Its
+    normalisation is the run's, so its ``y`` is what cryoDRGN trained on (before shifts)."""
     from ..data.particles import ParticleDataset
 
     # the run's own normalisation: the data set's y then matches the model's, and no pass
@@ -461,8 +460,7 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         ind: the ``--ind`` the run was trained with: its training images. Without
             ``heldout_ind`` every other image of the stack is held out, so a run trained on a
             subset is checked on training against held-out images with no other file.
-        datadir: where the stacks a ``.star`` or ``.txt`` names live (cryoDRGN's
-            ``--datadir``).
+        datadir: where the stacks a ``.star`` names live (cryoDRGN's ``--datadir``).
         checks: names; default: the whole battery, in its order, where the encoder checks
             run (``shift_invariance``, ``rotation_invariance``; ``amortization_gap`` on
             training and held-out images, and ``heldout_generalisation`` with ``truth``,
@@ -476,7 +474,14 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
     from ..checks import check_vae
 
     model = load_cryodrgn(run_dir, epoch=epoch, device=device)
-    data = cryodrgn_dataset(model, particles, poses, ctf, truth, datadir=datadir)
+    try:
+        data = cryodrgn_dataset(model, particles, poses, ctf, truth, datadir=datadir)
+    except InputError as e:
+        if ind is None:
+            raise
+        # cryoDRGN accepts poses already filtered to --ind; held-out images need their own
+        raise InputError(f"{e}; with ind (--ind), give the poses and CTF of the whole stack: "
+                         "the held-out images are checked at their poses too") from None
     train_idx, n = None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
     if ind is not None:
@@ -520,6 +525,65 @@ def _left_out(data, heldout: bool) -> dict[str, str]:
         skip["heldout_generalisation"] = "; ".join(
             r for r in (None if heldout else give_heldout, no_truth) if r)
     return skip
+
+
+def _checkpoint_epoch(weights: Path, fallback: int | None) -> int | None:
+    """The epoch a ``train_vae`` checkpoint records (``save_checkpoint`` stores its 1-based
+    ``epoch``, so ``weights.pkl`` says which epoch the final weights are), read without
+    loading its tensors (``mmap``); ``fallback`` (the file name's) for a checkpoint that
+    cannot be read so (an old, non-zip format)."""
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # the weights themselves were loaded: only the mmap read failed
+        return fallback
+    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
+    ok = isinstance(epoch, int | np.integer) and not isinstance(epoch, bool) and epoch >= 0
+    return int(epoch) if ok else fallback
+
+
+def describe_run(model: CryoDRGNVAE, data=None) -> dict[str, Any]:
+    """What a report says of the cryoDRGN run ``model`` was loaded from (``runs["cryodrgn"]``
+    of ``report.json``), as plain JSON values:
+
+    * ``run_dir``, ``weights`` (absolute paths) and ``epoch``: the epoch of the weights used,
+      as their checkpoint records it (for ``weights.pkl`` too: the run's last epoch);
+    * ``cryodrgn_version`` and ``command``: what trained it, from ``config.yaml``;
+    * ``architecture``: ``encoder`` (``layers``, ``width``, ``mode``, ``mask_radius``),
+      ``decoder`` (``layers``, ``width``), ``zdim``, ``pe_type``, ``pe_dim``, ``domain``,
+      ``activation`` and ``D`` (image side, pixels);
+    * ``preprocessing``: ``window`` (with ``window_r``), ``invert_data``, ``norm``, ``ctf``
+      (whether the run used one), ``translations`` (whether the poses checked with carry
+      them; None without ``data``) and ``do_pose_sgd``;
+    * ``beta``: the KL weight the checks use;
+    * ``trained_on``: the files ``config.yaml`` records (``particles``, ``poses``, ``ctf``,
+      ``ind``, ``datadir``), as cryoDRGN wrote them.
+
+    ``data``: the data set checked (:func:`cryodrgn_dataset`), for ``translations``.
+    """
+    cfg = model.config
+    m, ds = cfg["model_args"], cfg["dataset_args"]
+    cmd = cfg.get("cmd")
+    return {
+        "run_dir": str(Path(model.run_dir).resolve()),
+        "weights": str(Path(model.weights_path).resolve()),
+        "epoch": _checkpoint_epoch(Path(model.weights_path), model.epoch),
+        "cryodrgn_version": None if cfg.get("version") is None else str(cfg["version"]),
+        "command": [str(a) for a in cmd] if isinstance(cmd, list) else None,
+        "architecture": {
+            "encoder": {"layers": m["qlayers"], "width": m["qdim"], "mode": m["encode_mode"],
+                        "mask_radius": m["enc_mask"]},
+            "decoder": {"layers": m["players"], "width": m["pdim"]},
+            "zdim": model.zdim, "pe_type": m["pe_type"], "pe_dim": m["pe_dim"],
+            "domain": m["domain"], "activation": m.get("activation", "relu"), "D": model.D},
+        "preprocessing": {
+            "window": model.window is not None, "window_r": ds.get("window_r", 0.85),
+            "invert_data": model.invert, "norm": list(model.norm), "ctf": model.uses_ctf,
+            "translations": None if data is None else data.trans_frac is not None,
+            "do_pose_sgd": bool(ds.get("do_pose_sgd", False))},
+        "beta": model.beta,
+        "trained_on": {k: None if ds.get(k) is None else str(ds[k])
+                       for k in ("particles", "poses", "ctf", "ind", "datadir")},
+    }
 
 
 def cryodrgn_latents(run_dir: PathLike, particles: PathLike, poses: PathLike | None,

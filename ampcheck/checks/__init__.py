@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..kinds import OPTIONS, check_options
 from ..results import CheckResult, Metric, Threshold, decide
 from ..thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from ._common import SETTINGS, Settings, settings_for, truth_problem
@@ -168,22 +169,6 @@ def resolve_checks(names: Iterable[str] | None) -> list[str]:
     return out
 
 
-#: Per-check options (``check_vae(options=...)``), with what each does.
-OPTIONS = {
-    "twin_encoder": "evil_twin: the encoder preset of the twins and their baseline "
-                    "(default: the subject's own; the paper's finding is about 'large')",
-    "twin_baseline": "evil_twin: what the twins are measured against, 'same' (default: a VAE "
-                     "with the twins' encoder) or 'subject' (the subject's own model, as the "
-                     "paper sets its large twins, Figs 8-9, beside its baseline, Fig. 3)",
-    "shift_transforms": "shift_invariance: transforms such as ['roll:1', 'roll:0,5']",
-    "rotation_transforms": "rotation_invariance: transforms such as ['rot90:1', 'rot90:2']",
-    "vlt_init": "vlt_equivalence: the table's init, 'normal' (default), 'zero', or "
-                "'from_encoder' (frozen at the encoder's latents: a positive control)",
-    "recovery_method": "heldout_generalisation: 'linear' (default) or 'knn' regression",
-    "mnist_data": "mnist_control: the MNIST data set (default: MnistDataset.load())",
-}
-
-
 def run_checks(subject: Subject, checks: Iterable[str] | None = None,
                settings: Settings | None = None, *, strict: bool = False,
                on_result: Callable[[CheckResult], None] | None = None,
@@ -252,10 +237,7 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
         skip: checks to report as ``SKIP`` with the given reason, without running them.
     """
     names = resolve_checks(checks)
-    unknown = sorted(set(options or {}) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown check option(s) {', '.join(map(repr, unknown))}; expected "
-                          f"one of {', '.join(OPTIONS)}")
+    options = check_options(options)
     settings = settings_for(budget, resolve_thresholds(thresholds))
     cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
     subject = subject_from(model, data, budget=budget, seeds=seeds, device=device,

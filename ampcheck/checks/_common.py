@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..errors import ConfigError
-from ..results import Metric, Threshold, centred, decide, interval
+from ..results import Metric, Threshold, decide, interval
 from ..thresholds import DEFAULT_THRESHOLDS
 
 
@@ -72,12 +72,11 @@ def boot(stat: Callable[[np.ndarray], float], n: int, settings: Settings, seed: 
 
 
 def pooled(per_seed: list, higher_is_better: bool, settings: Settings) -> Metric:
-    """One :class:`Metric` from the :class:`~ampcheck.metrics.Interval` of every seed: the mean
-    value, and the interval of all seeds' replicates, each centred on its own seed's value,
-    pooled and centred on the mean (:func:`~ampcheck.results.interval`)."""
+    """One :class:`Metric` from the :class:`~ampcheck.metrics.Interval` of every seed (whose
+    replicates are centred on its value): the mean value, and the interval of all seeds'
+    replicates pooled (:func:`~ampcheck.results.interval`)."""
     value = float(np.mean([iv.value for iv in per_seed]))
-    return interval([centred(iv.value, iv.samples) for iv in per_seed], value, higher_is_better,
-                    settings.level)
+    return interval([iv.samples for iv in per_seed], value, higher_is_better, settings.level)
 
 
 def plain(values: list[float], higher_is_better: bool) -> Metric:

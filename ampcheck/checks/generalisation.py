@@ -11,7 +11,10 @@ mean posterior), each estimated with the same fixed draws,
 (``E_local`` is the better of the optimised and the starting q, per image, so that a noisy
 optimisation never makes the gap negative). 0: the encoder finds each image's optimum;
 1: it does no better than a constant. Measured on training and on held-out images; the
-governing value is the larger.
+governing value is the larger. The result's arrays keep, for the first seed, each sampled
+image's ``gap[train]`` / ``gap[heldout]`` and its ``gain[...]`` (``E_local - E_0``), so that a
+report can draw the gap per image on each side, normalised as ``gap_fraction`` is (by the
+mean gain of its side: the mean of the normalised gaps is that side's ``gap_fraction``).
 
 ``heldout_generalisation``: the latents' recovery of the ground truth on training images
 (out-of-fold predictions) and on held-out images (a regressor, or k-means clusters, fitted on
@@ -93,7 +96,7 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
     frac: dict[str, list] = {k: [] for k in sets}
     gap: dict[str, list] = {k: [] for k in sets}
     gain: dict[str, list] = {k: [] for k in sets}
-    worst = []
+    worst, arrays = [], {}
     n = min(settings.n_gap, *(len(d) for d in sets.values()))  # one size: resamples are shared
     for seed in subject.seeds:
         model = subject.model(seed)
@@ -103,6 +106,9 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
             e = local_elbos(model, data, idx, settings, seed)
             g, total = e["local"] - e["enc"], e["local"] - e["const"]
             per[name] = (g, total)
+            if seed == subject.seeds[0]:  # what the report draws: the gap image by image
+                arrays[f"gap[{name}]"] = g.astype(np.float32)
+                arrays[f"gain[{name}]"] = total.astype(np.float32)
             frac[name].append(boot(mean_ratio(g, total), len(idx), settings, seed))
             gap[name].append(boot(lambda b, g=g: float(g[b].mean()), len(idx), settings, seed))
             gain[name].append(boot(lambda b, t=total: float(t[b].mean()), len(idx), settings,
@@ -130,7 +136,7 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
         text = f"gap fraction {f:.2g} is within its uncertainty of the threshold"
     return CheckResult("amortization_gap", subject.name, verdict, metrics, threshold, text,
                        tuple(flags), subject.seeds,
-                       {"n_images": int(n), "steps": settings.gap_steps})
+                       {"n_images": int(n), "steps": settings.gap_steps}, arrays)
 
 
 # ---------------------------------------------------------------------------- held-out
@@ -194,8 +200,9 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
         b = boot(s_ho, len(i_ho), settings, seed + 10_000)  # an independent resampling stream
         rec_tr.append(a)
         rec_ho.append(b)
-        drop.append(M.Interval(a.value - b.value, float("nan"), float("nan"),
-                               a.samples - b.samples))
+        # the replicates of a difference of two independent resamplings, centred on its value
+        d = a.value - b.value
+        drop.append(M.Interval(d, float("nan"), float("nan"), M.centred(d, a.samples - b.samples)))
         info.append({"spread_to_width": spread_to_width(mu_tr, lv_tr, seed),
                      "truth_r2" if kind.startswith("r2") else "truth_ami": a.value})
     metrics = {"recovery_drop": pooled(drop, False, settings),

@@ -228,18 +228,18 @@ class TrainingCache:
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per trained run: its config, images, epochs, mean seconds per epoch and images per
         second, the last epoch's losses and the whole history (loss curves for reports)."""
-        out = {}
-        for run in self._runs.values():
-            h = run.history
-            seconds = float(np.mean([r.seconds for r in h])) if h else None
-            out[self.label(run.config)] = {
-                "config": asdict(run.config), "images": len(run.data), "epochs": len(h),
-                "seconds_per_epoch": seconds,
+        return {self.label(run.config): self.describe(run) for run in self._runs.values()}
+
+    @staticmethod
+    def describe(run: TrainedModel) -> dict[str, Any]:
+        """One run as :meth:`summary` gives it."""
+        h = run.history
+        return {"config": asdict(run.config), "images": len(run.data), "epochs": len(h),
+                "seconds_per_epoch": float(np.mean([r.seconds for r in h])) if h else None,
                 "images_per_second": float(np.mean([r.images_per_second for r in h])) if h
                 else None,
                 "loss": h[-1].loss if h else None, "recon": h[-1].recon if h else None,
                 "history": [asdict(r) for r in h]}
-        return out
 
 
 # ---------------------------------------------------------------------------- the subject
