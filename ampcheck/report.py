@@ -900,8 +900,9 @@ def _training_section(runs: Json) -> str:
 
 
 _FOOTER = """<footer><h2>How to read the verdicts</h2><ul><li>Each check is decided by one
-<b>governing metric</b> against a threshold with a written rationale; intervals are 95% bootstrap
-intervals, pooled over training seeds.</li><li><b>PASS</b>: the value and its whole interval lie
+<b>governing metric</b> against a threshold with a written rationale; intervals are 95%
+intervals from resampling half the images, centred on the value, pooled over training
+seeds.</li><li><b>PASS</b>: the value and its whole interval lie
 on the good side of the threshold; <b>FAIL</b>: all on the bad side; <b>WARN</b>: the interval
 straddles the threshold, so this budget cannot tell; <b>SKIP</b>: the check does not apply to
 this model or data (the reason says what it needs), so it was not run.</li><li>The flag
