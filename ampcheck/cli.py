@@ -489,12 +489,7 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
     files checked, and ``epoch_requested``, the ``--epoch`` given (None: the last)."""
     import os
 
-    from .adapters.cryodrgn import (
-        check_cryodrgn,
-        cryodrgn_dataset,
-        describe_run,
-        load_cryodrgn,
-    )
+    from .adapters.cryodrgn import check_cryodrgn_run, describe_run, open_cryodrgn_run
     from .train import resolve_device
 
     if args.particles is None or args.poses is None:
@@ -503,17 +498,15 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
     resolve_device(args.device)  # refused before anything is loaded
     files = {k: None if getattr(args, k) is None else os.path.abspath(getattr(args, k))
              for k in ("particles", *PARTICLE_OPTIONS, "heldout_ind")}
-    # the run as checked (on the CPU: only its config, epoch and data are read here)
-    model = load_cryodrgn(args.cryodrgn, epoch=args.epoch, device="cpu")
-    data = cryodrgn_dataset(model, args.particles, args.poses, args.ctf, datadir=args.datadir)
+    model, data = open_cryodrgn_run(args.cryodrgn, args.particles, args.poses, args.ctf,
+                                    truth=args.truth, ind=args.ind, datadir=args.datadir,
+                                    epoch=args.epoch, device=args.device)
     run = {**describe_run(model, data), "epoch_requested": args.epoch, "files": files}
     dataset = {"path": files["particles"], "n": len(data), "D": int(data.D), "apix": data.apix,
                **{k: v for k, v in files.items() if k != "particles"}}
-    del model, data
-    results = check_cryodrgn(args.cryodrgn, args.particles, args.poses, args.ctf,
-                             truth=args.truth, heldout_ind=args.heldout_ind, ind=args.ind,
-                             datadir=args.datadir, checks=checks, epoch=args.epoch,
-                             device=args.device, thresholds=thresholds)
+    results = check_cryodrgn_run(model, data, particles=args.particles,
+                                 heldout_ind=args.heldout_ind, ind=args.ind, checks=checks,
+                                 thresholds=thresholds)
     return results, dataset, {"cryodrgn": run, "seeds": 1}
 
 

@@ -53,7 +53,8 @@ import torch
 
 from ..errors import ConfigError, InputError, UnsafePickleError
 
-__all__ = ["CryoDRGNVAE", "check_cryodrgn", "cryodrgn_dataset", "cryodrgn_latents",
+__all__ = ["CryoDRGNVAE", "check_cryodrgn", "check_cryodrgn_run", "cryodrgn_dataset",
+           "cryodrgn_latents", "open_cryodrgn_run",
            "describe_run", "load_cryodrgn", "read_indices", "INSTALL_HINT"]
 
 PathLike = str | os.PathLike
@@ -471,8 +472,19 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         epoch, device: as :func:`load_cryodrgn`. thresholds, budget, options: as
             :func:`ampcheck.checks.check_vae`.
     """
-    from ..checks import check_vae
+    model, data = open_cryodrgn_run(run_dir, particles, poses, ctf, truth=truth, ind=ind,
+                                    datadir=datadir, epoch=epoch, device=device)
+    return check_cryodrgn_run(model, data, particles=particles, heldout_ind=heldout_ind, ind=ind,
+                              checks=checks, thresholds=thresholds, budget=budget,
+                              options=options)
 
+
+def open_cryodrgn_run(run_dir: PathLike, particles: PathLike, poses: PathLike | None,
+                      ctf: PathLike | None = None, *, truth: PathLike | None = None,
+                      ind: PathLike | None = None, datadir: PathLike | None = None,
+                      epoch: int | None = None, device: str = "auto"):
+    """``(model, data)`` of :func:`check_cryodrgn`: the run's weights and the whole stack
+    (with ``ind`` (--ind), a count mismatch says that held-out images need poses too)."""
     model = load_cryodrgn(run_dir, epoch=epoch, device=device)
     try:
         data = cryodrgn_dataset(model, particles, poses, ctf, truth, datadir=datadir)
@@ -482,6 +494,17 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         # cryoDRGN accepts poses already filtered to --ind; held-out images need their own
         raise InputError(f"{e}; with ind (--ind), give the poses and CTF of the whole stack: "
                          "the held-out images are checked at their poses too") from None
+    return model, data
+
+
+def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
+                       heldout_ind: PathLike | None = None, ind: PathLike | None = None,
+                       checks: Iterable[str] | None = None,
+                       thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
+                       options: Mapping[str, Any] | None = None) -> list:
+    """The checks of :func:`check_cryodrgn` on a run opened by :func:`open_cryodrgn_run`."""
+    from ..checks import check_vae
+
     train_idx, n = None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
     if ind is not None:
