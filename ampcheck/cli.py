@@ -399,7 +399,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError("give either --run RUN (a run of `ampcheck train`) or --cryodrgn DIR "
                           "(a cryoDRGN train_vae directory)")
     data_options = [f"--{o.replace('_', '-')}" for o in ("particles", *PARTICLE_OPTIONS,
-                                                        "truth", "heldout_ind", "epoch")
+                                                        "truth", "heldout_ind", "epoch",
+                                                        "retrain")
                     if getattr(args, o, None) is not None]
     if args.run is not None and data_options:
         raise ConfigError(f"{', '.join(data_options)} given with --run: they describe the data "
@@ -490,6 +491,7 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
     import os
 
     from .adapters.cryodrgn import check_cryodrgn_run, describe_run, open_cryodrgn_run
+    from .checks import TrainingCache
     from .train import resolve_device
 
     if args.particles is None or args.poses is None:
@@ -504,10 +506,14 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
     run = {**describe_run(model, data), "epoch_requested": args.epoch, "files": files}
     dataset = {"path": files["particles"], "n": len(data), "D": int(data.D), "apix": data.apix,
                **{k: v for k, v in files.items() if k != "particles"}}
+    cache = TrainingCache(show_progress=not args.quiet)  # the retrained variants, if any
     results = check_cryodrgn_run(model, data, particles=args.particles,
                                  heldout_ind=args.heldout_ind, ind=args.ind, checks=checks,
-                                 thresholds=thresholds)
-    return results, dataset, {"cryodrgn": run, "seeds": 1}
+                                 thresholds=thresholds, retrain=args.retrain, cache=cache)
+    runs = {"cryodrgn": run, "seeds": 1}
+    if len(cache):
+        runs["trained"] = cache.summary()
+    return results, dataset, runs
 
 
 # ---------------------------------------------------------------------------- report
@@ -622,6 +628,11 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _retrain_epochs(text: str) -> int | str:
+    """``--retrain``'s value: ``run`` or a positive number of epochs."""
+    return text if text == "run" else _positive_int(text)
+
+
 def _add_check_parser(sub) -> None:
     from .models.encoders import ENCODER_PRESETS
 
@@ -645,6 +656,12 @@ def _add_check_parser(sub) -> None:
                                                   "and/or z_class), for heldout_generalisation")
     p.add_argument("--epoch", type=_positive_int,
                    help="--cryodrgn: the epoch's weights (default: the last)")
+    p.add_argument("--retrain", nargs="?", const="run", type=_retrain_epochs, metavar="EPOCHS",
+                   help="--cryodrgn: run evil_twin and vlt_equivalence, which train the run's "
+                        "network three more times with its architecture and settings: for "
+                        "the epochs its weights were trained for (--retrain), or for EPOCHS "
+                        "(cheaper; its vae is then retrained too, as their reference). Naming "
+                        "either check in --checks implies --retrain")
     p.add_argument("--checks", metavar="A,B", help="which checks (default: every one that "
                                                    "applies)")
     p.add_argument("--threshold", type=argtypes.threshold, action="append", default=[],

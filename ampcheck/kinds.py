@@ -56,7 +56,8 @@ def is_trained_vae(model: Any) -> bool:
 
 def model_name(model: Any) -> str:
     """The name of ``model``: a preset in its full form (``cryoem`` → ``cryoem:base``), a
-    ``TrainConfig``'s ``family:encoder`` (``mnist``), a factory's ``__name__``, else the
+    ``TrainConfig``'s ``family:encoder`` (``mnist``; ``cryodrgn`` for a cryoDRGN
+    architecture), a factory's ``__name__``, else the
     model's class name."""
     if isinstance(model, str):
         try:
@@ -64,6 +65,8 @@ def model_name(model: Any) -> str:
         except ConfigError:
             return model  # not a preset: the caller's own name, or refused where it is used
     if is_train_config(model):
+        if getattr(model, "architecture", None) is not None:
+            return "cryodrgn"  # a cryoDRGN run's network, retrained (adapters.cryodrgn_retrain)
         return preset_name(model.model, model.encoder)
     if callable(model) and hasattr(model, "__name__") and not is_trained_vae(model):
         return model.__name__

@@ -685,8 +685,11 @@ def _vlt_latent_plot(a: Arrays, metrics: Json, model: str) -> Plot:
 
 
 def _slices_plot(a: Arrays, metrics: Json, model: str) -> Plot:
-    """Central sections of true and decoded volumes: a row per image, a column per source."""
-    names = {"truth": "truth", "encoder": "encoder", "vlt": "VLT"}
+    """Central sections of true and decoded volumes: a row per image, a column per source
+    (vlt_equivalence: truth, encoder, VLT; the invariance checks: the volume at an image's
+    latent and at its transformed copy's)."""
+    names = {"truth": "truth", "encoder": "encoder", "vlt": "VLT", "image": "at μ(x)",
+             "moved": "at μ(T x)"}
     vols = {k: np.asarray(a[f"slices[{k}]"], dtype=float) for k in names
             if np.ndim(a.get(f"slices[{k}]")) == 4}
     if not vols or len({v.shape[1:] for v in vols.values()}) != 1:
@@ -714,6 +717,11 @@ def _slices_plot(a: Arrays, metrics: Json, model: str) -> Plot:
                 ax.set_title(names[name], fontsize=9)
             if s == col == 0:
                 ax.set_ylabel(f"z = {z[i]:.2f}" if np.isfinite(z[i]) else f"image {i + 1}")
+    if "moved" in vols:
+        return _png(fig), ("Central sections of the volumes decoded at each image's latent "
+                           "μ(x) and at its transformed copy's μ(T x) (T: the check's governing "
+                           "transform): an invariant encoder gives the same volume twice. Each "
+                           "volume is scaled to its own 1-99.5 percentile range.")
     return _png(fig), ("Central sections of the true volume nearest each image's conformation "
                        "and of the volumes decoded at its encoder and VLT latents, each volume "
                        "scaled to its own 1-99.5 percentile range.")

@@ -61,6 +61,12 @@ class TrainConfig:
     would hardly leave its initial value within a budget (the paper trains its VLT with its own
     optimiser settings). The ``invariant`` encoder trains on unwindowed images: a real-space
     window is not shift invariant.
+
+    ``architecture``: a cryoDRGN network to train in place of ampcheck's cryo-EM VAE (the
+    ``encoder`` preset then does not apply), the JSON that
+    :func:`ampcheck.adapters.cryodrgn_retrain.architecture_of` makes of a run's
+    ``config.yaml``; it needs the optional cryodrgn package. ``weight_decay`` is Adam's
+    (cryoDRGN's ``--wd``).
     """
 
     model: str = "cryoem"
@@ -79,6 +85,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     explode_factor: float = 1e4
+    architecture: str | None = None
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         def bad(msg):
@@ -99,13 +107,17 @@ class TrainConfig:
             bad("table_init, table_lr and freeze_table apply to the vlt variant only")
         if self.model == "mnist" and self.encoder != "base":
             bad("the MNIST VAE has one encoder; encoder presets are for the cryo-EM VAE")
+        if self.architecture is not None and (self.model != "cryoem"
+                                              or self.encoder != DEFAULT_ENCODER):
+            bad("architecture (a cryoDRGN network) is a cryo-EM model with its own encoder; "
+                "it takes neither model nor encoder")
         for name in ("zdim", "batch_size", "max_images"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
                 bad(f"{name} must be a positive integer, got {value}")
         if int(self.epochs) != self.epochs or self.epochs < 0:
             bad(f"epochs must be a non-negative integer, got {self.epochs}")
-        for name in ("lr", "table_lr", "beta"):
+        for name in ("lr", "table_lr", "beta", "weight_decay"):
             value = getattr(self, name)
             if value is not None and not (value >= 0 and math.isfinite(value)):
                 bad(f"{name} must be a finite non-negative number, got {value}")
@@ -131,6 +143,13 @@ class TrainConfig:
             return cls(**values)
         except ConfigError as err:
             raise InputError(f"{source}: {err}") from None
+
+    def describe(self) -> str:
+        """``family variant (encoder)`` for log lines: ``cryoem vlt (base)``, ``mnist vae
+        (base)``; ``cryodrgn vlt`` for a cryoDRGN architecture."""
+        if self.architecture is not None:
+            return f"cryodrgn {self.variant}"
+        return f"{self.model} {self.variant} ({self.encoder})"
 
     @property
     def resolved_lr(self) -> float:
@@ -182,7 +201,8 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "max_images": (int, type(None)), "epochs": (int,), "seed": (int,),
     "lr": (float, int, type(None)), "beta": (float, int, type(None)),
     "table_lr": (float, int, type(None)), "freeze_table": (bool,), "amp": (bool,),
-    "explode_factor": (float, int),
+    "explode_factor": (float, int), "architecture": (str, type(None)),
+    "weight_decay": (float, int),
 }
 
 
@@ -239,8 +259,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(cfg: TrainConfig, data) -> torch.nn.Module:
-    """The network of the config's model family, sized for ``data``."""
+def build_model(cfg: TrainConfig, data, device: torch.device | None = None) -> torch.nn.Module:
+    """The network of the config's model family, sized for ``data`` (a cryoDRGN
+    ``architecture`` is built on ``device``: its lattice is not a module's buffer)."""
+    if cfg.architecture is not None:
+        from .adapters.cryodrgn_retrain import build_net
+
+        net = build_net(cfg.architecture, cfg.seed, device or torch.device("cpu"))
+        if net.D != data.D:
+            raise ConfigError(f"the cryoDRGN architecture is for {net.D}-pixel images; the "
+                              f"data set's are {data.D} pixels")
+        return net
     if cfg.model == "cryoem":
         from .models.cryoem import CryoVAE
 
@@ -540,7 +569,7 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
         if saved.get("fingerprint") not in (None, prints):
             raise InputError(f"{source} was trained on another data set of {n} images of "
                              f"{data.D} px (the images, poses or CTF differ)")
-    model = build_model(cfg, data)
+    model = build_model(cfg, data, device)
     table = twins = None
     if cfg.variant == "vlt":
         init = "zero" if cfg.table_init == "from_encoder" else cfg.table_init
@@ -648,7 +677,8 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     # One fused kernel for the whole update instead of a handful of passes over each parameter,
     # gradient and moment: Adam is memory-bound, and the 5 x 1024 encoder's 8.8 M parameters
     # made it about 15 ms of a 200 ms step on 2 CPU cores (5 ms fused).
-    optimizers = {"model": torch.optim.Adam(params, lr=cfg.resolved_lr, fused=True)}
+    optimizers = {"model": torch.optim.Adam(params, lr=cfg.resolved_lr,
+                                            weight_decay=cfg.weight_decay, fused=True)}
     if table is not None and not cfg.freeze_table:
         table_lr = cfg.table_lr if cfg.table_lr is not None else 100 * cfg.resolved_lr
         optimizers["table"] = torch.optim.SparseAdam(table.parameters(), lr=table_lr)
@@ -716,9 +746,9 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                              _curve(batch_losses, batch_sizes))
         run.history.append(record)
         if show_progress and world.is_main:
-            logger.info("%s %s (%s) epoch %d/%d: loss %.5g, recon %.5g, KL %.4g (%.1f s, "
-                        "%.0f images/s)", cfg.model, cfg.variant, cfg.encoder, record.epoch,
-                        cfg.epochs, loss_, recon_, kl_, record.seconds, seen / record.seconds)
+            logger.info("%s epoch %d/%d: loss %.5g, recon %.5g, KL %.4g (%.1f s, "
+                        "%.0f images/s)", cfg.describe(), record.epoch, cfg.epochs, loss_,
+                        recon_, kl_, record.seconds, seen / record.seconds)
         if ckpt is not None and world.is_main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             run.save(ckpt, optimizers, gen)

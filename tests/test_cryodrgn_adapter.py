@@ -48,13 +48,14 @@ def test_the_checks_a_cryodrgn_run_cannot_take_are_skips_with_the_reason():
     # runs everywhere: which default checks the adapter leaves out, and why
     from types import SimpleNamespace
 
-    from ampcheck.adapters.cryodrgn import _left_out
+    from ampcheck.adapters.cryodrgn import RETRAIN_HINT, _left_out
 
     truth = {"z_continuous": np.linspace(0, 1, 10)}
     bare = _left_out(SimpleNamespace(truth={}), heldout=False)
     assert list(bare) == ["evil_twin", "vlt_equivalence", "amortization_gap",
                           "heldout_generalisation"]
-    assert bare["evil_twin"].startswith("needs a model that ampcheck trains")
+    assert bare["evil_twin"] == bare["vlt_equivalence"] == RETRAIN_HINT
+    assert "give retrain='run' (--retrain)" in RETRAIN_HINT
     assert "--heldout-ind" in bare["amortization_gap"]
     assert bare["heldout_generalisation"].startswith(
         "needs held-out images: give ind (--ind), the indices the run was trained on")
@@ -70,6 +71,7 @@ def test_the_checks_a_cryodrgn_run_cannot_take_are_skips_with_the_reason():
                                                   "has one value")
     assert list(_left_out(SimpleNamespace(truth=truth), heldout=True)) == [
         "evil_twin", "vlt_equivalence"]
+    assert _left_out(SimpleNamespace(truth=truth), heldout=True, retrain=True) == {}
 
 
 def test_check_cryodrgns_default_battery_skips_what_it_cannot_run(monkeypatch, tmp_path):
@@ -293,6 +295,22 @@ def test_check_cryodrgn_runs_the_checks(run):
     for check, t in (("shift_invariance", "roll(0,1)"), ("rotation_invariance", "rot90(1)")):
         vd = by_name[check].metrics[f"volume_displacement[{t}]"].value
         assert np.isfinite(vd) and vd >= 0
+    # ... and the report its volumes: each row the central sections of the volumes decoded at
+    # one sampled image's latent and at its transformed copy's (recomputed here)
+    from ampcheck.adapters.cryodrgn import load_cryodrgn
+    from ampcheck.checks._common import SETTINGS, central_slices, sample
+
+    model = load_cryodrgn(run.out, device="cpu")
+    a = by_name["shift_invariance"].arrays
+    image, moved = a["slices[image]"], a["slices[moved]"]
+    assert image.shape == moved.shape == (SETTINGS["smoke"].n_volumes, 3, D, D)
+    for row, j in enumerate(sample(len(a["mu"]), len(image), 0 + 7)):  # the check's volumes
+        np.testing.assert_allclose(image[row], central_slices(model.decode_volume(a["mu"][j])),
+                                   atol=1e-6)
+        np.testing.assert_allclose(
+            moved[row], central_slices(model.decode_volume(a["moved[roll(0,1)]"][j])),
+            atol=1e-6)
+    assert not np.allclose(image, moved)  # the encoder is not invariant: other volumes
 
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
                              checks=["shift_invariance"])

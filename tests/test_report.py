@@ -58,7 +58,9 @@ def battery() -> list[CheckResult]:
     inner = result("shift_invariance", model="mnist").to_dict()
     return [
         result("shift_invariance", arrays={"mu": mu, "moved[roll(0,1)]": mu + 0.5,
-                                           "moved[rot90(1)]": -mu, "truth[z_continuous]": z},
+                                           "moved[rot90(1)]": -mu, "truth[z_continuous]": z,
+                                           "slices[image]": slices["slices[encoder]"],
+                                           "slices[moved]": slices["slices[vlt]"]},
                extra={"displacement[roll(0,1)]": Metric(0.9, False)}),
         result("evil_twin", "WARN", value=0.3, details={"twin_encoder": "large", "n": 40}),
         result("vlt_equivalence", "PASS", value=0.1, arrays={
@@ -74,7 +76,7 @@ def battery() -> list[CheckResult]:
     ]
 
 
-EXPECTED_PNGS = 1 + 0 + 2 + 1 + 1 + 1  # the checks above in order, then the loss curves
+EXPECTED_PNGS = 2 + 0 + 2 + 1 + 1 + 1  # the checks above in order, then the loss curves
 
 
 def pngs(page: str) -> list[bytes]:
@@ -130,6 +132,13 @@ def test_page_is_self_contained(page):
     for ref in links.refs:
         assert ref.startswith("data:image/png;base64,") or ref[1:] in links.ids, ref
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_invariance_checks_show_the_volumes_at_an_image_and_at_its_copy(page):
+    section = page[page.index("id='check-shift_invariance'"):page.index("id='check-evil_twin'")]
+    assert "decoded at each image&#x27;s latent μ(x) and at its transformed copy&#x27;s" \
+        in section
+    assert len(pngs(section)) == 2  # the latent map and the volumes
 
 
 def test_page_shows_training_runs_and_reading_guide(page):
@@ -262,7 +271,7 @@ def test_skipped_checks_show_a_grey_badge_and_their_reason_without_plots(tmp_pat
     assert row and "background:#6e7781'>SKIP</span>" in row.group(0) and reason in row.group(0)
     assert f"Skipped: {reason}" in page and "Skipped: &lt;odd&gt; &amp; why" in page
     assert "Inner profile" in page  # the skipped MNIST control still shows its battery
-    assert len(pngs(page)) == 1  # the shift plot; none for what did not run
+    assert len(pngs(page)) == 2  # the shift check's latents and volumes; none for the skips
     section = page[page.index("id='check-heldout_generalisation'"):]
     section = section[:section.index("</section>")]
     assert "Pass when" not in section and "<table" not in section

@@ -33,6 +33,10 @@ Volumes (:meth:`CryoDRGNVAE.decode_volume`) are cryoDRGN's own, as ``cryodrgn ev
 writes them: the decoder's ``eval_volume`` on the run's lattice (``lattice.coords``,
 ``lattice.D``, ``lattice.extent``) with the run's ``dataset_args.norm``, so the invariance
 checks compare the volumes a cryoDRGN user would look at (``volume_displacement``).
+
+Steps 5-7 and the decoder are :class:`~ampcheck.adapters.cryodrgn_retrain.CryoDRGNNet`'s, the
+same code that retrains the run's network for ``evil_twin`` and ``vlt_equivalence``
+(``retrain`` of :func:`check_cryodrgn`).
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ import torch
 
 from ..errors import ConfigError, InputError, UnsafePickleError
 
-__all__ = ["CryoDRGNVAE", "check_cryodrgn", "check_cryodrgn_run", "cryodrgn_dataset",
+__all__ = ["CryoDRGNVAE", "RETRAIN_HINT", "check_cryodrgn", "check_cryodrgn_run",
+           "cryodrgn_dataset",
            "cryodrgn_latents", "open_cryodrgn_run",
            "describe_run", "load_cryodrgn", "read_indices", "INSTALL_HINT"]
 
@@ -232,23 +237,24 @@ class CryoDRGNVAE(torch.nn.Module):
                  cd: SimpleNamespace, beta: float, run_dir: Path, weights: Path,
                  epoch: int | None, device: torch.device):
         super().__init__()
-        self.net = net
-        self.lattice = lattice
+        from .cryodrgn_retrain import CryoDRGNNet
+
+        ds = cfg["dataset_args"]
+        self.uses_ctf = ds.get("ctf") is not None
+        # cryoDRGN's steps from the Hartley image on (translation, CTF, encoder, decoder),
+        # shared with the retrained variants (adapters.cryodrgn_retrain)
+        self.core = CryoDRGNNet(net, lattice, use_ctf=self.uses_ctf, cd=cd)
         self.config = cfg
         self.run_dir, self.weights_path, self.epoch = run_dir, weights, epoch
         self.device = device
         self._cd = cd
-        ds = cfg["dataset_args"]
-        self.D = int(cfg["lattice_args"]["D"]) - 1  # the images' side; Hartley images D + 1
-        self.zdim = int(cfg["model_args"]["zdim"])
+        self.D, self.zdim = self.core.D, self.core.zdim  # images D x D; Hartley D + 1
         self.invert = bool(ds.get("invert_data", True))
         self.norm = (float(ds["norm"][0]), float(ds["norm"][1]))
-        self.uses_ctf = ds.get("ctf") is not None
-        window_r = float(ds.get("window_r", 0.85))
-        self.window = (cd.window_mask(D=self.D, in_rad=window_r, out_rad=0.99).to(device)
+        self.window_r = float(ds.get("window_r", 0.85))
+        self.window = (cd.window_mask(D=self.D, in_rad=self.window_r, out_rad=0.99).to(device)
                        if ds.get("window", True) else None)
-        self.recon_mask = lattice.get_circular_mask(self.D // 2)  # run_batch's decoder mask
-        self.n_pix = int(self.recon_mask.sum())
+        self.n_pix = self.core.n_pixels  # run_batch's decoder mask
         self.beta = float(beta)
         self.kl_weight = self.beta / self.n_pix
 
@@ -276,28 +282,15 @@ class CryoDRGNVAE(torch.nn.Module):
         y = fft.symmetrize_ht(fft.ht2_center(x)).reshape(B, D1, D1)
         y = (y - self.norm[0]) / self.norm[1]
         trans = meta.get("trans")
-        if trans is not None:
-            # cryoDRGN's pixels are fraction * (D + 1) (PoseTracker.load gets data.D = D + 1)
-            t = trans.to(self.device, torch.float32) * (D1 / self.D)
-            y = self.lattice.translate_ht(y.reshape(B, -1), t.unsqueeze(1)).reshape(B, D1, D1)
-        return y
+        return y if trans is None else self.core.translate(y, trans)
 
     def ctf(self, meta: Mapping[str, torch.Tensor], B: int) -> torch.Tensor | None:
         """The CTF ``(B, D+1, D+1)`` on the lattice, or None for a run without CTF."""
-        if not self.uses_ctf:
-            return None
-        params = meta.get("ctf")
-        if params is None:
+        if self.uses_ctf and meta.get("ctf") is None:
             raise InputError(f"the cryoDRGN model in {self.run_dir} was trained with CTF "
                              f"parameters ({self.config['dataset_args']['ctf']}); give the CTF "
                              "file of the particles")
-        params = params.to(self.device, torch.float32)
-        # load_ctf_for_training: apix for D-pixel images = D_file * apix_file / D
-        apix = params[:, 0] * params[:, 1] / self.D
-        freqs = self.lattice.freqs2d.unsqueeze(0).expand(B, *self.lattice.freqs2d.shape) \
-            / apix.view(B, 1, 1)
-        c = self._cd.ctf.compute_ctf(freqs, *torch.split(params[:, 2:9], 1, 1))
-        return c.view(B, self.D + 1, self.D + 1)
+        return self.core.ctf(meta.get("ctf"))
 
     # ------------------------------------------------------------------ the VAE protocol
     def encode(self, x: torch.Tensor, meta: Mapping[str, torch.Tensor]
@@ -305,27 +298,18 @@ class CryoDRGNVAE(torch.nn.Module):
         """``(mu, logvar)``, each ``(B, zdim)``, as cryoDRGN's ``eval_z`` computes them."""
         y = self.hartley(x, meta)
         c = self.ctf(meta, y.shape[0])
-        if c is not None:
-            y = y * c.sign()  # phase flip the encoder's input, as eval_z / run_batch do
-        return self.net.encode(y)
+        return self.core.encode(y if c is None else y * c.sign())  # phase flip, as eval_z
 
     def recon_loss(self, x: torch.Tensor, z: torch.Tensor,
                    meta: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Per-image mean squared error ``(B,)`` over the decoder mask, differentiable in
         ``z (B, zdim)``: cryoDRGN's ``gen_loss`` image by image."""
         y = self.hartley(x, meta)
-        B = y.shape[0]
-        if "rot" not in meta:
-            raise InputError("the cryoDRGN decoder needs poses (meta['rot']); give the poses "
-                             "file")
-        rot = meta["rot"].to(self.device, torch.float32)
-        mask, lat = self.recon_mask, self.lattice
-        coords = lat.coords[mask] / lat.extent / 2 @ rot  # (B, n_pix, 3), as run_batch
-        y_recon = self.net(coords, z.to(self.device, torch.float32)).view(B, -1)
-        c = self.ctf(meta, B)
+        prep = {"target": y, **({"rot": meta["rot"]} if "rot" in meta else {})}
+        c = self.ctf(meta, y.shape[0])
         if c is not None:
-            y_recon = y_recon * c.view(B, -1)[:, mask]
-        return ((y_recon - y.view(B, -1)[:, mask]) ** 2).mean(dim=1)
+            prep["ctf"] = c
+        return self.core.recon_loss(prep, z)
 
     @torch.no_grad()
     def decode_volume(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -333,13 +317,12 @@ class CryoDRGNVAE(torch.nn.Module):
         ``z (zdim,)``: what ``cryodrgn eval_vol --weights <w> -c config.yaml -z <z>`` writes
         (without its ``--flip``, ``--invert``, ``--low-pass``, ``--crop``, ``--downsample``),
         computed by the run's own decoder (``eval_volume``) on its lattice and normalisation."""
-        zval = np.asarray(torch.as_tensor(z).detach().cpu(), dtype=np.float32).reshape(-1)
-        if zval.shape != (self.zdim,) or not np.isfinite(zval).all():
+        try:
+            return self.core.decode_volume(z, self.norm)
+        except InputError:
             raise InputError(f"a latent of shape {np.shape(z)}; the cryoDRGN model in "
-                             f"{self.run_dir} decodes finite latents of shape ({self.zdim},)")
-        lat = self.lattice
-        vol = self.net.decoder.eval_volume(lat.coords, lat.D, lat.extent, self.norm, zval)
-        return vol.detach().float().cpu().numpy()
+                             f"{self.run_dir} decodes finite latents of shape "
+                             f"({self.zdim},)") from None
 
 
 def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = "auto",
@@ -412,13 +395,15 @@ def cryodrgn_dataset(model: CryoDRGNVAE, particles: PathLike, poses: PathLike | 
     """The ``ParticleDataset`` of ``particles`` (with poses, CTF, optional truth ``.npz``;
     ``datadir``: where the stacks a ``.star`` names live, as cryoDRGN's ``--datadir``),
     checked against ``model``: same image size, CTF given when the run used one. Its
-    normalisation is the run's, so its ``y`` is what cryoDRGN trained on (before shifts)."""
+    window, contrast and normalisation are the run's, so its ``y`` is what cryoDRGN trained
+    on (before shifts), and what the retrained variants train on."""
     from ..data.particles import ParticleDataset
 
-    # the run's own normalisation: the data set's y then matches the model's, and no pass
-    # over the stack is spent estimating another
+    # the run's own preprocessing: the data set's y then matches the model's, and no pass
+    # over the stack is spent estimating another normalisation
     data = ParticleDataset.from_files(particles, poses=poses, ctf=ctf, truth=truth,
-                                      datadir=datadir, norm=model.norm)
+                                      datadir=datadir, norm=model.norm, invert=model.invert,
+                                      window=model.window is not None, window_r=model.window_r)
     D1 = model.D + 1
     if data.D != model.D:
         raise InputError(f"{particles}: images are {data.D} x {data.D} pixels but the cryoDRGN "
@@ -447,7 +432,8 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
                    datadir: PathLike | None = None, checks: Iterable[str] | None = None,
                    epoch: int | None = None, device: str = "auto",
                    thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
-                   options: Mapping[str, Any] | None = None) -> list:
+                   options: Mapping[str, Any] | None = None, retrain: int | str | None = None,
+                   show_progress: bool = False) -> list:
     """Run ampcheck's checks on a ``cryodrgn train_vae`` run; one ``CheckResult`` each.
 
     Args:
@@ -465,18 +451,24 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
         checks: names; default: the whole battery, in its order, where the encoder checks
             run (``shift_invariance``, ``rotation_invariance``; ``amortization_gap`` on
             training and held-out images, and ``heldout_generalisation`` with ``truth``,
-            when ``heldout_ind`` is given) and the others are ``SKIP`` results that say what
-            they need (``evil_twin`` and ``vlt_equivalence`` retrain the model, which a run
-            trained by cryoDRGN cannot be here). A check named here that cannot run is an
-            error.
+            when ``heldout_ind`` or ``ind`` is given; ``evil_twin`` and
+            ``vlt_equivalence`` with ``retrain``) and the others are ``SKIP`` results that
+            say what they need. A check named here that cannot run is an error.
+        retrain: ``evil_twin`` and ``vlt_equivalence`` train the run's network again, three
+            times (two evil twins and a lookup table), with its architecture and settings
+            (:func:`~ampcheck.adapters.cryodrgn_retrain.retrain_config`) on its training
+            images. ``"run"``: for the epochs its weights were trained for, and the run itself
+            is their reference; a number of epochs: fewer (cheaper), and the run's ``vae`` is
+            retrained at that number too, as their reference. None (default): they are
+            ``SKIP`` in the default battery, and ``"run"`` when named in ``checks``.
         epoch, device: as :func:`load_cryodrgn`. thresholds, budget, options: as
-            :func:`ampcheck.checks.check_vae`.
+            :func:`ampcheck.checks.check_vae`. show_progress: log each retraining's epochs.
     """
     model, data = open_cryodrgn_run(run_dir, particles, poses, ctf, truth=truth, ind=ind,
                                     datadir=datadir, epoch=epoch, device=device)
     return check_cryodrgn_run(model, data, particles=particles, heldout_ind=heldout_ind, ind=ind,
                               checks=checks, thresholds=thresholds, budget=budget,
-                              options=options)
+                              options=options, retrain=retrain, show_progress=show_progress)
 
 
 def open_cryodrgn_run(run_dir: PathLike, particles: PathLike, poses: PathLike | None,
@@ -501,9 +493,19 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                        heldout_ind: PathLike | None = None, ind: PathLike | None = None,
                        checks: Iterable[str] | None = None,
                        thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
-                       options: Mapping[str, Any] | None = None) -> list:
-    """The checks of :func:`check_cryodrgn` on a run opened by :func:`open_cryodrgn_run`."""
-    from ..checks import check_vae
+                       options: Mapping[str, Any] | None = None,
+                       retrain: int | str | None = None, show_progress: bool = False,
+                       cache=None) -> list:
+    """The checks of :func:`check_cryodrgn` on a run opened by :func:`open_cryodrgn_run`
+    (``cache``: a :class:`~ampcheck.checks.TrainingCache` that keeps the retrained variants,
+    for a report that lists them)."""
+    from dataclasses import replace
+
+    from ..checks import TrainingCache, resolve_checks, run_checks, subject_from
+    from ..checks._common import settings_for
+    from ..kinds import check_options
+    from ..thresholds import resolve_thresholds
+    from .cryodrgn_retrain import retrain_config, run_settings
 
     train_idx, n = None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
@@ -523,24 +525,51 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
         if not len(train_idx):
             raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
                              "the held-out ones")
-    skip = None if checks is not None else _left_out(data, train_idx is not None)
-    return check_vae(model, data, checks=checks, train_indices=train_idx, name="cryodrgn",
-                     thresholds=thresholds, budget=budget, options=options, skip=skip)
+    names = resolve_checks(checks)
+    settings = settings_for(budget, resolve_thresholds(thresholds))
+    options = check_options(options)
+    if retrain is None and checks is not None and {"evil_twin", "vlt_equivalence"} & set(names):
+        retrain = "run"
+    if retrain is not None and retrain != "run" and (
+            isinstance(retrain, bool) or not isinstance(retrain, int | np.integer)
+            or retrain < 1):
+        raise ConfigError(f"retrain must be 'run' or a positive number of epochs, got "
+                          f"{retrain!r}")
+    cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
+    cfg = None
+    if retrain is not None:  # the run's seed, when it gave one: the variants start as it did
+        cfg = retrain_config(model, epochs=None if retrain == "run" else int(retrain),
+                             device=str(model.device), seed=run_settings(model.config).seed or 0)
+    subject = subject_from(model, data, train_indices=train_idx, name="cryodrgn", cache=cache,
+                           seeds=[0 if cfg is None else cfg.seed])
+    subject.options.update(options)
+    if cfg is not None:
+        trained = _checkpoint_epoch(model.weights_path, model.epoch)
+        subject = replace(subject, config=cfg, tags=subject.tags | {"trainable"},
+                          model_is_variant=retrain == "run" or cfg.epochs == trained)
+    skip = None if checks is not None else _left_out(data, train_idx is not None,
+                                                     retrain is not None)
+    return run_checks(subject, names, settings, strict=checks is not None, skip=skip)
 
 
-def _left_out(data, heldout: bool) -> dict[str, str]:
+#: Why a cryoDRGN run's default battery leaves out the checks that retrain it.
+RETRAIN_HINT = ("trains the run's network three more times (two evil twins and a lookup table) "
+                "with its architecture and settings: give retrain='run' (--retrain) for the "
+                "epochs its weights were trained for, or retrain=E (--retrain E) for fewer "
+                "(its vae is then retrained at E epochs too, as their reference)")
+
+
+def _left_out(data, heldout: bool, retrain: bool = False) -> dict[str, str]:
     """The default battery's checks that a cryoDRGN run cannot take, each with the reason
     its ``SKIP`` result gives (said in the adapter's own arguments)."""
     from ..checks._common import truth_problem, usable_truth
 
-    retrain = ("needs a model that ampcheck trains: it retrains the model with another latent "
-               "source at the same settings, and a cryoDRGN run is trained by cryoDRGN")
     give_heldout = ("needs held-out images: give ind (--ind), the indices the run was "
                     "trained on (cryoDRGN's --ind), or heldout_ind (--heldout-ind), those it "
                     "did not train on")
     no_truth = None if usable_truth(data.truth) else truth_problem(data.truth) or (
         "needs ground truth: give truth= (--truth), an .npz with z_continuous and/or z_class")
-    skip = {"evil_twin": retrain, "vlt_equivalence": retrain}
+    skip = {} if retrain else {"evil_twin": RETRAIN_HINT, "vlt_equivalence": RETRAIN_HINT}
     if not heldout:
         skip["amortization_gap"] = give_heldout.replace(
             "needs held-out images", "compares training with held-out images, so it needs them")

@@ -215,3 +215,9 @@ def percent(x: float) -> str:
 def truth_of(data, positions: np.ndarray) -> dict[str, np.ndarray]:
     truth = data.truth or {}  # the data-set contract: a mapping, empty without truth
     return {k: np.asarray(v)[positions] for k, v in truth.items()}
+
+
+def central_slices(volume: np.ndarray) -> np.ndarray:
+    """The three central sections ``(3, D, D)`` of a volume ``[z, y, x]``: z, y, x = D/2."""
+    c = volume.shape[0] // 2
+    return np.stack([volume[c], volume[:, c], volume[:, :, c]]).astype(np.float32)

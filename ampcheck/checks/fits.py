@@ -43,6 +43,7 @@ from ..results import CheckResult, decide
 from ._common import (
     Settings,
     boot,
+    central_slices,
     floors_missed,
     informativeness,
     least_informative,
@@ -79,12 +80,6 @@ def _unmeasurable(verdict: str, reference_use, info: list[dict], settings: Setti
 def _why(flags: list[str]) -> str:
     words = {"no_fit": "of no measurable use to its decoder", "uninformative": "uninformative"}
     return " and ".join(words[f] for f in flags)
-
-
-def central_slices(volume: np.ndarray) -> np.ndarray:
-    """The three central sections ``(3, D, D)`` of a volume ``[z, y, x]``: z, y, x = D/2."""
-    c = volume.shape[0] // 2
-    return np.stack([volume[c], volume[:, c], volume[:, :, c]]).astype(np.float32)
 
 
 def volumes_missing(runs: dict, subject: Subject) -> str | None:
@@ -130,10 +125,34 @@ def _reference_info(mu: np.ndarray, logvar: np.ndarray, subject: Subject, idx: n
     return informativeness(mu, logvar, truth_of(subject.train, idx), seed)
 
 
+def _own_encoder(subject: Subject) -> str | None:
+    """The encoder the subject's variants train with, as the details name it."""
+    if subject.config is None:
+        return None
+    return "the cryoDRGN run's" if subject.config.architecture is not None \
+        else subject.config.encoder
+
+
+def _reference(subject: Subject) -> str:
+    """What :meth:`Subject.reference` is, in words."""
+    return "the subject's own model" if subject.model_is_variant else (
+        f"its vae variant, trained as the variants are ({subject.config.epochs} epoch(s))")
+
+
+def _variants_trained(subject: Subject) -> dict:
+    """How the variants were trained (epochs, batch size, learning rate), for the details."""
+    cfg = subject.config
+    return {} if cfg is None else {"variants_trained": {
+        "epochs": cfg.epochs, "batch_size": cfg.resolved_batch_size, "lr": cfg.resolved_lr}}
+
+
 def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     """Does an encoder fed a fixed other image, or noise, fit as well as one fed the image?"""
     threshold = settings.thresholds["evil_twin"]
     enc = subject.options.get("twin_encoder")
+    if enc and subject.config is not None and subject.config.architecture is not None:
+        raise ConfigError("twin_encoder names one of ampcheck's encoder presets; the evil twins "
+                          "of a cryoDRGN run are trained with the run's own architecture")
     extra = {"encoder": enc} if enc else {}
     baseline = subject.options.get("twin_baseline", "same")
     if baseline not in ("same", "subject"):
@@ -145,7 +164,7 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
         base = subject.variant(seed, **extra) if extra and not own_baseline \
-            else subject.model(seed)
+            else subject.reference(seed)
         u_base = latent_use(base, subject.train, idx, seed)
         info.append(_reference_info(*base.latents(idx), subject, idx, seed))
         use = {}
@@ -186,10 +205,10 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
         text = f"memorisation {m:.2g} is within its uncertainty of the threshold"
     return CheckResult("evil_twin", subject.name, verdict, metrics, threshold, text,
                        tuple(flags), subject.seeds,
-                       {"twin_encoder": enc or (subject.config.encoder if subject.config
-                                                else None),
-                        "baseline": "the subject's own model" if own_baseline or not extra
-                        else f"a VAE with the {enc} encoder", "n_images": int(len(idx))})
+                       {"twin_encoder": enc or _own_encoder(subject),
+                        "baseline": _reference(subject) if own_baseline or not extra
+                        else f"a VAE with the {enc} encoder", "n_images": int(len(idx)),
+                        **_variants_trained(subject)})
 
 
 def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
@@ -201,7 +220,7 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     arrays: dict[str, np.ndarray] = {}
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
-        enc = subject.model(seed)
+        enc = subject.reference(seed)
         if subject.options.get("vlt_init") == "from_encoder":  # the table starts at, and
             vlt = subject.variant(seed, variant="vlt", table_init="from_encoder",  # keeps,
                                   freeze_table=True, encoder_from=enc)  # the encoder's latents
@@ -259,7 +278,8 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                 "latents give theirs")
     else:
         text = f"fit ratio {f:.2g} is within its uncertainty of the threshold"
-    details: dict = {"n_images": int(len(idx))}
+    details: dict = {"n_images": int(len(idx)), "encoder": _reference(subject),
+                     **_variants_trained(subject)}
     if not vol_auc:  # say why the volume metrics are absent
         details["volumes"] = (volumes_missing({"encoder": enc, "vlt": vlt}, subject)
                               or ("no volumes asked for (n_volumes = 0)"

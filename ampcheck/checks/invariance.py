@@ -16,7 +16,9 @@ For each transform ``T`` of the check, on a sample of training images: the encod
 * for cryo-EM models that decode volumes, ``volume_displacement``: the mean ``1 - AUC-FSC``
   between the volumes decoded at ``mu(x_i)`` and ``mu(T x_i)``, over the same between
   ``mu(x_i)`` and another image's ``mu(x_j)`` (0: the same volume; about 1: as different as
-  two random images' volumes), on ``settings.n_volumes`` images.
+  two random images' volumes), on ``settings.n_volumes`` images; the central sections of
+  those volumes under the governing transform are kept for the report (``slices[image]``,
+  ``slices[moved]``).
 
 A PASS counts only when the latents are informative (see ``thresholds.py``): a collapsed
 encoder is perfectly invariant and would otherwise pass.
@@ -34,6 +36,7 @@ from ..results import CheckResult
 from ._common import (
     Settings,
     boot,
+    central_slices,
     floors_missed,
     informativeness,
     least_informative,
@@ -80,20 +83,25 @@ def _displacement(mu: np.ndarray, moved: np.ndarray, settings: Settings, seed: i
 
 
 def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed: int):
-    """``volume_displacement`` (see the module docstring) on ``n`` images, or None when the
-    model declares no volumes (its ``capabilities``, :mod:`ampcheck.contracts`)."""
+    """``(volume_displacement, slices)`` (see the module docstring) on ``n`` images, with the
+    central sections ``(n, 3, D, D)`` of the volumes decoded at ``mu`` (``slices[image]``) and
+    at ``moved`` (``slices[moved]``); ``(None, {})`` when the model declares no volumes (its
+    ``capabilities``, :mod:`ampcheck.contracts`)."""
     if n < 2 or not model.capabilities.decode_volume:
-        return None
+        return None, {}
     pick = sample(len(mu), n, seed + 7)
     partner = pick[derangement(len(pick), seed)]
     vol = {int(i): model.decode_volume(mu[i]) for i in pick}
+    vol_moved = {int(i): model.decode_volume(moved[i]) for i in pick}
 
     def loss(a, b) -> float:
         return 1.0 - M.auc_fsc(M.fsc(a, b))
 
-    same = np.mean([loss(vol[int(i)], model.decode_volume(moved[i])) for i in pick])
+    same = np.mean([loss(vol[int(i)], vol_moved[int(i)]) for i in pick])
     other = np.mean([loss(vol[int(i)], vol[int(j)]) for i, j in zip(pick, partner, strict=True)])
-    return float(same / other) if other > 0 else float("nan")
+    slices = {f"slices[{k}]": np.stack([central_slices(v[int(i)]) for i in pick])
+              for k, v in (("image", vol), ("moved", vol_moved))}
+    return (float(same / other) if other > 0 else float("nan")), slices
 
 
 def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> CheckResult:
@@ -117,9 +125,11 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
                                       seed))
             per_t[t]["r1"].append(M.retrieval_at_k(mu, m, 1))
             per_t[t]["r10"].append(M.retrieval_at_k(mu, m, min(10, len(idx) - 1)))
-            vd = _volume_displacement(model, mu, m, settings.n_volumes, seed)
+            vd, slices = _volume_displacement(model, mu, m, settings.n_volumes, seed)
             if vd is not None:
                 per_t[t]["vol"].append(vd)
+            if slices and t == transforms[0].name and "slices[image]" not in arrays:
+                arrays.update(slices)  # the report draws the governing transform's volumes
 
     governs = transforms[0].name
     metrics = {"displacement": pooled(per_t[governs]["d"], False, settings)}

@@ -87,12 +87,13 @@ class ProtocolModel:
     """A :class:`VAE` behind the data-level interface, in batches, on its own device.
 
     Its :attr:`capabilities` are the VAE's (:func:`~ampcheck.contracts.model_capabilities`),
-    read once here: a VAE with ``decode_volume`` decodes volumes for the checks.
+    read once here: a VAE with ``decode_volume`` decodes volumes for the checks. ``data``: the
+    images it was trained on, whose latents :meth:`latents` gives (as a ``TrainedModel``'s).
     """
 
-    def __init__(self, vae: Any, batch_size: int = 256):
+    def __init__(self, vae: Any, batch_size: int = 256, data: Any = None):
         validate_vae(vae)
-        self.vae, self.batch_size = vae, int(batch_size)
+        self.vae, self.batch_size, self.data = vae, int(batch_size), data
         self.capabilities: ModelCapabilities = model_capabilities(vae)
         self.device = torch.device("cpu")
         if isinstance(vae, torch.nn.Module):
@@ -133,6 +134,12 @@ class ProtocolModel:
 
     def _call(self, fn, takes_meta: bool, x, meta, *args):
         return fn(x, *args, meta=meta) if takes_meta else fn(x, *args)
+
+    def latents(self, indices=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, logvar)`` of images ``indices`` of the training images ``data``."""
+        if self.data is None:
+            raise ConfigError(f"{type(self.vae).__name__}: its training images are not known")
+        return self.encode(self.data, indices)
 
     def encode(self, data, indices=None, transform=None) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(len(data)) if indices is None else np.asarray(indices)
@@ -200,16 +207,19 @@ class TrainingCache:
         key = self._key(cfg, data, kwargs)
         if key not in self._runs:
             if self.show_progress:
-                logger.info("ampcheck: training %s %s (%s), seed %d, %d epoch(s)", cfg.model,
-                            cfg.variant, cfg.encoder, cfg.seed, cfg.epochs)
+                logger.info("ampcheck: training %s, seed %d, %d epoch(s)", cfg.describe(),
+                            cfg.seed, cfg.epochs)
             self._runs[key] = train(cfg, data, show_progress=self.show_progress, **kwargs)
         return self._runs[key]
 
     @staticmethod
     def label(cfg: TrainConfig) -> str:
-        """``model/variant/encoder/seedN`` (a table's init too, when not the default)."""
+        """``model/variant/encoder/seedN`` (a table's init too, when not the default);
+        ``cryodrgn/variant/seedN`` for a cryoDRGN run's network."""
         init = f"/{cfg.table_init}" if cfg.variant == "vlt" and cfg.table_init != "normal" \
             else ""
+        if cfg.architecture is not None:
+            return f"cryodrgn/{cfg.variant}{init}/seed{cfg.seed}"
         return f"{cfg.model}/{cfg.variant}{init}/{cfg.encoder}/seed{cfg.seed}"
 
     @property
@@ -251,6 +261,10 @@ class Subject:
     ``train`` and ``heldout`` are views of ``data``; ``config`` is set for ampcheck-trained
     subjects, whose variants :meth:`variant` trains (through the cache) on ``train``;
     ``capabilities`` are the data's (:func:`~ampcheck.contracts.data_capabilities`).
+    ``model_is_variant``: whether ``model(seed)`` is what :meth:`variant` trains without
+    overrides, so that the checks that retrain compare their variants with it
+    (:meth:`reference`); False for a model trained elsewhere whose variants train at another
+    budget than it did.
     """
 
     name: str
@@ -264,6 +278,7 @@ class Subject:
     cache: TrainingCache | None = None
     options: dict[str, Any] = field(default_factory=dict)
     capabilities: DataCapabilities = field(default_factory=DataCapabilities)
+    model_is_variant: bool = True
     _models: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def model(self, seed: int) -> CheckableModel:
@@ -281,6 +296,12 @@ class Subject:
     def family(self) -> str:
         """The model family ampcheck trains, else the data's declared family."""
         return self.config.model if self.config is not None else self.capabilities.family
+
+    def reference(self, seed: int) -> CheckableModel:
+        """The model that ``evil_twin`` and ``vlt_equivalence`` compare the variants they
+        train with: :meth:`model`, or where that model is not what the variants' training
+        makes (``model_is_variant`` False), the ``vae`` variant trained at their budget."""
+        return self.model(seed) if self.model_is_variant else self.variant(seed)
 
     def variant(self, seed: int, *, encoder_from: TrainedModel | None = None,
                 **overrides: Any) -> TrainedModel:
@@ -339,10 +360,8 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
         return Subject(label, data, train_set, heldout, seed_list, model_fn, frozenset(tags),
                        config=cfg, cache=cache, capabilities=caps)
 
-    if isinstance(model, TrainedModel):
-        vae_like = model
-    elif isinstance(model, VAE):
-        vae_like = ProtocolModel(model)
+    if isinstance(model, TrainedModel | VAE):
+        pass  # used as it is (below)
     elif callable(model):
         train_set, heldout = data.split(heldout_fraction, seed=split_seed)
         factory = model
@@ -369,6 +388,7 @@ def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequen
         heldout = data.subset(rest) if len(rest) else None
     else:
         train_set, heldout = data, None
+    vae_like = model if isinstance(model, TrainedModel) else ProtocolModel(model, data=train_set)
     if heldout is not None:
         tags.add("heldout")
     if len(seed_list) > 1:
