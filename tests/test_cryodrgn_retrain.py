@@ -23,7 +23,7 @@ from test_cryodrgn_adapter import TRAIN_VAE, _dump, _need_cryodrgn
 
 from ampcheck.errors import ConfigError
 
-N, D, N_TRAIN, EPOCHS, BATCH = 200, 32, 150, 6, 32
+N, D, N_TRAIN, EPOCHS, BATCH = 200, 32, 150, 4, 32
 #: How far, relative to cryoDRGN's, the retrained vae's mean loss of any epoch may be. Measured
 #: (this data set): 0.9% at most (epoch 3) at cryoDRGN's seed 0, against 15% in the first epoch
 #: from seed 1 (the weights start elsewhere); with both at seed 1, 0.1% at most.
@@ -196,7 +196,7 @@ def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
         check_cryodrgn(runs.out, *args, checks=["evil_twin"], retrain=0, device="cpu")
     with pytest.raises(ConfigError, match="twin_encoder names one of ampcheck's encoder"):
         check_cryodrgn(runs.out, *args, checks=["evil_twin"], retrain=1, device="cpu",
-                       options={"twin_encoder": "large"})
+                       ind=runs.train_ind, options={"twin_encoder": "large"})
     sgd = tmp_path / "sgd"
     shutil.copytree(runs.out, sgd)
     cfg = yaml.safe_load((sgd / "config.yaml").read_text())
@@ -204,6 +204,15 @@ def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
     (sgd / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="refined its poses"):
         retrain_config(load_cryodrgn(sgd, device="cpu"))
+    # the seed train_vae drew (no --seed given) is the one config.yaml records
+    from ampcheck.adapters.cryodrgn_retrain import run_settings
+
+    cfg["dataset_args"]["do_pose_sgd"] = False
+    i = cfg["cmd"].index("--seed")
+    cfg["cmd"][i:i + 2], cfg["seed"] = [], 4321
+    assert run_settings(cfg).seed == 4321 and run_settings(cfg).batch_size == BATCH
+    del cfg["seed"]
+    assert run_settings(cfg).seed is None
     with pytest.raises(ConfigError, match="architecture must be the JSON"):
         from ampcheck.train import build_model
 
@@ -235,3 +244,40 @@ def test_check_cli_retrains_and_reports_the_variants(runs, tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         main(["check", "--cryodrgn", str(runs.out), "--retrain", "0", "--out",
               str(tmp_path / "x")])
+
+
+@pytest.mark.cryoem
+def test_the_variants_train_on_the_runs_own_images(runs, tmp_path):
+    """A run trained with --ind retrains on those images only: without the run's --ind, or
+    with other indices, the checks that retrain are refused (their reference would be a run
+    trained on other images); a config without a usable command line still retrains, with
+    cryoDRGN's defaults and a warning."""
+    import shutil
+
+    from ampcheck.adapters.cryodrgn import check_cryodrgn
+    from ampcheck.adapters.cryodrgn_retrain import run_settings
+
+    args = (runs.out, runs.particles, runs.poses, runs.ctf)
+    with pytest.raises(ConfigError, match="give ind .--ind. so that its variants train on"):
+        check_cryodrgn(*args, checks=["evil_twin"], retrain=1, device="cpu")
+    other = _dump(tmp_path / "other.pkl", np.arange(10, N_TRAIN + 10))
+    with pytest.raises(ConfigError, match="are not those of the run's --ind"):
+        check_cryodrgn(*args, ind=other, checks=["evil_twin"], retrain=1, device="cpu")
+    # the run's --ind as held-out indices say it (the rest of the stack) is the same
+    held = _dump(tmp_path / "held.pkl", np.arange(N_TRAIN, N))
+    (ok,) = check_cryodrgn(*args, heldout_ind=held, checks=["vlt_equivalence"], retrain=1,
+                           device="cpu")
+    assert ok.verdict != "SKIP"
+    # the encoder checks alone need no retraining and refuse nothing
+    (shift,) = check_cryodrgn(*args, checks=["shift_invariance"], retrain=1, device="cpu")
+    assert shift.verdict != "SKIP"
+
+    bare = tmp_path / "bare"
+    shutil.copytree(runs.out, bare)
+    cfg = yaml.safe_load((bare / "config.yaml").read_text())
+    for cmd in (None, ["cryodrgn", "train_vae", "--no-such-option-or-particles"]):
+        cfg["cmd"] = cmd
+        with pytest.warns(UserWarning, match="records no train_vae command line"):
+            settings = run_settings(cfg)
+        assert (settings.batch_size, settings.lr, settings.weight_decay) == (16, 1e-4, 0.0)
+        assert settings.seed == 0 and not settings.from_command  # config.yaml's seed

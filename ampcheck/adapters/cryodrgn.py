@@ -505,12 +505,13 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     from ..checks._common import settings_for
     from ..kinds import check_options
     from ..thresholds import resolve_thresholds
-    from .cryodrgn_retrain import retrain_config, run_settings
+    from .cryodrgn_retrain import retrain_config
 
-    train_idx, n = None, len(data)
+    train_idx, in_stack, n = None, None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
     if ind is not None:
         train_idx = read_indices(ind, n)
+        in_stack = train_idx  # the run's training images, as positions in the stack
         if held is not None:  # both given: the images of neither are not checked
             both = np.intersect1d(train_idx, held)
             if len(both):
@@ -521,7 +522,7 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
         if len(train_idx) == len(data):
             train_idx = None  # the run trained on every image: none is held out
     elif held is not None:
-        train_idx = np.setdiff1d(np.arange(n), held)
+        train_idx = in_stack = np.setdiff1d(np.arange(n), held)
         if not len(train_idx):
             raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
                              "the held-out ones")
@@ -536,12 +537,16 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
         raise ConfigError(f"retrain must be 'run' or a positive number of epochs, got "
                           f"{retrain!r}")
     cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
+    # the seed train_vae recorded (given or drawn): the variants start as the run did
+    seed = (getattr(model, "config", None) or {}).get("seed")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
     cfg = None
-    if retrain is not None:  # the run's seed, when it gave one: the variants start as it did
+    if retrain is not None and {"evil_twin", "vlt_equivalence"} & set(names):
+        _same_training_images(model, in_stack, n)
         cfg = retrain_config(model, epochs=None if retrain == "run" else int(retrain),
-                             device=str(model.device), seed=run_settings(model.config).seed or 0)
+                             device=str(model.device), seed=seed)
     subject = subject_from(model, data, train_indices=train_idx, name="cryodrgn", cache=cache,
-                           seeds=[0 if cfg is None else cfg.seed])
+                           seeds=[seed])
     subject.options.update(options)
     if cfg is not None:
         trained = _checkpoint_epoch(model.weights_path, model.epoch)
@@ -550,6 +555,32 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     skip = None if checks is not None else _left_out(data, train_idx is not None,
                                                      retrain is not None)
     return run_checks(subject, names, settings, strict=checks is not None, skip=skip)
+
+
+def _same_training_images(model: CryoDRGNVAE, in_stack: np.ndarray | None, n: int) -> None:
+    """Refuse to retrain the run's variants on other images than it trained on: ``in_stack``
+    (positions in the stack of ``n`` images; None: not given) against the ``--ind`` its
+    ``config.yaml`` records (compared by content where that file is still readable)."""
+    recorded = model.config["dataset_args"].get("ind")
+    where = model.run_dir / "config.yaml"
+    if recorded is None:
+        if in_stack is not None and len(in_stack) != n:
+            raise ConfigError(f"{where} records no --ind: the run trained on all {n} images, "
+                              f"but {len(in_stack)} are given as its training images; the "
+                              "variants must train on the run's own images")
+        return
+    if in_stack is None:
+        raise ConfigError(f"the run trained on the images of its --ind ({recorded}, as "
+                          f"{where} records); give ind (--ind) so that its variants train on "
+                          "the same images")
+    try:
+        theirs = read_indices(recorded, n) if Path(recorded).is_file() else None
+    except InputError:
+        theirs = None  # unreadable now: the checks go by the indices given
+    if theirs is not None and not np.array_equal(theirs, in_stack):
+        raise ConfigError(f"the training images given ({len(in_stack)}) are not those of the "
+                          f"run's --ind {recorded} ({len(theirs)}); the variants must train on "
+                          "the run's own images")
 
 
 #: Why a cryoDRGN run's default battery leaves out the checks that retrain it.

@@ -29,6 +29,8 @@ from the run only in where the latent comes from. Its state-dict keys are cryoDR
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import warnings
 from collections.abc import Mapping
@@ -153,7 +155,7 @@ def architecture_of(cfg: Mapping[str, Any]) -> str:
 def build_net(architecture: str, seed: int, device: torch.device) -> CryoDRGNNet:
     """A :class:`CryoDRGNNet` of ``architecture`` (:func:`architecture_of`), its weights
     initialised as ``train_vae`` initialises them after ``torch.manual_seed(seed)`` (the
-    process's random state is left as it was)."""
+    CPU random state is left as it was; CUDA generators are reseeded, as ``train_vae`` does)."""
     from .cryodrgn import _import_cryodrgn
 
     cd = _import_cryodrgn()
@@ -192,7 +194,7 @@ class RunSettings:
     batch_size: int
     lr: float
     weight_decay: float
-    seed: int | None  # None: not given (cryoDRGN drew one)
+    seed: int | None  # config.yaml's seed (the one drawn when none was given), else --seed
     num_epochs: int
     multigpu: bool
     from_command: bool  # False: config.yaml records no command line; cryoDRGN's defaults
@@ -201,10 +203,15 @@ class RunSettings:
 def run_settings(cfg: Mapping[str, Any]) -> RunSettings:
     """The training settings of a run (:class:`RunSettings`); cryoDRGN's defaults with a
     warning when its command line is missing or cannot be parsed."""
-    from .cryodrgn import _logging_kept
+    from .cryodrgn import _import_cryodrgn, _logging_kept
 
-    with _logging_kept():
-        from cryodrgn.commands import train_vae
+    cd = _import_cryodrgn()
+    try:
+        with _logging_kept():
+            from cryodrgn.commands import train_vae
+    except ImportError as e:
+        raise ConfigError(f"cryodrgn {cd.version}'s train_vae cannot be imported ({e}); it is "
+                          "needed to read the run's training settings") from None
     parser = argparse.ArgumentParser(add_help=False)
     train_vae.add_args(parser)
     cmd = cfg.get("cmd")
@@ -213,20 +220,24 @@ def run_settings(cfg: Mapping[str, Any]) -> RunSettings:
         argv = argv[argv.index("train_vae") + 1:] if "train_vae" in argv else argv[1:]
     parsed = None
     if argv is not None:
-        try:
-            parsed, _ = parser.parse_known_args(argv)
-        except SystemExit:  # argparse's way of saying the line does not parse
+        try:  # argparse says a line does not parse on stderr, then by SystemExit
+            with contextlib.redirect_stderr(io.StringIO()):
+                parsed, _ = parser.parse_known_args(argv)
+        except SystemExit:
             parsed = None
     given = parsed is not None
     if not given:
         warnings.warn("config.yaml records no train_vae command line that parses; the "
                       "retrained variants use cryoDRGN's default batch size, learning rate "
                       "and weight decay", stacklevel=3)
-        parsed = parser.parse_known_args(["particles"])[0]
-    seed_given = given and any(a == "--seed" or a.startswith("--seed=") for a in argv)
+        parsed = argparse.Namespace(**{k: parser.get_default(k) for k in (
+            "batch_size", "lr", "wd", "num_epochs", "multigpu")})
+    seed = cfg.get("seed")  # train_vae records the seed it used, given or drawn
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        seed_given = given and any(a == "--seed" or a.startswith("--seed=") for a in argv)
+        seed = int(parsed.seed) if seed_given else None
     return RunSettings(batch_size=int(parsed.batch_size), lr=float(parsed.lr),
-                       weight_decay=float(parsed.wd),
-                       seed=int(parsed.seed) if seed_given else None,
+                       weight_decay=float(parsed.wd), seed=seed,
                        num_epochs=int(parsed.num_epochs), multigpu=bool(parsed.multigpu),
                        from_command=given)
 
