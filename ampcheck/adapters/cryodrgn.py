@@ -505,7 +505,7 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     from ..checks._common import settings_for
     from ..kinds import check_options
     from ..thresholds import resolve_thresholds
-    from .cryodrgn_retrain import retrain_config
+    from .cryodrgn_retrain import recorded_seed, retrain_config
 
     train_idx, in_stack, n = None, None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
@@ -538,8 +538,7 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                           f"{retrain!r}")
     cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
     # the seed train_vae recorded (given or drawn): the variants start as the run did
-    seed = (getattr(model, "config", None) or {}).get("seed")
-    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
+    seed = recorded_seed(getattr(model, "config", None) or {}) or 0
     cfg = None
     if retrain is not None and {"evil_twin", "vlt_equivalence"} & set(names):
         _same_training_images(model, in_stack, n)
@@ -549,9 +548,10 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                            seeds=[seed])
     subject.options.update(options)
     if cfg is not None:
-        trained = _checkpoint_epoch(model.weights_path, model.epoch)
+        same = retrain == "run" or cfg.epochs == _checkpoint_epoch(model.weights_path,
+                                                                    model.epoch)
         subject = replace(subject, config=cfg, tags=subject.tags | {"trainable"},
-                          model_is_variant=retrain == "run" or cfg.epochs == trained)
+                          model_is_variant=same)
     skip = None if checks is not None else _left_out(data, train_idx is not None,
                                                      retrain is not None)
     return run_checks(subject, names, settings, strict=checks is not None, skip=skip)

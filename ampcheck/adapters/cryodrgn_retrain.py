@@ -43,8 +43,8 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["CryoDRGNNet", "RunSettings", "architecture_of", "build_net", "retrain_config",
-           "run_settings"]
+__all__ = ["CryoDRGNNet", "RunSettings", "architecture_of", "build_net", "recorded_seed",
+           "retrain_config", "run_settings"]
 
 
 class CryoDRGNNet(nn.Module):
@@ -200,6 +200,14 @@ class RunSettings:
     from_command: bool  # False: config.yaml records no command line; cryoDRGN's defaults
 
 
+def recorded_seed(cfg: Mapping[str, Any]) -> int | None:
+    """The seed ``config.yaml`` records (``train_vae`` writes the one it used, given or
+    drawn), or None when it records none."""
+    seed = cfg.get("seed")
+    ok = isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0
+    return seed if ok else None
+
+
 def run_settings(cfg: Mapping[str, Any]) -> RunSettings:
     """The training settings of a run (:class:`RunSettings`); cryoDRGN's defaults with a
     warning when its command line is missing or cannot be parsed."""
@@ -232,8 +240,8 @@ def run_settings(cfg: Mapping[str, Any]) -> RunSettings:
                       "and weight decay", stacklevel=3)
         parsed = argparse.Namespace(**{k: parser.get_default(k) for k in (
             "batch_size", "lr", "wd", "num_epochs", "multigpu")})
-    seed = cfg.get("seed")  # train_vae records the seed it used, given or drawn
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    seed = recorded_seed(cfg)
+    if seed is None:
         seed_given = given and any(a == "--seed" or a.startswith("--seed=") for a in argv)
         seed = int(parsed.seed) if seed_given else None
     return RunSettings(batch_size=int(parsed.batch_size), lr=float(parsed.lr),
@@ -268,12 +276,11 @@ def retrain_config(model, *, epochs: int | None = None, device: str = "auto", se
         warnings.warn(f"{where}: the run trained with --multigpu, whose batch is -b times the "
                       "number of GPUs; the variants train with -b "
                       f"{settings.batch_size}", stacklevel=2)
-    trained = _checkpoint_epoch(model.weights_path, model.epoch)
     if epochs is None:
-        if trained is None:
+        epochs = _checkpoint_epoch(model.weights_path, model.epoch)
+        if epochs is None:
             raise ConfigError(f"{model.weights_path}: records no epoch; give the number of "
                               "epochs to retrain for")
-        epochs = trained
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 1:
         raise ConfigError(f"retrain epochs must be a positive integer, got {epochs!r}")
     return TrainConfig(model="cryoem", architecture=architecture_of(cfg), epochs=int(epochs),
