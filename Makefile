@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Test workers: one per core (pytest-xdist), each with one torch thread, so that two workers
+# on two cores do not oversubscribe them; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: run test lint clean
 $(BIN)/python:
@@ -17,7 +20,7 @@ run: $(VENV)/.installed
 	$(BIN)/ampcheck run --force
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ampcheck tests benchmarks

@@ -1,7 +1,7 @@
-"""Repository-only test setup: hypothesis profiles, pytester, the GPU skip, the shared
-``ci`` data set and ``ampcheck_log`` (ampcheck's log records).
+"""Repository-only test setup: hypothesis profiles, pytester, the GPU skip, the optional
+extras' tests, the shared ``ci`` data set and ``ampcheck_log`` (ampcheck's log records).
 
-This repository's ``slow`` and ``gpu`` markers are registered in ``pyproject.toml``
+This repository's ``slow``, ``gpu`` and ``extras`` markers are registered in ``pyproject.toml``
 (``[tool.pytest.ini_options] markers``) and handled here, not by ampcheck's pytest plugin:
 the plugin is a guest in every project that installs ampcheck and acts on its own markers
 only (``cryoem``, ``mnist``, ``ampcheck_options``) and the ``--ampcheck-*`` options.
@@ -60,3 +60,16 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA device; none is available here")
     for item in gpu:
         item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``AMPCHECK_REQUIRE_EXTRAS`` set (CI, after installing the extras), a test marked
+    ``extras`` that skipped is a failure: its optional package was meant to be there."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("AMPCHECK_REQUIRE_EXTRAS")
+            and item.get_closest_marker("extras") is not None):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"AMPCHECK_REQUIRE_EXTRAS is set, but this test skipped: {reason}"

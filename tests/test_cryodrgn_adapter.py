@@ -97,7 +97,7 @@ def test_check_cryodrgns_default_battery_skips_what_it_cannot_run(monkeypatch, t
     digits = MnistDataset(digits.images(np.arange(300)), None, source="no labels")
     monkeypatch.setattr(adapter, "load_cryodrgn", lambda *a, **k: Pixels())
     monkeypatch.setattr(adapter, "cryodrgn_dataset", lambda *a, **k: digits)
-    results = adapter.check_cryodrgn(tmp_path, "p.mrcs", "poses.pkl")
+    results = adapter.check_cryodrgn(tmp_path, "p.mrcs", "poses.pkl", budget="smoke")
     assert [r.check for r in results] == list(DEFAULT_CHECKS)
     verdicts = {r.check: r.verdict for r in results}
     assert [c for c, v in verdicts.items() if v != "SKIP"] == ["shift_invariance",
@@ -105,7 +105,8 @@ def test_check_cryodrgns_default_battery_skips_what_it_cannot_run(monkeypatch, t
     gap = next(r for r in results if r.check == "amortization_gap")
     assert "--heldout-ind" in gap.explanation and gap.model == "cryodrgn"
     held = _dump(tmp_path / "heldout.pkl", np.arange(250, 300))
-    results = adapter.check_cryodrgn(tmp_path, "p.mrcs", "poses.pkl", heldout_ind=held)
+    results = adapter.check_cryodrgn(tmp_path, "p.mrcs", "poses.pkl", heldout_ind=held,
+                                     budget="smoke")
     verdicts = {r.check: r.verdict for r in results}
     assert verdicts["amortization_gap"] != "SKIP" and verdicts["heldout_generalisation"] == \
         "SKIP"
@@ -122,6 +123,7 @@ def _need_cryodrgn() -> None:
         pytest.skip(NEEDS)
 
 
+@pytest.mark.extras
 def test_importing_cryodrgn_keeps_ampchecks_logging():
     # cryoDRGN's __init__ reconfigures logging (dictConfig: root to stdout, existing loggers
     # disabled); through the adapter, ampcheck's loggers and the application's handler stay
@@ -181,6 +183,7 @@ def _zspread(z: np.ndarray) -> float:
     return float(z.std(axis=0).mean())
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 @pytest.mark.parametrize("epoch", [None, 1])
 def test_latents_are_cryodrgns_own(run, epoch):
@@ -202,6 +205,7 @@ def test_latents_are_cryodrgns_own(run, epoch):
     assert np.abs(logvar - z_logvar).max() <= 1e-4 * max(float(np.abs(z_logvar).max()), 1.0)
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_loss_matches_cryodrgns_evaluation(run):
     """Per-image recon_loss and kl_weight reproduce cryoDRGN's eval_images loss on a batch,
@@ -246,6 +250,7 @@ def test_loss_matches_cryodrgns_evaluation(run):
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_volumes_are_cryodrgns_eval_vol(run, tmp_path):
     """decode_volume at two latents of the run's z.pkl against the maps `cryodrgn eval_vol
@@ -274,13 +279,14 @@ def test_volumes_are_cryodrgns_eval_vol(run, tmp_path):
         model.decode_volume(z_mu[0][:3])
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_check_cryodrgn_runs_the_checks(run):
     from ampcheck.adapters.cryodrgn import check_cryodrgn
     from ampcheck.checks import DEFAULT_CHECKS
 
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
-                             heldout_ind=run.heldout_ind)
+                             heldout_ind=run.heldout_ind, budget="smoke")
     by_name = {r.check: r for r in results}
     assert list(by_name) == list(DEFAULT_CHECKS)  # the whole battery, what cannot run skipped
     for r in results:
@@ -313,18 +319,19 @@ def test_check_cryodrgn_runs_the_checks(run):
     assert not np.allclose(image, moved)  # the encoder is not invariant: other volumes
 
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
-                             checks=["shift_invariance"])
+                             checks=["shift_invariance"], budget="smoke")
     assert [r.check for r in results] == ["shift_invariance"]
     # held-out recovery needs ground truth: a SKIP in the default battery, an error by name
     results = check_cryodrgn(run.out, run.particles, run.poses, run.ctf,
-                             heldout_ind=run.heldout_ind)
+                             heldout_ind=run.heldout_ind, budget="smoke")
     held = [r for r in results if r.check == "heldout_generalisation"]
     assert held[0].verdict == "SKIP" and "give truth=" in held[0].explanation
     with pytest.raises(ConfigError, match="truth"):
         check_cryodrgn(run.out, run.particles, run.poses, run.ctf, heldout_ind=run.heldout_ind,
-                       checks=["heldout_generalisation"])
+                       checks=["heldout_generalisation"], budget="smoke")
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_the_runs_own_ind_says_which_images_are_held_out(run, tmp_path):
     # a run trained with cryoDRGN's --ind: the same file tells ampcheck its training images,
@@ -348,6 +355,7 @@ def test_the_runs_own_ind_says_which_images_are_held_out(run, tmp_path):
                        heldout_ind=_dump(tmp_path / "overlap.pkl", np.arange(0, N)), **common)
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_check_cli_report_names_the_run_and_keeps_the_gap_per_image(run, tmp_path, monkeypatch):
     """`ampcheck check --cryodrgn` writes a report that says which run, which weights, which
@@ -427,6 +435,7 @@ def _copy_run(run, dest: Path, **edits) -> Path:
     return dest
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_bad_run_directories_are_explained(run, tmp_path):
     from ampcheck.adapters.cryodrgn import load_cryodrgn
@@ -458,6 +467,7 @@ def test_bad_run_directories_are_explained(run, tmp_path):
         load_cryodrgn(unsafe)
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_bad_data_for_the_run_is_explained(run, tmp_path):
     from ampcheck.adapters.cryodrgn import check_cryodrgn, cryodrgn_latents
@@ -475,4 +485,4 @@ def test_bad_data_for_the_run_is_explained(run, tmp_path):
         path = _dump(tmp_path / "ind.pkl", bad)
         with pytest.raises(InputError, match=why):
             check_cryodrgn(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
-                           heldout_ind=path)
+                           heldout_ind=path, budget="smoke")

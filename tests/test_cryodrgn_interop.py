@@ -21,9 +21,9 @@ from ampcheck.cryoem import io
 from ampcheck.data.synthetic import SynthConfig, generate
 
 CRYODRGN = os.environ.get("AMPCHECK_CRYODRGN") or shutil.which("cryodrgn")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.extras, pytest.mark.skipif(
     not CRYODRGN, reason="cryoDRGN is not installed; set AMPCHECK_CRYODRGN to the `cryodrgn` "
-                         "executable of a separate virtual environment to run these tests")
+                         "executable of a separate virtual environment to run these tests")]
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny"
 
 

@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from test_cryodrgn_adapter import TRAIN_VAE, _dump, _need_cryodrgn
 
 from ampcheck.errors import ConfigError
+
+# Every test here needs the optional cryodrgn package (which brings pyyaml), imported inside
+# the tests: this module must collect where the extra is absent.
+pytestmark = pytest.mark.extras
 
 N, D, N_TRAIN, EPOCHS, BATCH = 200, 32, 150, 4, 32
 #: How far, relative to cryoDRGN's, the retrained vae's mean loss of any epoch may be. Measured
@@ -130,6 +133,8 @@ def test_the_data_set_serves_the_images_as_the_run_preprocessed_them(runs, tmp_p
 
     other = tmp_path / "other"
     shutil.copytree(runs.out, other)
+    import yaml
+
     cfg = yaml.safe_load((other / "config.yaml").read_text())
     cfg["dataset_args"].update(window_r=0.7, invert_data=False)
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -175,7 +180,7 @@ def test_check_cryodrgn_runs_evil_twin_and_vlt_equivalence(runs):
     model, data = open_cryodrgn_run(runs.out, runs.particles, runs.poses, runs.ctf,
                                     device="cpu")
     (cheap,) = check_cryodrgn_run(model, data, particles=runs.particles, ind=runs.train_ind,
-                                  checks=["evil_twin"], retrain=1, cache=cache)
+                                  checks=["evil_twin"], retrain=1, cache=cache, budget="smoke")
     assert cheap.details["baseline"].startswith("its vae variant")
     assert cheap.details["variants_trained"]["epochs"] == 1
     assert sorted(cache.trained) == ["cryodrgn/twin-noise/seed0", "cryodrgn/twin-perm/seed0",
@@ -193,12 +198,15 @@ def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
 
     args = (runs.particles, runs.poses, runs.ctf)
     with pytest.raises(ConfigError, match="retrain must be 'run' or a positive number"):
-        check_cryodrgn(runs.out, *args, checks=["evil_twin"], retrain=0, device="cpu")
+        check_cryodrgn(runs.out, *args, checks=["evil_twin"], retrain=0, device="cpu",
+                       budget="smoke")
     with pytest.raises(ConfigError, match="twin_encoder names one of ampcheck's encoder"):
         check_cryodrgn(runs.out, *args, checks=["evil_twin"], retrain=1, device="cpu",
-                       ind=runs.train_ind, options={"twin_encoder": "large"})
+                       ind=runs.train_ind, options={"twin_encoder": "large"}, budget="smoke")
     sgd = tmp_path / "sgd"
     shutil.copytree(runs.out, sgd)
+    import yaml
+
     cfg = yaml.safe_load((sgd / "config.yaml").read_text())
     cfg["dataset_args"]["do_pose_sgd"] = True
     (sgd / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -259,21 +267,25 @@ def test_the_variants_train_on_the_runs_own_images(runs, tmp_path):
 
     args = (runs.out, runs.particles, runs.poses, runs.ctf)
     with pytest.raises(ConfigError, match="give ind .--ind. so that its variants train on"):
-        check_cryodrgn(*args, checks=["evil_twin"], retrain=1, device="cpu")
+        check_cryodrgn(*args, checks=["evil_twin"], retrain=1, device="cpu", budget="smoke")
     other = _dump(tmp_path / "other.pkl", np.arange(10, N_TRAIN + 10))
     with pytest.raises(ConfigError, match="are not those of the run's --ind"):
-        check_cryodrgn(*args, ind=other, checks=["evil_twin"], retrain=1, device="cpu")
+        check_cryodrgn(*args, ind=other, checks=["evil_twin"], retrain=1, device="cpu",
+                       budget="smoke")
     # the run's --ind as held-out indices say it (the rest of the stack) is the same
     held = _dump(tmp_path / "held.pkl", np.arange(N_TRAIN, N))
     (ok,) = check_cryodrgn(*args, heldout_ind=held, checks=["vlt_equivalence"], retrain=1,
-                           device="cpu")
+                           device="cpu", budget="smoke")
     assert ok.verdict != "SKIP"
     # the encoder checks alone need no retraining and refuse nothing
-    (shift,) = check_cryodrgn(*args, checks=["shift_invariance"], retrain=1, device="cpu")
+    (shift,) = check_cryodrgn(*args, checks=["shift_invariance"], retrain=1, device="cpu",
+                              budget="smoke")
     assert shift.verdict != "SKIP"
 
     bare = tmp_path / "bare"
     shutil.copytree(runs.out, bare)
+    import yaml
+
     cfg = yaml.safe_load((bare / "config.yaml").read_text())
     for cmd in (None, ["cryodrgn", "train_vae", "--no-such-option-or-particles"]):
         cfg["cmd"] = cmd

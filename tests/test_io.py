@@ -815,6 +815,7 @@ def test_complex_volume_is_refused_without_a_warning(tmp_path):
             io.read_mrc(path)
 
 
+@pytest.mark.extras
 def test_R_from_relion_matches_cryodrgn():
     utils = pytest.importorskip("cryodrgn.utils",
                                 reason="cryodrgn is not installed in this environment")

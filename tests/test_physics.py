@@ -210,10 +210,11 @@ def test_ctf_from_table_matches_columns():
         np.testing.assert_allclose(out[b], compute_ctf(f, *table[b, 2:]), atol=1e-14)
 
 
+@pytest.mark.extras
 def test_ctf_matches_cryodrgn():
     cryodrgn_ctf = pytest.importorskip(
-        "cryodrgn.ctf", reason="cryodrgn is not installed in this environment; the comparison "
-        "with cryoDRGN 4.3.1 is done by hand against /opt/venvs/cryodrgn")
+        "cryodrgn.ctf",
+        reason="cryodrgn is not installed in this environment (pip install -e '.[cryodrgn]')")
     rng = np.random.default_rng(4)
     f = rng.uniform(-0.5, 0.5, size=(1000, 2)) / 2.5
     for _ in range(5):

@@ -89,6 +89,7 @@ def _cryodrgn_executable() -> str | None:
         or shutil.which("cryodrgn")
 
 
+@pytest.mark.extras
 @pytest.mark.cryoem
 def test_readme_cryodrgn_commands_run(tmp_path, monkeypatch):
     pytest.importorskip("cryodrgn", reason="ampcheck check --cryodrgn needs the optional "
