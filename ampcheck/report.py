@@ -406,29 +406,32 @@ def _norm_text(norm: Any) -> str:
 
 
 def _profile_table(checks: list[Json], anchors: list[str], linked: bool = True) -> str:
+    """One row per check: the check (and model), its verdict, the governing metric with its
+    interval and the side of the threshold that passes, and what the verdict means, its flags
+    first. Four columns, the last one wrapping, so that nothing scrolls sideways at 800 px."""
     if not checks:
         return "<p class='note'>This report holds no check results.</p>"
     rows = []
     several = len({str(c.get("model")) for c in checks}) > 1  # name each row's model then
     for c, a in zip(checks, anchors, strict=True):
         t, name = _dict(c.get("threshold")), _e(c.get("check", "?"))
-        model = f" <small class='nw'>{_e(c.get('model'))}</small>" if several else ""
+        model = f"<br><small>{_e(c.get('model'))}</small>" if several else ""
         check = (f"<a href='#{a}'>{name}</a>" if linked else name) + model
         if _skipped(c):  # not run: the reason is the whole story
-            rows.append([check, _badge("SKIP"), "—", "—", "—",
+            rows.append([check, _badge("SKIP"), "—",
                          f"<span class='skip'>{_e(c.get('explanation', ''))}</span>"])
             continue
         metric = _e(t.get("metric", "?"))
         m = _dict(_dict(c.get("metrics")).get(t.get("metric")))
         ci = _interval(m)  # spans keep "name = value" and "[lo, hi]" whole when a cell wraps
-        governing = f"<span class='nw'><code>{metric}</code> = {_e(_fmt(m.get('value')))}" \
-                    "</span>" + ("" if ci == "—" else f" <span class='nw'>{_e(ci)}</span>")
-        rows.append([check, _badge(c.get("verdict")),
-                     governing, f"{metric} <span class='nw'>{_e(_bound(t))}</span>",
-                     _e(", ".join(map(str, _list(c.get("flags"))))) or "—",
-                     _e(c.get("explanation", ""))])
-    return _table(["Check", "Verdict", "Governing metric [95% CI]", "Pass when", "Flags",
-                   "Explanation"], rows, "profile")
+        governing = (f"<span class='nw'><code>{metric}</code> = {_e(_fmt(m.get('value')))}"
+                     "</span>" + ("" if ci == "—" else f" <span class='nw'>{_e(ci)}</span>")
+                     + f"<br><small class='nw'>pass when {_e(_bound(t))}</small>")
+        flags = "".join(f"<span class='flag'>{_e(f)}</span> " for f in _list(c.get("flags")))
+        rows.append([check, _badge(c.get("verdict")), governing,
+                     flags + _e(c.get("explanation", ""))])
+    return _table(["Check", "Verdict", "Governing metric [95% CI]", "What it means"], rows,
+                  "profile")
 
 
 def _metrics_table(c: Json) -> str:
@@ -916,9 +919,12 @@ straddles the threshold, so this budget cannot tell; <b>SKIP</b>: the check does
 this model or data (the reason says what it needs), so it was not run.</li><li>The flag
 <b>uninformative</b>: the latents carry too little about the data (collapsed, or no better than
 chance at recovering the truth) for the check to mean anything. A constant encoder is perfectly
-invariant, so such a PASS is reported as WARN.</li><li>The <code>smoke</code> budget trains for
-minutes: re-run with <code>--budget full</code> and several seeds before drawing
-conclusions.</li></ul></footer>"""
+invariant, so such a PASS is reported as WARN. The flag <b>no_fit</b>: the latents the
+comparison is measured against are of no measurable use to their decoder.</li><li>The budget
+sets how far training went, and verdicts depend on it: <code>standard</code> (the default) is
+informative on small images in minutes on a CPU, <code>smoke</code> is for test suites only;
+re-run with <code>--budget full</code> (the paper's training, for a GPU) and several seeds
+before drawing conclusions.</li></ul></footer>"""
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;color:#1d1d1f;max-width:1180px;margin:0 auto;padding:0 2rem}
@@ -930,8 +936,11 @@ h2{font-size:1.3rem;margin:2.2rem 0 .6rem;padding-bottom:.25rem;border-bottom:2p
 table{border-collapse:collapse;width:100%;font-size:14px}th{background:#f6f7f9;white-space:nowrap}
 th,td{border-bottom:1px solid #e4e4e8;padding:.35rem .55rem;text-align:left;vertical-align:top}
 tbody tr:nth-child(even){background:#fbfbfc}table.metrics{width:auto;min-width:50%}
-table.metrics td,table.profile td:nth-child(-n+2),.nw{white-space:nowrap}
-table.profile td:last-child{min-width:13rem}
+table.metrics td,table.profile td:nth-child(2),.nw{white-space:nowrap}
+table.profile td:first-child{overflow-wrap:anywhere;min-width:8rem}
+table.profile td:nth-child(3){min-width:12rem}table.profile td:last-child{width:55%}
+.flag{display:inline-block;background:#fff3cd;color:#7a5200;border-radius:4px;font-size:.8rem;
+ padding:0 .35rem;margin-right:.2rem}
 .badge{display:inline-block;color:#fff;font-weight:700;font-size:.8rem;padding:.1rem .5rem;
  border-radius:999px;vertical-align:middle}h2 .badge{font-size:.75rem;margin-left:.4rem}
 .meta{color:#555;margin:.1rem 0}.explanation{font-size:1.05rem}.note{color:#666}dt{color:#555}
