@@ -173,6 +173,10 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
             model = r.model
             print(f" {model}:")
         print(f"  {r.summary()}" + ("" if r.verdict == "SKIP" else f"\n      {r.explanation}"))
+    if any(r.flags for r in results):
+        from .calibration import budget_hint
+
+        print("\n" + budget_hint(runs.get("budget"), dataset.get("D")))
     print("Rendering the report ...", flush=True)
     path = write_report(out, results, dataset, {**runs, "seconds": round(seconds, 1)})
     print(f"\nReport: {path} and {path.with_name(REPORT_HTML)}")
@@ -578,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="no progress output")
     synth.add_argument("--star", action="store_true",
                        help="also write particles.star (RELION 3.1) describing the same particles")
-    _add_synth_options(synth, "ci")
+    _add_synth_options(synth, "standard")
     synth.set_defaults(func=_cmd_synth)
     _add_train_parser(sub)
     _add_check_parser(sub)
@@ -592,9 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_parser(sub) -> None:
+    from .kinds import DEFAULT_BUDGET
     from .models.encoders import ENCODER_PRESETS
     from .models.table import TABLE_INITS
-    from .train import BUDGETS, VARIANTS
+    from .train import BUDGETS, VARIANTS, budget_help
 
     p = sub.add_parser("train", help="train one harness variant into a run directory",
                        description="Train a cryo-EM (or MNIST) VAE, lookup table or evil twin on "
@@ -609,8 +614,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="vae", help="default vae")
     p.add_argument("--encoder", choices=list(ENCODER_PRESETS),
                    help="cryo-EM encoder preset (default base)")
-    p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
-                   help="named training budget (default smoke)")
+    p.add_argument("--budget", choices=list(BUDGETS), default=DEFAULT_BUDGET,
+                   help=f"named training budget (default {DEFAULT_BUDGET}): {budget_help()}")
     p.add_argument("--epochs", type=_non_negative_int, help="override the budget's epochs")
     p.add_argument("--batch-size", type=_positive_int,
                    help="images per step over all processes (default 8 for cryo-EM, 128 for "

@@ -17,6 +17,10 @@ from .errors import ConfigError
 
 #: Named budgets, cheapest first (what each trains: ``ampcheck.train.BUDGETS``).
 BUDGETS = ("smoke", "standard", "medium", "full")
+#: The budget of every entry point that a person calls (``ampcheck run``, ``train``,
+#: ``check_vae``): its latents recover the conformation of the standard data set. ``smoke``
+#: learns none yet and is for test suites, asked for by name (the pytest plugin's default).
+DEFAULT_BUDGET = "standard"
 #: Model families ampcheck trains itself.
 FAMILIES = ("cryoem", "mnist")
 #: Encoder presets of the cryo-EM family (their sizes: ``ampcheck.models.encoders``).

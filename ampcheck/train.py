@@ -193,6 +193,31 @@ _TRAINING: dict[str, dict[str, Budget]] = {
 #: that order (a name without training here fails at import).
 BUDGETS: dict[str, dict[str, Budget]] = {name: _TRAINING[name] for name in BUDGET_NAMES}
 
+#: Training throughput of the base cryo-EM VAE on two CPU cores (images/s) on the two embedded
+#: data sets, as measured for the README (Performance, Training harnesses): what the expected
+#: wall times of :func:`budget_help` are computed from.
+THROUGHPUT_2CPU = {"standard": (24, 1000, 364.0), "ci": (64, 1600, 48.0)}  # D, training images
+
+
+def budget_help() -> str:
+    """Each cryo-EM budget's epochs, learning rate and expected time per model on two CPU
+    cores for the ``standard`` and ``ci`` data sets (``ampcheck train --help``)."""
+    parts = []
+    for name, families in BUDGETS.items():
+        b, cfg = families["cryoem"], budget_config(name)
+        times = []
+        for size, (box, n_train, rate) in THROUGHPUT_2CPU.items():
+            seconds = b.epochs * min(n_train, b.max_images or n_train) / rate
+            times.append(f"{_about(seconds)} on the {size} set ({box} px)")
+        parts.append(f"{name} = {b.epochs} epoch(s) at lr {cfg.resolved_lr:g}"
+                     + (f" of at most {b.max_images:,} images" if b.max_images else "")
+                     + f", about {' or '.join(times)}")
+    return "; ".join(parts)
+
+
+def _about(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
 
 # The types TrainConfig.from_dict accepts for each setting (JSON gives ints for whole floats).
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {

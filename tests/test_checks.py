@@ -78,11 +78,12 @@ def test_bad_names_are_rejected_clearly():
 
 def test_unknown_options_and_missing_capabilities_say_what_to_do(digits):
     with pytest.raises(ConfigError, match="unknown check option.*'twin_encoders'"):
-        check_vae(_Pixels(digits.D), digits, options={"twin_encoders": "large"})
+        check_vae(_Pixels(digits.D), digits, options={"twin_encoders": "large"}, budget="smoke")
     with pytest.raises(ConfigError, match="give train_indices"):
-        check_vae(_Pixels(digits.D), digits, checks=["heldout_generalisation"])
+        check_vae(_Pixels(digits.D), digits, checks=["heldout_generalisation"], budget="smoke")
     with pytest.raises(ConfigError, match="twin_baseline must be 'same' or 'subject'"):
-        check_vae("mnist", digits, checks=["evil_twin"], options={"twin_baseline": "own"})
+        check_vae("mnist", digits, checks=["evil_twin"], options={"twin_baseline": "own"},
+                  budget="smoke")
 
 
 def test_every_default_threshold_has_a_rationale_and_every_check_a_threshold():
@@ -142,25 +143,25 @@ class _Collapsed(_Pixels):
 @pytest.mark.parametrize("check", ["shift_invariance", "rotation_invariance"])
 def test_invariance_check_controls(digits, check):
     oracle = _ByIndex(np.asarray(digits.truth["z_class"]))
-    (good,) = check_vae(oracle, digits, checks=[check])
+    (good,) = check_vae(oracle, digits, checks=[check], budget="smoke")
     assert good.verdict == "PASS", good.summary()
     assert good.metrics["displacement"].value == 0.0
 
-    (bad,) = check_vae(_Pixels(digits.D), digits, checks=[check])
+    (bad,) = check_vae(_Pixels(digits.D), digits, checks=[check], budget="smoke")
     assert bad.verdict == "FAIL", bad.summary()
     assert bad.metrics["displacement"].lo > 0.2 and "uninformative" not in bad.flags
 
-    (flat,) = check_vae(_Collapsed(digits.D), digits, checks=[check])
+    (flat,) = check_vae(_Collapsed(digits.D), digits, checks=[check], budget="smoke")
     assert flat.verdict != "PASS" and "uninformative" in flat.flags, flat.summary()
     assert flat.metrics["spread_to_width"].value < 0.01
 
 
 def test_checks_that_need_training_do_not_apply_to_a_model_trained_elsewhere(digits):
-    subject = subject_from(_Pixels(digits.D), digits)
+    subject = subject_from(_Pixels(digits.D), digits, budget="smoke")
     assert not CHECKS["evil_twin"].applies_to(subject)
     with pytest.raises(ConfigError, match="evil_twin needs a subject that is trainable"):
-        check_vae(_Pixels(digits.D), digits, checks=["evil_twin"])
-    results = check_vae(_Pixels(digits.D), digits, checks=None)  # the defaults
+        check_vae(_Pixels(digits.D), digits, checks=["evil_twin"], budget="smoke")
+    results = check_vae(_Pixels(digits.D), digits, checks=None, budget="smoke")  # the defaults
     ran = [r.check for r in results if r.verdict != "SKIP"]
     assert ran == ["shift_invariance", "rotation_invariance", "amortization_gap"]
     skipped = {r.check: r.explanation for r in results if r.verdict == "SKIP"}
@@ -178,14 +179,14 @@ def test_subjects_take_names_tags_and_presets_from_kinds(digits):
     for model, name in (("cryoem", "cryoem:base"), ("cryoem:large", "cryoem:large"),
                         ("mnist", "mnist"), (TrainConfig(model="mnist"), "mnist"),
                         (_Pixels(digits.D), "_Pixels")):
-        subject = subject_from(model, digits)
+        subject = subject_from(model, digits, budget="smoke")
         assert subject.name == kinds.model_name(model) == name
         assert subject.tags == kinds.kind_tags(model) | {"truth"}
         assert subject.capabilities.family == "mnist"  # the data's, declared by the data set
     with pytest.raises(ConfigError, match="unknown encoder 'huge' in the model preset"):
-        subject_from("cryoem:huge", digits)
+        subject_from("cryoem:huge", digits, budget="smoke")
     with pytest.raises(ConfigError, match="unknown model preset 'mnist:base'"):
-        subject_from("mnist:base", digits)  # the MNIST VAE has no encoder presets
+        subject_from("mnist:base", digits, budget="smoke")  # the MNIST VAE has no encoder presets
 
 
 def test_the_training_cache_logs_what_it_trains_and_prints_nothing(digits, ampcheck_log,
@@ -208,7 +209,7 @@ def test_a_model_without_encode_is_refused(digits):
             return x.sum()
 
     with pytest.raises(ConfigError, match="has no encode"):
-        check_vae(NoEncoder(), digits)
+        check_vae(NoEncoder(), digits, budget="smoke")
 
 
 # ---------------------------------------------------------------------------- trained controls
@@ -220,7 +221,7 @@ def test_mnist_vae_profile_and_the_mnist_control_at_the_smoke_budget(digits):
     # training and 0.27 on held-out digits.
     results = {r.check: r for r in check_vae("mnist", digits, checks=[
         "shift_invariance", "rotation_invariance", "evil_twin", "heldout_generalisation",
-        "mnist_control"], options={"mnist_data": digits})}
+        "mnist_control"], options={"mnist_data": digits}, budget="smoke")}
     # a classic MLP encoder is not invariant, cannot memorise twins, and generalises
     shift = results["shift_invariance"]
     assert shift.verdict != "PASS", shift.summary()
@@ -239,7 +240,7 @@ def test_vlt_equivalence_controls_on_the_mnist_vae(digits):
     # Positive: a table frozen at the encoder's own latents (same latent space: CKA 1,
     # Procrustes 0) with its own decoder; measured fit ratio 0.89 [0.86, 0.91].
     (same,) = check_vae("mnist", digits, checks=["vlt_equivalence"],
-                        options={"vlt_init": "from_encoder"})
+                        options={"vlt_init": "from_encoder"}, budget="smoke")
     assert same.verdict == "PASS", same.summary()
     assert same.metrics["cka"].value > 0.999 and same.metrics["procrustes"].value < 1e-6
     # Negative: at the medium budget free per-image latents fit the digits better than the
@@ -262,8 +263,8 @@ def test_the_mnist_lookup_table_is_informative_at_the_main_jobs_budget(digits):
 
 @pytest.mark.mnist
 def test_several_training_seeds_pool_into_one_verdict(digits):
-    (one,) = check_vae("mnist", digits, checks=["shift_invariance"], seeds=[1])
-    (two,) = check_vae("mnist", digits, checks=["shift_invariance"], seeds=2)
+    (one,) = check_vae("mnist", digits, checks=["shift_invariance"], seeds=[1], budget="smoke")
+    (two,) = check_vae("mnist", digits, checks=["shift_invariance"], seeds=2, budget="smoke")
     assert two.seeds == (0, 1) and one.seeds == (1,)
     pooled, single = two.metrics["displacement"], one.metrics["displacement"]
     # the pooled interval holds both seeds' replicates, so it covers seed 1's interval's bulk
@@ -274,7 +275,7 @@ def test_several_training_seeds_pool_into_one_verdict(digits):
 @pytest.mark.cryoem
 def test_cryodrgn_style_encoder_fails_both_invariance_checks_at_the_smoke_budget(ci_set):
     for r in check_vae("cryoem:base", ci_set, checks=["shift_invariance",
-                                                      "rotation_invariance"]):
+                                                      "rotation_invariance"], budget="smoke"):
         assert r.verdict == "FAIL", r.summary()
         assert r.metrics["displacement"].lo > 0.2
 
@@ -311,9 +312,10 @@ def test_amortization_gap_controls_against_the_exact_posterior(digits):
     from ampcheck.checks.subject import ProtocolModel
 
     images = digits.images(np.arange(500))
-    (exact,) = check_vae(_LinearGaussian(images), digits, checks=["amortization_gap"])
+    (exact,) = check_vae(_LinearGaussian(images), digits, checks=["amortization_gap"],
+                         budget="smoke")
     (prior,) = check_vae(_LinearGaussian(images, exact=False), digits,
-                         checks=["amortization_gap"])
+                         checks=["amortization_gap"], budget="smoke")
     # the best diagonal q leaves nothing to gain; q = prior leaves all of it
     assert exact.verdict == "PASS" and exact.metrics["gap_fraction"].value < 0.05, exact.summary()
     assert prior.verdict == "FAIL" and prior.metrics["gap_fraction"].value > 0.9, prior.summary()
@@ -378,9 +380,9 @@ def test_heldout_generalisation_controls(digits):
             return torch.where(seen[:, None], mu, noise), logvar
 
     (good,) = check_vae(_ByIndex(labels), digits, checks=["heldout_generalisation"],
-                        train_indices=train)
+                        train_indices=train, budget="smoke")
     (table,) = check_vae(TrainingTableOnly(labels), digits,
-                         checks=["heldout_generalisation"], train_indices=train)
+                         checks=["heldout_generalisation"], train_indices=train, budget="smoke")
     assert good.verdict == "PASS" and table.verdict == "FAIL", (good.summary(), table.summary())
     assert table.metrics["ami[train]"].value > 0.9 > 0.1 > table.metrics["ami[heldout]"].value
 
@@ -420,7 +422,7 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
     train = np.arange(0, len(digits), 2)
     labels = np.asarray(digits.truth["z_class"])
     unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
-    results = check_vae(_ByIndex(labels), unlabelled, train_indices=train)
+    results = check_vae(_ByIndex(labels), unlabelled, train_indices=train, budget="smoke")
     assert [r.check for r in results] == list(DEFAULT_CHECKS)
     verdicts = {r.check: r.verdict for r in results}
     assert verdicts["heldout_generalisation"] == "SKIP" and verdicts["evil_twin"] == "SKIP"
@@ -441,9 +443,9 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
     with pytest.raises(ConfigError, match="heldout_generalisation needs a subject that is "
                                           "truth.*z_continuous or z_class"):
         check_vae(_ByIndex(labels), unlabelled, checks=["heldout_generalisation"],
-                  train_indices=train)
+                  train_indices=train, budget="smoke")
     # the control: with ground truth it runs
-    (ran,) = [r for r in check_vae(_ByIndex(labels), digits, train_indices=train)
+    (ran,) = [r for r in check_vae(_ByIndex(labels), digits, train_indices=train, budget="smoke")
               if r.check == "heldout_generalisation"]
     assert ran.verdict == "PASS", ran.summary()
 
@@ -479,7 +481,8 @@ def test_an_empty_selection_of_checks_is_an_error():
             resolve_checks(holey)
     assert resolve_checks(" shift_invariance , evil_twin ") == ["shift_invariance", "evil_twin"]
     with pytest.raises(ConfigError, match="names no check"):
-        check_vae(_Pixels(28), None, checks=",")  # before anything is built or trained
+        # before anything is built or trained
+        check_vae(_Pixels(28), None, checks=",", budget="smoke")
 
 
 def test_the_cli_refuses_an_empty_check_selection(tmp_path, capsys):
@@ -495,40 +498,40 @@ def test_a_constant_truth_is_no_truth_for_heldout_generalisation(digits):
     train = np.arange(0, len(digits), 2)
     labels = np.asarray(digits.truth["z_class"])
     constant = _WithTruth(digits, z_continuous=np.full(len(digits), 0.5))
-    (held,) = [r for r in check_vae(_ByIndex(labels), constant, train_indices=train)
+    (held,) = [r for r in check_vae(_ByIndex(labels), constant, train_indices=train, budget="smoke")
                if r.check == "heldout_generalisation"]
     assert held.verdict == "SKIP", held.summary()  # was PASS, "r2_linear 1.00 vs 1.00"
     assert held.explanation == "the ground truth is constant: z_continuous has one value"
     with pytest.raises(ConfigError, match=r"needs a subject that is truth; _ByIndex is not "
                                           r"\(the ground truth is constant: z_continuous"):
         check_vae(_ByIndex(labels), constant, checks=["heldout_generalisation"],
-                  train_indices=train)
+                  train_indices=train, budget="smoke")
     one_class = _WithTruth(digits, z_class=np.zeros(len(digits), dtype=int))
-    (held,) = [r for r in check_vae(_ByIndex(labels), one_class, train_indices=train)
-               if r.check == "heldout_generalisation"]
+    (held,) = [r for r in check_vae(_ByIndex(labels), one_class, train_indices=train,
+                                    budget="smoke") if r.check == "heldout_generalisation"]
     assert held.explanation == "the ground truth is constant: z_class has one class"
     # a constant key is left out, a varying one is measured
     mixed = _WithTruth(digits, z_continuous=np.full(len(digits), 0.5), z_class=labels)
     (held,) = check_vae(_ByIndex(labels), mixed, checks=["heldout_generalisation"],
-                        train_indices=train)
+                        train_indices=train, budget="smoke")
     assert held.verdict == "PASS" and held.details["measure"] == "ami", held.summary()
     varying = _WithTruth(digits, z_continuous=labels + 0.5)
     (held,) = check_vae(_ByIndex(labels), varying, checks=["heldout_generalisation"],
-                        train_indices=train, options={"recovery_method": "knn"})
+                        train_indices=train, options={"recovery_method": "knn"}, budget="smoke")
     assert held.details["measure"] == "r2_knn" and held.metrics["r2_knn[train]"].value > 0.9
 
 
 def test_a_constant_truth_does_not_judge_whether_latents_are_informative(digits):
     constant = _WithTruth(digits, z_continuous=np.full(len(digits), 0.5))
     unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
-    (c,) = check_vae(_Collapsed(digits.D), constant, checks=["shift_invariance"])
-    (n,) = check_vae(_Collapsed(digits.D), unlabelled, checks=["shift_invariance"])
+    (c,) = check_vae(_Collapsed(digits.D), constant, checks=["shift_invariance"], budget="smoke")
+    (n,) = check_vae(_Collapsed(digits.D), unlabelled, checks=["shift_invariance"], budget="smoke")
     # the guard falls back to the spread alone, as without truth (no R² of 1.00 shown)
     assert "truth_r2" not in c.metrics and c.metrics == n.metrics, c.metrics
     assert c.flags == n.flags == ("uninformative",)
     assert "informative_recovery" not in c.explanation and "1.00" not in c.explanation
     varying = _WithTruth(digits, z_continuous=np.asarray(digits.truth["z_class"]) + 0.5)
-    (v,) = check_vae(_Pixels(digits.D), varying, checks=["shift_invariance"])
+    (v,) = check_vae(_Pixels(digits.D), varying, checks=["shift_invariance"], budget="smoke")
     assert 0.1 < v.metrics["truth_r2"].value < 1.0
 
 
@@ -537,7 +540,7 @@ def test_heldout_uninformative_by_spread_does_not_blame_the_recovery(digits):
     # uninformative by the spread floor, and the explanation must say that.
     labels = np.asarray(digits.truth["z_class"])
     (r,) = check_vae(_ByIndex(labels, width=100.0), digits, checks=["heldout_generalisation"],
-                     train_indices=np.arange(0, len(digits), 2))
+                     train_indices=np.arange(0, len(digits), 2), budget="smoke")
     assert r.verdict == "WARN" and r.flags == ("uninformative",), r.summary()
     assert r.metrics["ami[train]"].value > 0.9
     assert "collapsed" in r.explanation and "too poorly" not in r.explanation, r.explanation

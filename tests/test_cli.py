@@ -32,7 +32,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     assert main(["synth", "--out", str(root / "data"), "--size", "tiny", "--quiet"]) == 0
     assert main(["train", "--data", str(root / "data"), "--out", str(root / "run"),
-                 "--quiet"]) == 0
+                 "--quiet", "--budget", "smoke"]) == 0
     return root
 
 
@@ -92,12 +92,35 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     assert "--force" in capsys.readouterr().err
 
 
-def test_run_defaults_to_the_informative_standard_budget_and_data_set():
+def test_every_entry_point_defaults_to_the_informative_standard_budget_and_data_set():
+    import inspect
+
+    from ampcheck.adapters.cryodrgn import check_cryodrgn
+    from ampcheck.checks import check_vae, subject_from
     from ampcheck.cli import build_parser
+    from ampcheck.data.synthetic import SIZES, SynthConfig
 
     args = build_parser().parse_args(["run"])
     assert (args.budget, args.size) == ("standard", "standard")
-    assert build_parser().parse_args(["synth", "--out", "d"]).size == "ci"
+    assert build_parser().parse_args(["synth", "--out", "d"]).size == "standard"
+    assert build_parser().parse_args(["train", "--out", "r"]).budget == "standard"
+    for fn in (check_vae, subject_from, check_cryodrgn):
+        assert inspect.signature(fn).parameters["budget"].default == "standard", fn
+    standard = SIZES["standard"]
+    assert (SynthConfig().n, SynthConfig().D) == (standard["n"], standard["D"])
+    assert SynthConfig.preset() == SynthConfig.preset("standard")
+
+
+def test_train_help_gives_each_budgets_epochs_rate_and_time(capsys):
+    from ampcheck.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for budget, epochs, lr in (("smoke", 1, "0.0001"), ("standard", 12, "0.001"),
+                               ("medium", 5, "0.0001"), ("full", 50, "0.0001")):
+        assert f"{budget} = {epochs} epoch(s) at lr {lr}" in text
+    assert text.count("on the standard set (24 px)") == 4 and "on the ci set (64 px)" in text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -164,7 +187,8 @@ def test_train_writes_a_resumable_run_and_refuses_to_overwrite_it(tiny_run, caps
     assert meta["config"]["variant"] == "vae" and len(meta["history"]) == 1
     assert meta["data"] == str((tiny_run / "data").resolve())
     before = (run / "checkpoint.pt").read_bytes()
-    args = ["train", "--data", str(tiny_run / "data"), "--out", str(run), "--quiet"]
+    args = ["train", "--data", str(tiny_run / "data"), "--out", str(run), "--quiet", "--budget",
+            "smoke"]
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == before  # untouched
@@ -176,7 +200,7 @@ def test_train_resume_continues_the_checkpoint(tiny_run, tmp_path):
     shutil.copytree(tiny_run / "run", tmp_path / "r")
     first = json.loads((tmp_path / "r" / "run.json").read_text())["history"]
     assert main(["train", "--data", str(tiny_run / "data"), "--out", str(tmp_path / "r"),
-                 "--quiet", "--resume", "--epochs", "2"]) == 0
+                 "--quiet", "--resume", "--epochs", "2", "--budget", "smoke"]) == 0
     history = json.loads((tmp_path / "r" / "run.json").read_text())["history"]
     assert len(history) == 2 and history[0] == first[0]  # epoch 1 kept, epoch 2 added
 
@@ -225,7 +249,12 @@ def test_check_run_uses_the_trained_model_and_writes_a_report(tiny_run, tmp_path
     assert trained["cryoem/vae/base/seed0"]["history"] == run_history
     assert (out / "arrays" / "shift_invariance.npz").is_file()
     assert_self_contained((out / "report.html").read_text())
-    assert "Amortization profile" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Amortization profile" in printed
+    # one smoke epoch on 38 images learns nothing: the flagged verdicts say what would have
+    flagged = [c for c in report["checks"] if c["flags"]]
+    assert flagged and "Measured: standard gave truth R²" in " ".join(printed.split())
+    assert "For these images of 32 px, try --budget standard" in " ".join(printed.split())
     assert main(args) == 2  # an existing report is kept
     assert "--force" in capsys.readouterr().err
 
@@ -236,7 +265,7 @@ def test_check_run_checks_a_run_of_another_seed_without_training(tiny_run, tmp_p
     # trained (a seed-0 model of the same config used to be trained and reported instead).
     run = tmp_path / "seed3"
     assert main(["train", "--data", str(tiny_run / "data"), "--out", str(run), "--seed", "3",
-                 "--quiet"]) == 0
+                 "--quiet", "--budget", "smoke"]) == 0
     out = tmp_path / "rep"
     assert main(["check", "--run", str(run), "--out", str(out), "--quiet",
                  "--checks", "shift_invariance"]) == 0
@@ -251,7 +280,7 @@ def test_check_run_checks_a_run_of_another_seed_without_training(tiny_run, tmp_p
 def test_check_refuses_a_variant_run(tiny_run, tmp_path, capsys):
     run = tmp_path / "vlt"
     assert main(["train", "--data", str(tiny_run / "data"), "--out", str(run), "--quiet",
-                 "--variant", "vlt", "--epochs", "0"]) == 0
+                 "--variant", "vlt", "--epochs", "0", "--budget", "smoke"]) == 0
     assert main(["check", "--run", str(run), "--out", str(tmp_path / "o")]) == 2
     assert "vlt run" in capsys.readouterr().err
 
@@ -287,3 +316,16 @@ def test_only_train_runs_under_torchrun(tmp_path, monkeypatch, capsys):
     assert main(["run", "--out", str(tmp_path / "o"), "--size", "tiny"]) == 2
     assert "only `ampcheck train` runs under torchrun" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_budget_hint_names_measured_budgets_nearest_in_box_size():
+    from ampcheck.calibration import CALIBRATION, budget_hint
+
+    small = budget_hint("smoke", 24)
+    assert "try --budget standard" in small and "0.52" in small  # the standard set's 24 px
+    large = budget_hint("smoke", 64)
+    assert "try --budget medium" in large and "ci set" in large  # measured at 64 px
+    # nothing above full was measured: the hint says to train longer, naming no budget
+    assert "--budget" not in budget_hint("full", 64) and "--epochs" in budget_hint("full", 64)
+    # every budget it can name is one that recovered the truth in the table
+    assert all(c.truth_r2 >= 0.1 for c in CALIBRATION if f"--budget {c.budget}" in small + large)

@@ -106,7 +106,7 @@ def test_data_that_break_the_contract_are_refused_naming_what_is_missing():
             return np.zeros((len(idx), 4, 4), np.float32)
 
     with pytest.raises(ConfigError, match=r"has no .*get_batch.*truth.*ampcheck.contracts"):
-        subject_from("mnist", Images())
+        subject_from("mnist", Images(), budget="smoke")
 
 
 # ----------------------------------------------------------------------------- models
@@ -147,9 +147,10 @@ def test_models_declare_volumes_through_the_protocol(trained, tiny):
 
 def test_a_protocol_vae_with_decode_volume_gets_the_volume_metrics(trained, tiny):
     key = "volume_displacement[roll(0,1)]"
-    (own,) = check_vae(trained, tiny, checks=["shift_invariance"])
-    (given,) = check_vae(_Decoding(trained, tiny), tiny, checks=["shift_invariance"])
-    (bare,) = check_vae(_Encoding(trained, tiny), tiny, checks=["shift_invariance"])
+    (own,) = check_vae(trained, tiny, checks=["shift_invariance"], budget="smoke")
+    (given,) = check_vae(_Decoding(trained, tiny), tiny, checks=["shift_invariance"],
+                         budget="smoke")
+    (bare,) = check_vae(_Encoding(trained, tiny), tiny, checks=["shift_invariance"], budget="smoke")
     assert key in own.metrics and key in given.metrics and key not in bare.metrics
     # the same network through the protocol: the same latents, volumes and numbers
     assert given.metrics["displacement"].value == pytest.approx(own.metrics["displacement"].value,
@@ -160,8 +161,8 @@ def test_a_protocol_vae_with_decode_volume_gets_the_volume_metrics(trained, tiny
 
 def test_volume_agreement_asks_the_data_for_truth_volumes_and_says_when_there_are_none(
         tiny, no_volumes):
-    (with_truth,) = check_vae(QUICK, tiny, checks=["vlt_equivalence"])
-    (without,) = check_vae(QUICK, no_volumes, checks=["vlt_equivalence"])
+    (with_truth,) = check_vae(QUICK, tiny, checks=["vlt_equivalence"], budget="smoke")
+    (without,) = check_vae(QUICK, no_volumes, checks=["vlt_equivalence"], budget="smoke")
     assert {"volume_auc_fsc[encoder]", "volume_auc_fsc[vlt]"} <= set(with_truth.metrics)
     assert "volumes" not in with_truth.details
     for k in ("encoder", "vlt"):

@@ -91,7 +91,8 @@ def test_torchrun_trains_a_vlt_as_one_process_does(tiny_dir, tmp_path):
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={WORLD}", "-m", "ampcheck", "train", "--data", str(tiny_dir),
-           "--out", str(run_dir), "--variant", "vlt", "--epochs", "3", "--device", "cpu"]
+           "--out", str(run_dir), "--variant", "vlt", "--epochs", "3", "--device", "cpu",
+           "--budget", "smoke"]
     done = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -143,7 +143,7 @@ def digits():
 def test_shift_invariance_is_governed_by_its_first_transform(digits):
     vae = _Projection(digits.images(np.arange(500)))
     runs = {order: check_vae(vae, digits, checks=["shift_invariance"],
-                             options={"shift_transforms": list(order)})[0]
+                             options={"shift_transforms": list(order)}, budget="smoke")[0]
             for order in (("roll:1", "roll:5"), ("roll:5", "roll:1"))}
     one, five = runs[("roll:1", "roll:5")], runs[("roll:5", "roll:1")]
     d1, d5 = one.metrics["displacement[roll(0,1)]"], one.metrics["displacement[roll(0,5)]"]
@@ -160,4 +160,5 @@ def test_shift_invariance_is_governed_by_its_first_transform(digits):
 def test_an_empty_list_of_transforms_is_refused(digits):
     vae = _Projection(digits.images(np.arange(50)))
     with pytest.raises(ConfigError, match="shift_transforms must be a non-empty list"):
-        check_vae(vae, digits, checks=["shift_invariance"], options={"shift_transforms": []})
+        check_vae(vae, digits, checks=["shift_invariance"], options={"shift_transforms": []},
+                  budget="smoke")

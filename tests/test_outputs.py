@@ -36,7 +36,7 @@ def tiny(tmp_path_factory):
         assert main(["synth", "--out", str(root / f"data{seed}"), "--size", "tiny", "--seed",
                      seed, "--quiet"]) == 0
     assert main(["train", "--data", str(root / "data0"), "--out", str(root / "run"),
-                 "--quiet"]) == 0
+                 "--quiet", "--budget", "smoke"]) == 0
     return root
 
 
@@ -68,7 +68,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny, tmp_path, ca
     forbid_training(monkeypatch)
     with OutputDir(run, "ampcheck train"):  # another process's `ampcheck train` (flock: per fd)
         assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--force",
-                     "--quiet"]) == 2
+                     "--quiet", "--budget", "smoke"]) == 2
         one_error(capsys, str(run), "in use by another ampcheck process", f"pid {os.getpid()}",
                   "`ampcheck train`")
         assert main(["check", "--run", str(run), "--out", str(tmp_path / "rep"),
@@ -122,7 +122,7 @@ def test_an_out_that_cannot_be_a_directory_is_refused_before_any_work(tiny, tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     forbid_training(monkeypatch)
-    args = {"train": ["train", "--data", str(tiny / "data0")],
+    args = {"train": ["train", "--data", str(tiny / "data0"), "--budget", "smoke"],
             "check": ["check", "--run", str(tiny / "run")],
             "run": ["run", "--size", "tiny", "--budget", "smoke"]}[command]
     for out in (blocker, blocker / "sub"):
@@ -154,7 +154,7 @@ def test_stale_temporaries_are_removed_by_the_next_command(tiny, tmp_path):
     (staging / "report.json").write_text("{}")
     (staging / outdir.STAGE_MARKER).write_text(json.dumps(["report.json"]))
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
-                 "--quiet"]) == 0
+                 "--quiet", "--budget", "smoke"]) == 0
     assert not stale.exists() and not staging.exists() and mine.read_text() == "mine"
 
 
@@ -254,16 +254,16 @@ def test_resume_on_another_data_set_of_the_same_size_is_refused(tiny, tmp_path, 
     run = copy_run(tiny, tmp_path)
     before = (run / "checkpoint.pt").read_bytes()
     assert main(["train", "--data", str(tiny / "data1"), "--out", str(run), "--resume",
-                 "--epochs", "2", "--quiet"]) == 2
+                 "--epochs", "2", "--quiet", "--budget", "smoke"]) == 2
     one_error(capsys, "checkpoint.pt", "trained on another data set of 38 images of 32 px")
     assert (run / "checkpoint.pt").read_bytes() == before
     assert (run / "run.json").read_text() == (tiny / "run" / "run.json").read_text()
     open_run(run)  # still the complete, consistent run it was
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
-                 "--epochs", "0", "--quiet"]) == 2
+                 "--epochs", "0", "--quiet", "--budget", "smoke"]) == 2
     one_error(capsys, "has 1 epochs already; asked for 0")
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
-                 "--epochs", "2", "--quiet"]) == 0  # the positive control
+                 "--epochs", "2", "--quiet", "--budget", "smoke"]) == 0  # the positive control
 
 
 def test_check_refuses_a_run_whose_data_set_changed_since(tiny, tmp_path, capsys):
@@ -278,7 +278,7 @@ def test_check_refuses_a_run_whose_data_set_changed_since(tiny, tmp_path, capsys
 def test_check_refuses_a_run_whose_files_describe_different_trainings(tiny, tmp_path, capsys):
     run = copy_run(tiny, tmp_path)
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(tmp_path / "other"),
-                 "--seed", "3", "--quiet"]) == 0
+                 "--seed", "3", "--quiet", "--budget", "smoke"]) == 0
     shutil.copy(tmp_path / "other" / "run.json", run / "run.json")
     assert main(["check", "--run", str(run), "--out", str(tmp_path / "rep"), "--quiet"]) == 2
     one_error(capsys, "checkpoint.pt and run.json describe different trainings")
@@ -405,7 +405,7 @@ def test_an_older_run_without_ids_stays_checkable_after_a_resume(tiny, tmp_path)
     (run / "run.json").write_text(json.dumps(meta))
     open_run(run)
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
-                 "--quiet"]) == 0  # no epoch left to train: the checkpoint keeps no id
+                 "--quiet", "--budget", "smoke"]) == 0  # no epoch left: the checkpoint keeps no id
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     open_run(run)
 
@@ -418,5 +418,5 @@ def test_a_damaged_optimiser_state_is_one_line_not_a_crash(tiny, tmp_path, capsy
     moments[first]["exp_avg"] = torch.zeros(3)  # fused Adam would read past it
     torch.save(state, run / "checkpoint.pt")
     assert main(["train", "--data", str(tiny / "data0"), "--out", str(run), "--resume",
-                 "--epochs", "2", "--quiet"]) == 2
+                 "--epochs", "2", "--quiet", "--budget", "smoke"]) == 2
     one_error(capsys, "checkpoint.pt", "optimiser state", "exp_avg")

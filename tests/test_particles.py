@@ -284,7 +284,8 @@ def _cli_error(capsys, *args: str) -> str:
 
 
 def _train(data_dir, tmp_path) -> tuple[str, ...]:
-    return ("train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--quiet")
+    return ("train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--quiet",
+            "--budget", "smoke")
 
 
 def test_a_folder_without_poses_is_refused_naming_the_file(data_dir, tmp_path, capsys):

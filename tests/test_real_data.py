@@ -266,7 +266,7 @@ def test_train_records_the_particle_files_and_check_reopens_them(real, tmp_path,
     reads the same images from them (its fingerprint check would refuse others)."""
     run = tmp_path / "run"
     assert main(["train", *_star_args(real, "--ind", str(real["ind"])), "--out", str(run),
-                 "--epochs", "1", "--quiet"]) == 0
+                 "--epochs", "1", "--quiet", "--budget", "smoke"]) == 0
     data = json.loads((run / "run.json").read_text())["data"]
     assert data == {"particles": str(real["star"]), "poses": None, "ctf": None,
                     "ind": str(real["ind"]), "datadir": str(real["datadir"])}
@@ -312,15 +312,15 @@ def test_companions_without_particles_and_neither_data_nor_particles(real, tmp_p
     err = _error(capsys, ["run", "--out", str(tmp_path / "o"), "--ind", str(real["ind"])])
     assert "--ind given without --particles" in err
     err = _error(capsys, ["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path),
-                          "--poses", "p.pkl", "--datadir", "d"])
+                          "--poses", "p.pkl", "--datadir", "d", "--budget", "smoke"])
     assert "--poses, --datadir given without --particles" in err
-    err = _error(capsys, ["train", "--out", str(tmp_path / "r")])
+    err = _error(capsys, ["train", "--out", str(tmp_path / "r"), "--budget", "smoke"])
     assert "give --data DIR|mnist" in err and "--particles STACK" in err
     err = _error(capsys, ["check", "--run", str(tmp_path), "--out", str(tmp_path / "c"),
                           "--particles", str(real["star"])])
     assert "--particles given with --run" in err and "run.json" in err
     err = _error(capsys, ["train", "--out", str(tmp_path / "r"), "--model", "mnist",
-                          *_star_args(real)])
+                          *_star_args(real), "--budget", "smoke"])
     assert f"--model mnist does not match --particles {real['star']} (a cryoem data set)" in err
 
 

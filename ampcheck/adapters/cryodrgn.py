@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError, UnsafePickleError
+from ..kinds import DEFAULT_BUDGET
 
 __all__ = ["CryoDRGNVAE", "RETRAIN_HINT", "check_cryodrgn", "check_cryodrgn_run",
            "cryodrgn_dataset",
@@ -431,7 +432,7 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
                    heldout_ind: PathLike | None = None, ind: PathLike | None = None,
                    datadir: PathLike | None = None, checks: Iterable[str] | None = None,
                    epoch: int | None = None, device: str = "auto",
-                   thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
+                   thresholds: Mapping[str, float] | None = None, budget: str = DEFAULT_BUDGET,
                    options: Mapping[str, Any] | None = None, retrain: int | str | None = None,
                    show_progress: bool = False) -> list:
     """Run ampcheck's checks on a ``cryodrgn train_vae`` run; one ``CheckResult`` each.
@@ -492,7 +493,7 @@ def open_cryodrgn_run(run_dir: PathLike, particles: PathLike, poses: PathLike | 
 def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                        heldout_ind: PathLike | None = None, ind: PathLike | None = None,
                        checks: Iterable[str] | None = None,
-                       thresholds: Mapping[str, float] | None = None, budget: str = "smoke",
+                       thresholds: Mapping[str, float] | None = None, budget: str = DEFAULT_BUDGET,
                        options: Mapping[str, Any] | None = None,
                        retrain: int | str | None = None, show_progress: bool = False,
                        cache=None) -> list:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..kinds import OPTIONS, check_options
+from ..kinds import DEFAULT_BUDGET, OPTIONS, check_options
 from ..results import CheckResult, Metric, Threshold, decide
 from ..thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from ._common import SETTINGS, Settings, settings_for, truth_problem
@@ -209,7 +209,8 @@ def run_checks(subject: Subject, checks: Iterable[str] | None = None,
     return results
 
 
-def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: str = "smoke",
+def check_vae(model: Any, data, *, checks: Iterable[str] | None = None,
+              budget: str = DEFAULT_BUDGET,
               seeds: int | Sequence[int] = 1, thresholds: Mapping[str, float] | None = None,
               device: str = "auto", heldout_fraction: float = 0.2,
               train_indices: Sequence[int] | None = None, name: str | None = None,
@@ -227,7 +228,8 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
             volumes) is read from :func:`ampcheck.contracts.data_capabilities`.
         checks: names (default: every per-model check; those that do not apply are
             ``SKIP`` results that say why).
-        budget: ``smoke``, ``medium`` or ``full``: training size and evaluation sizes.
+        budget: ``standard`` (default: informative latents in minutes on a CPU), ``smoke``
+            (for test suites), ``medium`` or ``full``: training and evaluation sizes.
         seeds: how many training seeds (or which); verdicts account for their spread.
         thresholds: overrides, name -> value (see ``thresholds.DEFAULT_THRESHOLDS``).
         options: per-check options, e.g. ``{"twin_encoder": "large"}``,
@@ -254,7 +256,7 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None, budget: 
 INVARIANT_CONTROL = ("shift_invariance", "rotation_invariance", "heldout_generalisation")
 
 
-def main_battery(data, *, budget: str = "standard", seeds: int | Sequence[int] = 1,
+def main_battery(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[int] = 1,
                  device: str = "auto", cache: TrainingCache | None = None
                  ) -> list[CheckResult]:
     """The main job (``ampcheck run``): every check on the cryoDRGN-style VAE (evil twins

@@ -323,8 +323,9 @@ def _truth_tags(data) -> set[str]:
     return {"truth"} if usable_truth(data.truth) else set()
 
 
-def subject_from(model: Any, data, *, budget: str = "smoke", seeds: int | Sequence[int] = 1,
-                 device: str = "auto", heldout_fraction: float = 0.2, split_seed: int = 0,
+def subject_from(model: Any, data, *, budget: str = kinds.DEFAULT_BUDGET,
+                 seeds: int | Sequence[int] = 1, device: str = "auto",
+                 heldout_fraction: float = 0.2, split_seed: int = 0,
                  train_indices: Sequence[int] | None = None, name: str | None = None,
                  cache: TrainingCache | None = None) -> Subject:
     """Make a :class:`Subject` of ``model`` on ``data``.

@@ -74,8 +74,8 @@ class SynthConfig:
     gives a homogeneous data set.
     """
 
-    n: int = 2000
-    D: int = 64
+    n: int = 1250  # the standard size (SIZES), ampcheck run's
+    D: int = 24
     apix: float | None = None  # Å/pixel; default BOX_ANGSTROMS / D
     snr: float = 0.1
     seed: int = 0
@@ -132,7 +132,7 @@ class SynthConfig:
             bad(f"volume_grid must be >= 1, got {self.volume_grid}")
 
     @classmethod
-    def preset(cls, size: str = "ci", **overrides) -> SynthConfig:
+    def preset(cls, size: str = "standard", **overrides) -> SynthConfig:
         """The ``tiny``, ``standard``, ``ci`` or ``paper`` size, with any field overridden
         (None = keep)."""
         if size not in SIZES:
