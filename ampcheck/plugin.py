@@ -177,7 +177,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         return None
     return (f"ampcheck: budget {s.budget}, seeds {list(s.seed_list)}, device {s.device}, "
             f"data {s.data}" + (f", model {s.model}" if s.model else "")
-            + (", regenerating baselines" if s.regen else ""))
+            + (", regenerating baselines" if s.regen else "")
+            + (" (smoke: a test suite's budget, minutes on a CPU, whose cryo-EM latents are "
+               "not informative yet; --ampcheck-budget standard for verdicts to act on)"
+               if s.budget == "smoke" else ""))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

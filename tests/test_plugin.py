@@ -201,9 +201,13 @@ def test_show(ampcheck_settings, ampcheck_data):
 ''')
     result = project.runpytest_inprocess("-s", "--ampcheck-seed", "5")
     result.stdout.fnmatch_lines(["*SETTINGS medium 5 6 auto ParticleDataset 48"])
+    assert "a test suite's budget" not in result.stdout.str()
     result = project.runpytest_inprocess("-s", "--ampcheck-budget", "smoke", "--ampcheck-data",
                                          "mnist", "--ampcheck-device", "cpu")
     result.stdout.fnmatch_lines(["*SETTINGS smoke 3 4 cpu MnistDataset *"])
+    # the header says why smoke's verdicts are not to be acted on, and what is
+    result.stdout.fnmatch_lines(["ampcheck: budget smoke, *(smoke: a test suite's budget*"
+                                 "--ampcheck-budget standard for verdicts to act on)"])
 
 
 def test_synthetic_data_is_generated_once_into_the_pytest_cache(project, monkeypatch):

@@ -2,7 +2,9 @@
 
 * ``make`` targets: the quick start's two are what CI runs (``.ci/run``); every target exists;
 * ``.venv/bin/ampcheck ...`` and ``.venv/bin/torchrun ...`` lines run, in order, in one scratch
-  directory;
+  directory, on the 48-image ``tiny`` set where the step-by-step block makes ``my-set`` (its
+  commands as written, on the ``standard`` set, are the ``slow`` test that asserts informative
+  verdicts: about four minutes);
 * ``.venv/bin/python -m pytest ...`` lines collect (running them is CI's or the reader's job);
 * ``cryodrgn`` lines and ``ampcheck check --cryodrgn`` run when cryoDRGN is installed;
 * Python blocks run in order in one scratch directory; the pytest-module example runs under
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -65,13 +68,26 @@ def test_readme_pytest_commands_collect():
             assert proc.returncode == 0, (c, proc.stdout[-2000:], proc.stderr[-2000:])
 
 
+#: The step-by-step block of "From the command line": its first command writes ``my-set``.
+STEP_BY_STEP = ["synth", "--out", "my-set"]
+
+
+def step_by_step() -> list[list[str]]:
+    """The step-by-step block's ``ampcheck`` commands, from its ``synth`` to its ``report``."""
+    lines = [c[1:] for c in commands() if c[0] == ".venv/bin/ampcheck"]
+    start = lines.index(STEP_BY_STEP)
+    end = next(i for i in range(start, len(lines)) if lines[i][0] == "report")
+    return lines[start:end + 1]
+
+
 @pytest.mark.cryoem
 def test_readme_ampcheck_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ran = 0
     for c in commands():
         if c[0] == ".venv/bin/ampcheck" and "--cryodrgn" not in c:
-            assert main(c[1:]) == 0, shlex.join(c)
+            tiny = ["--size", "tiny"] if c[1:] == STEP_BY_STEP else []  # see the docstring
+            assert main(c[1:] + tiny) == 0, shlex.join(c)
             ran += 1
         elif c[0] == ".venv/bin/torchrun":  # torchrun is torch.distributed.run
             proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *c[1:]],
@@ -81,6 +97,23 @@ def test_readme_ampcheck_commands_run(tmp_path, monkeypatch):
     assert ran >= 8
     assert (tmp_path / "runs" / "ddp" / "run.json").is_file()
     assert (tmp_path / "reports" / "vae" / "report.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.cryoem
+def test_readme_step_by_step_as_written_gives_informative_verdicts(tmp_path, monkeypatch):
+    # the same path as test_readme_ampcheck_commands_run, on the standard set and budget
+    monkeypatch.chdir(tmp_path)
+    steps = step_by_step()
+    assert [c[0] for c in steps] == ["synth", "train", "train", "check", "report"]
+    for c in steps:
+        assert main(c) == 0, shlex.join(c)
+    report = json.loads((tmp_path / "reports" / "vae" / "report.json").read_text())
+    assert report["runs"]["budget"] == "standard" and report["dataset"]["D"] == 24
+    ran = [c for c in report["checks"] if c["verdict"] != "SKIP"]
+    assert len(ran) == 6, report["profile"]
+    flagged = {c["check"]: c["flags"] for c in ran if c["flags"]}
+    assert not flagged, flagged
 
 
 def _cryodrgn_executable() -> str | None:
@@ -98,7 +131,7 @@ def test_readme_cryodrgn_commands_run(tmp_path, monkeypatch):
     if exe is None:
         pytest.skip("no cryodrgn executable")
     monkeypatch.chdir(tmp_path)
-    assert main(["synth", "--out", "tiny-set", "--size", "tiny", "--quiet"]) == 0
+    assert main(["synth", "--out", "my-set", "--size", "tiny", "--quiet"]) == 0
     lines = [c for c in commands() if c[0] == "cryodrgn" or "--cryodrgn" in c]
     assert [c[0] for c in lines] == ["cryodrgn", ".venv/bin/ampcheck"]
     proc = subprocess.run([exe, *lines[0][1:]], capture_output=True, text=True, timeout=900)
