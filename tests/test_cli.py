@@ -82,6 +82,12 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     trained = report["runs"]["trained"]
     assert {"cryoem/twin-perm/large/seed0", "cryoem/vae/invariant/seed0"} <= set(trained)
     assert "cryoem/vae/large/seed0" not in trained  # the twins' baseline is the base VAE
+    # trained ahead, side by side: exactly what the checks then asked for, in their order
+    from ampcheck.checks import TrainingCache, battery_jobs
+    from ampcheck.data.particles import ParticleDataset
+
+    jobs = battery_jobs(ParticleDataset.from_dir(out / "data"), budget="smoke")
+    assert list(trained) == [TrainingCache.label(cfg) for cfg, _ in jobs]
     printed = capsys.readouterr().out
     assert "Amortization profile" in printed and "evil_twin" in printed
     page = (out / "report.html").read_text()

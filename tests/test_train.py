@@ -407,3 +407,35 @@ def test_mnist_vae_reaches_a_stated_elbo_and_the_vlt_trains():
 
 
 MNIST_SMOKE_NELBO_BOUND = 200.0
+
+
+@pytest.mark.parametrize("encoder", ["base", "large"])
+def test_a_cpu_runs_numbers_do_not_depend_on_its_thread_count(tiny, encoder):
+    # what lets the main battery train its models side by side in one-thread processes
+    cfg = quick(encoder=encoder, batch_size=8, epochs=1, device="cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = train(cfg, tiny, show_progress=False)
+        torch.set_num_threads(2)
+        two = train(cfg, tiny, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.loss for r in one.history] == [r.loss for r in two.history]
+    assert all(torch.equal(x, params_of(two)[k]) for k, x in params_of(one).items())
+
+
+def test_training_ahead_adopts_what_training_here_gives_in_the_order_given(tiny):
+    from ampcheck.checks import TrainingCache
+
+    cfgs = [quick(device="cpu"), quick(variant="vlt", device="cpu"),
+            quick(variant="twin-noise", encoder="large", device="cpu")]
+    ahead = TrainingCache()
+    ahead.train_ahead([(c, tiny) for c in cfgs] + [(cfgs[0], tiny)], processes=2)
+    assert ahead.trained == [TrainingCache.label(c) for c in cfgs]  # once each, in order
+    for cfg, run in zip(cfgs, ahead.runs, strict=True):
+        here = train(cfg, tiny, show_progress=False)
+        assert [r.loss for r in run.history] == [r.loss for r in here.history]
+        assert all(torch.equal(x, params_of(here)[k]) for k, x in params_of(run).items())
+        np.testing.assert_array_equal(run.latents()[0], here.latents()[0])
+        assert ahead.train(cfg, tiny) is run  # the checks find it: nothing trains again

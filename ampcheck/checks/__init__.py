@@ -266,14 +266,38 @@ def main_battery(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[in
     cache = cache if cache is not None else TrainingCache()
     common = {"budget": budget, "seeds": seeds, "device": device, "cache": cache}
     twins = {"twin_encoder": "large", "twin_baseline": "subject"}  # the paper's §3.3
+    cache.train_ahead(battery_jobs(data, budget=budget, seeds=seeds, device=device))
     results = check_vae("cryoem:base", data, options=twins, **common)
     results += check_vae("cryoem:invariant", data, checks=INVARIANT_CONTROL, strict=False,
                          **common)  # on data without truth, its held-out check is a SKIP
     return results + check_vae("cryoem:base", data, checks=["mnist_control"], **common)
 
 
+def battery_jobs(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[int] = 1,
+                 device: str = "auto") -> list[tuple[Any, Any]]:
+    """What :func:`main_battery` trains, ``(config, training data)`` in the order its checks
+    ask for it, so that it can be trained ahead (:meth:`TrainingCache.train_ahead`): each
+    model, then per seed its large evil twins (measured against the model itself) and its
+    lookup table; the invariant encoder; the MNIST VAE, its twins and table. On data without
+    truth the invariant encoder is trained all the same (its invariance checks need none)."""
+    from ..data.mnist import MnistDataset
+
+    jobs = []
+    for model, data_set, twin in (("cryoem:base", data, {"encoder": "large"}),
+                                  ("cryoem:invariant", data, None),
+                                  ("mnist", MnistDataset.load(), {})):
+        s = subject_from(model, data_set, budget=budget, seeds=seeds, device=device)
+        jobs += [(s.variant_config(seed), s.train) for seed in s.seeds]
+        if twin is not None:
+            jobs += [(s.variant_config(seed, variant=f"twin-{kind}", **twin), s.train)
+                     for seed in s.seeds for kind in ("perm", "noise")]
+            jobs += [(s.variant_config(seed, variant="vlt"), s.train) for seed in s.seeds]
+    return jobs
+
+
 __all__ = ["CHECKS", "DEFAULT_CHECKS", "DEFAULT_THRESHOLDS", "INVARIANT_CONTROL", "OPTIONS",
            "CheckResult", "CheckSpec",
            "Metric", "NEEDS", "ProtocolModel", "SETTINGS", "Settings", "Subject", "Threshold",
-           "TrainingCache", "VAE", "check_vae", "resolve_checks", "resolve_thresholds",
+           "TrainingCache", "VAE", "battery_jobs", "check_vae", "resolve_checks",
+           "resolve_thresholds",
            "main_battery", "run_checks", "settings_for", "subject_from", "validate_vae"]
