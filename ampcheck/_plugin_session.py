@@ -30,6 +30,8 @@ from .baselines import baseline_path, compare_baseline, write_baseline
 from .kinds import data_kind, is_trained_vae, model_name, preset_name
 
 OPTIONS_MARKER = "ampcheck_options"
+SYNTHETIC_WAIT_S = 1800.0  # how long a process waits for another to generate the data set
+DATA_CACHE_KEY = "ampcheck_data_cache"  # the controller's data cache, for xdist's workers
 
 
 
@@ -164,7 +166,8 @@ class AmpcheckSession:
 
 def load_data(spec: str, config: pytest.Config):
     """The data set named by ``--ampcheck-data`` / ``data``: MNIST (or its offline stand-in),
-    the ``ci`` synthetic set (generated once into pytest's cache), or a particle directory."""
+    the ``ci`` synthetic set (generated once into :func:`data_cache_dir`), or a particle
+    directory."""
     if spec == "mnist":
         from ampcheck.data.mnist import MnistDataset
 
@@ -173,22 +176,47 @@ def load_data(spec: str, config: pytest.Config):
 
     if spec != "synthetic":
         return ParticleDataset.from_dir(spec)
+    return ParticleDataset.from_dir(synthetic_data(data_cache_dir(config)))
+
+
+def synthetic_data(parent: Path) -> Path:
+    """The folder of the ``ci`` synthetic data set in ``parent``, generated there unless a
+    complete one is there already.
+
+    Processes that share ``parent`` (pytest-xdist's workers, two pytest runs) generate it
+    once: the first to need it holds ``parent``'s output lock while it generates, the others
+    wait for it and then find it complete. ``generate`` renames the set into place only when
+    it is whole, so no process reads a half-written one.
+    """
     import hashlib
 
     from ampcheck.data.synthetic import SynthConfig, generate
+    from ampcheck.outdir import OutputDir, repair
 
     cfg = SynthConfig.preset("ci")
-    tag = hashlib.sha1(repr(cfg).encode()).hexdigest()[:12]
+    out = parent / f"synthetic-ci-{hashlib.sha1(repr(cfg).encode()).hexdigest()[:12]}"
+    if not (out / "manifest.json").is_file():
+        with OutputDir(parent, "pytest (ampcheck's synthetic data set)",
+                       what="ampcheck's data cache", wait=SYNTHETIC_WAIT_S):
+            if not (out / "manifest.json").is_file():  # not made while this one waited
+                repair(out)  # what a killed generate() left beside it
+                generate(out, cfg, force=out.exists(), show_progress=False)
+    return out
+
+
+def data_cache_dir(config: pytest.Config) -> Path:
+    """Where the plugin keeps its synthetic data set: pytest's cache folder ``ampcheck``, or
+    without the cache provider a folder of the run's temporary directory (under pytest-xdist
+    the controller's, passed to its workers as :data:`DATA_CACHE_KEY`, so that they share
+    it), else a fresh temporary folder."""
+    given = getattr(config, "workerinput", {}).get(DATA_CACHE_KEY)
+    if given:
+        return Path(given)
     cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
     if cache is not None:
-        parent = cache.mkdir("ampcheck")
-    else:  # pytest's temporary directories (it keeps the last few), else the system's
-        factory = getattr(config, "_tmp_path_factory", None)
-        parent = factory.mktemp("ampcheck") if factory else Path(tempfile.mkdtemp())
-    out = parent / f"synthetic-ci-{tag}"
-    if not (out / "manifest.json").is_file():
-        generate(out, cfg, force=out.exists(), show_progress=False)
-    return ParticleDataset.from_dir(out)
+        return cache.mkdir("ampcheck")
+    factory = getattr(config, "_tmp_path_factory", None)
+    return factory.getbasetemp() / "ampcheck" if factory else Path(tempfile.mkdtemp())
 
 
 def session_kind(settings: AmpcheckSettings) -> str:

@@ -91,7 +91,10 @@ def compare_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str,
     ``status`` is ``ok``, ``drift`` (the notes list each drifted metric: old, new and the
     tolerance), ``new`` (no baseline yet) or ``skipped`` (made with another budget, seeds or
     check options).
-    An unreadable baseline counts as drift: a broken file must not pass silently.
+    An unreadable baseline counts as drift: a broken file must not pass silently. A baseline
+    that stores the governing metric a second time under its transform's name
+    (``displacement[roll(0,1)]`` beside ``displacement``: an invariance check's, written
+    before the check reported it once) is compared on the governing metric alone.
     """
     if not path.is_file():
         return "new", [f"no baseline at {path} (run with --ampcheck-regen to write one)"]
@@ -106,8 +109,13 @@ def compare_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str,
     if made != now_stamp:
         return "skipped", [f"baseline {path} was made with {made}, this run is {now_stamp}: "
                            "not compared"]
+    governs = getattr(result.threshold, "metric", None)
+    transform = (result.details or {}).get("governing_transform")
+    twice = f"{governs}[{transform}]" if governs and transform else None
     drift = []
     for name, before in before_all.items():
+        if name == twice and name not in result.metrics:
+            continue  # the governing metric, compared under its own name
         metric = result.metrics.get(name)
         now = None if metric is None else _value(metric)
         if metric is None:

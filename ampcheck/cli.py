@@ -37,10 +37,16 @@ _positive_int, _non_negative_int, _positive_float = (
     argtypes.positive_int, argtypes.non_negative_int, argtypes.positive_float)
 
 
+#: The options of the synthetic data set (``dest`` names; the option is ``--`` + it). Their
+#: defaults are None, so that ``run`` can tell which were given.
+SYNTH_OPTIONS = ("size", "n", "box", "apix", "snr", "seed")
+
+
 def _add_synth_options(p: argparse.ArgumentParser, size: str) -> None:
     from .data.synthetic import SIZES
 
-    p.add_argument("--size", choices=list(SIZES), default=size,
+    p.set_defaults(default_size=size)
+    p.add_argument("--size", choices=list(SIZES),
                    help="preset: standard (24 px, 1,250 images), ci (64 px, 2,000), paper "
                         f"(128 px, 50,000), tiny (32 px, 48); default {size}")
     p.add_argument("--n", type=_positive_int, help="number of images (overrides the preset)")
@@ -48,14 +54,19 @@ def _add_synth_options(p: argparse.ArgumentParser, size: str) -> None:
     p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
     p.add_argument("--snr", type=_positive_float,
                    help="signal-to-noise ratio (default 0.1; 'inf' for noiseless)")
-    p.add_argument("--seed", type=argtypes.seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=argtypes.seed, help="random seed (default 0)")
 
 
 def _synth_config(args: argparse.Namespace):
     from .data.synthetic import SynthConfig
 
-    return SynthConfig.preset(args.size, n=args.n, D=args.box, apix=args.apix, snr=args.snr,
-                              seed=args.seed)
+    return SynthConfig.preset(args.size or args.default_size, n=args.n, D=args.box,
+                              apix=args.apix, snr=args.snr, seed=args.seed)
+
+
+def _given(args: argparse.Namespace, names) -> list[str]:
+    """The options among ``names`` (``dest`` names, default None) given on the command line."""
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -78,11 +89,29 @@ def _refuse_existing(out: Path, names, force: bool, hint: str = "") -> None:
                               "for another directory")
 
 
+#: ``ampcheck run``'s training options and their defaults (None on the parser, so that
+#: ``--data-only``, which trains nothing, can refuse them).
+RUN_TRAINING = {"budget": "standard", "seeds": 1, "device": "auto"}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .outdir import OutputDir
     from .report import REPORT_PARTS
 
     particles = _particle_spec(args)  # usage errors before any folder is made
+    _refuse_idle_options(args, particles)
+    for name, default in RUN_TRAINING.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.data_only and (particles is not None or args.data):  # nothing to write in OUT
+        if particles is not None:
+            data = _open_particles(particles)
+        else:
+            from .data.particles import ParticleDataset
+
+            data = ParticleDataset.from_dir(args.data)
+        print(_describe(data))
+        return 0
     with OutputDir(args.out, "ampcheck run") as held:
         out = held.path
         if not args.data_only:  # refuse before any work
@@ -91,15 +120,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
             resolve_device(args.device)
             _refuse_existing(out, REPORT_PARTS, args.force, " (the whole report is replaced)")
         if particles is not None:
-            data = _open_particles(particles)
-            if args.data_only:
-                print(_describe(data))
-                return 0
-            return _run_battery(data, particles, out / REPORT_JSON, args)
+            return _run_battery(_open_particles(particles), particles, out / REPORT_JSON, args)
         data_dir = Path(args.data) if args.data else _run_data(out / "data", args)
         if args.data_only:
             return 0
         return _run_battery(None, data_dir, out / REPORT_JSON, args)
+
+
+def _refuse_idle_options(args: argparse.Namespace, particles: dict | None) -> None:
+    """Refuse options that would do nothing: the synthetic data set's with ``--particles`` or
+    ``--data`` (no data set is generated), the training options with ``--data-only``."""
+    source = "--particles" if particles is not None else "--data" if args.data else None
+    idle = _given(args, SYNTH_OPTIONS) if source else []
+    if idle:
+        raise ConfigError(f"{', '.join(idle)} given with {source}: "
+                          f"{'they describe' if len(idle) > 1 else 'it describes'} the embedded "
+                          f"synthetic data set, which {source} replaces; expected "
+                          f"{'them' if len(idle) > 1 else 'it'} without {source}")
+    idle = _given(args, RUN_TRAINING) if args.data_only else []
+    if idle:
+        raise ConfigError(f"{', '.join(idle)} given with --data-only, which trains nothing; "
+                          f"expected {'them' if len(idle) > 1 else 'it'} without --data-only")
 
 
 def _run_data(data_dir: Path, args: argparse.Namespace) -> Path:
@@ -556,19 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "./ampcheck-out)")
     run.add_argument("--force", action="store_true", help="replace existing outputs")
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    run.add_argument("--budget", choices=list(BUDGETS), default="standard",
+    run.add_argument("--budget", choices=list(BUDGETS),
                      help="training budget of every variant (default standard: informative in "
                           "minutes on a CPU; full: the paper's settings, for a GPU)")
-    run.add_argument("--seeds", type=_positive_int, default=1,
+    run.add_argument("--seeds", type=_positive_int,
                      help="training seeds per variant (default 1)")
-    run.add_argument("--device", type=argtypes.device, default="auto",
+    run.add_argument("--device", type=argtypes.device,
                      help="auto (default), cpu or cuda[:N]")
     run.add_argument("--data", metavar="DIR",
                      help="an existing data set directory to check on, instead of generating "
                           "the embedded one in OUT/data")
     run.add_argument("--data-only", action="store_true",
                      help="only generate (or reuse) the data set and summarise it; with "
-                          "--particles: only read and check the particle files")
+                          "--particles or --data: only read and check the files (OUT is not "
+                          "made)")
     _add_particle_options(run)
     _add_synth_options(run, "standard")
     run.set_defaults(func=_cmd_run)

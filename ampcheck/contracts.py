@@ -97,7 +97,10 @@ class Dataset(Protocol):
 class TruthVolumes(Protocol):
     """Optional: the data set knows ground-truth volumes at some conformations (an ampcheck
     synthetic data set does; real data do not). ``truth_volumes()`` returns them, an empty
-    tuple when there are none."""
+    tuple when there are none; ``has_truth_volumes()`` says whether there are any without
+    reading them (a map is megabytes: it is read only when a check compares volumes)."""
+
+    def has_truth_volumes(self) -> bool: ...
 
     def truth_volumes(self) -> tuple[TruthVolume, ...]: ...
 
@@ -108,8 +111,8 @@ class DataCapabilities:
 
     Attributes:
         family: the kind of images (``"cryoem"``, ``"mnist"``; ``""`` when not declared).
-        truth_volumes: ground-truth volumes exist (``data.truth_volumes()`` is not empty), so
-            decoded volumes can be compared with the truth.
+        truth_volumes: ground-truth volumes exist (``data.has_truth_volumes()``), so decoded
+            volumes can be compared with the truth.
     """
 
     family: str = ""
@@ -118,9 +121,9 @@ class DataCapabilities:
 
 def data_capabilities(data: Any) -> DataCapabilities:
     """The :class:`DataCapabilities` of ``data``: its declared ``family``, and whether it
-    implements :class:`TruthVolumes` with at least one volume."""
+    implements :class:`TruthVolumes` and has a volume (no volume is read to know it)."""
     family = getattr(type(data), "family", "")
-    volumes = isinstance(data, TruthVolumes) and len(data.truth_volumes()) > 0
+    volumes = isinstance(data, TruthVolumes) and data.has_truth_volumes()
     return DataCapabilities(family=family if isinstance(family, str) else "",
                             truth_volumes=bool(volumes))
 

@@ -145,14 +145,16 @@ class OutputDir:
     """An output directory held by this process for one command (a context manager).
 
     On entry the path is validated (a folder, writable), created, and locked (a second ampcheck
-    writer gets :class:`~ampcheck.errors.BusyError` naming this one); a report commit that a
-    killed predecessor began is finished, its other leftovers are removed. On exit the lock is
-    released, and a directory this command created and left empty is removed.
+    writer gets :class:`~ampcheck.errors.BusyError` naming this one, at once or after waiting
+    ``wait`` seconds for it to finish); a report commit that a killed predecessor began is
+    finished, its other leftovers are removed. On exit the lock is released, and a directory
+    this command created and left empty is removed.
     """
 
-    def __init__(self, path: str | os.PathLike, command: str, what: str = "--out"):
+    def __init__(self, path: str | os.PathLike, command: str, what: str = "--out", *,
+                 wait: float = 0.0):
         self.path = _real(path)
-        self.command, self.what = command, what
+        self.command, self.what, self.wait = command, what, float(wait)
         self._fd: int | None = None
         self._created = False
 
@@ -165,15 +167,26 @@ class OutputDir:
         except OSError as err:
             raise output_error(out, err) from None
         if fcntl is not None:
-            try:
-                self._fd = _flock(out / LOCK, exclusive=True)
-            except BlockingIOError:
-                self._drop_created()
-                raise BusyError(f"{out} is in use by another ampcheck process "
-                                f"({_holder(out / LOCK)}); wait for it to finish or choose "
-                                f"another {self.what}") from None
-            except OSError as err:
-                raise output_error(out / LOCK, err) from None
+            deadline = time.monotonic() + self.wait
+            while self._fd is None:
+                try:
+                    self._fd = _flock(out / LOCK, exclusive=True)
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    self._drop_created()
+                    waited = f" for {self.wait:g} s" if self.wait else ""
+                    raise BusyError(f"{out} is in use by another ampcheck process "
+                                    f"({_holder(out / LOCK)}){waited}; wait for it to finish "
+                                    f"or choose another {self.what}") from None
+                except FileNotFoundError as err:  # the holder we waited for removed it, empty
+                    if out.is_dir():
+                        raise output_error(out / LOCK, err) from None
+                    out.mkdir(parents=True, exist_ok=True)
+                    self._created = True
+                except OSError as err:
+                    raise output_error(out / LOCK, err) from None
             os.ftruncate(self._fd, 0)
             os.write(self._fd, json.dumps({"pid": os.getpid(), "host": _HOST,
                                            "command": self.command,

@@ -100,10 +100,12 @@ from ._plugin_config import AmpcheckSettings, add_options, check_options, resolv
 from ._plugin_records import RECORDS, SENT, ReportMerger, section, session_report, write_summary
 from ._plugin_records import REPORT_CHECK_FIELDS as REPORT_CHECK_FIELDS
 from ._plugin_session import (
+    DATA_CACHE_KEY,
     OPTIONS_MARKER,
     SESSION,
     AmpcheckSession,
     CheckRunner,
+    data_cache_dir,
     item_cases,
     load_model_factory,
     model_cases,
@@ -169,6 +171,14 @@ def pytest_configure(config: pytest.Config) -> None:
     state = AmpcheckSession(config, resolve_settings(config))
     config.stash[SESSION] = state
     config.pluginmanager.register(ReportMerger(state), "ampcheck-report-merger")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist's controller: without pytest's cache (which they share anyway) its
+    workers share its temporary data cache, so that they make the synthetic data set once."""
+    if getattr(node.config, "cache", None) is None:
+        node.workerinput[DATA_CACHE_KEY] = str(data_cache_dir(node.config))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

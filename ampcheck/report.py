@@ -657,7 +657,9 @@ def _invariance_plot(a: Arrays, metrics: Json, model: str) -> Plot:
                                          linewidths=0.5, alpha=0.3))
         points = ax.scatter(*emb[0].T, s=size, marker="o", **colour.kw(0))
         ax.scatter(*xy.T, s=size * 1.3, marker="x", linewidths=0.7, **colour.kw(0))
-        shift = _metric_text(metrics, f"displacement[{name}]")
+        # the governing transform's is "displacement" alone (older reports hold both)
+        key = f"displacement[{name}]"
+        shift = _metric_text(metrics, key if key in metrics else "displacement")
         _style(ax, method, name + ("" if shift == "—" else f": displacement {shift}"))
     _legend(fig, [("original image", {"marker": "o", "ls": "", "color": _GREY}),
                   ("transformed copy", {"marker": "x", "ls": "", "color": _GREY}),

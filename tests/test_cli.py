@@ -98,6 +98,50 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     assert "--force" in capsys.readouterr().err
 
 
+def test_run_defaults_to_the_informative_standard_budget_and_data_set(tmp_path, monkeypatch):
+    from ampcheck import cli
+    from ampcheck.data.synthetic import SynthConfig
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run_data",
+                        lambda folder, args: seen.update(data=cli._synth_config(args)) or folder)
+    monkeypatch.setattr(cli, "_run_battery", lambda data, source, report, args: seen.update(
+        budget=args.budget, seeds=args.seeds, device=args.device) or 0)
+    assert main(["run", "--out", str(tmp_path / "o")]) == 0
+    assert seen == {"data": SynthConfig.preset("standard"), "budget": "standard", "seeds": 1,
+                    "device": "auto"}
+    synth = cli.build_parser().parse_args(["synth", "--out", "d"])
+    assert cli._synth_config(synth) == SynthConfig.preset("standard")
+
+
+@pytest.mark.parametrize("given, refused", [
+    (["--particles", "p.star", "--size", "tiny"], "--size given with --particles: it describes"),
+    (["--data", "d", "--snr", "0.5", "--seed", "3"], "--snr, --seed given with --data: they"),
+    (["--data-only", "--budget", "full", "--device", "cpu"],
+     "--budget, --device given with --data-only, which trains nothing"),
+])
+def test_run_refuses_options_that_would_do_nothing(tmp_path, capsys, given, refused):
+    assert main(["run", "--out", str(tmp_path / "a" / "o"), *given]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ampcheck: error: {refused}"), err
+    assert not (tmp_path / "a").exists()  # refused before any work
+
+
+def test_run_data_only_on_given_files_reads_them_and_makes_no_output_folder(tmp_path, capsys):
+    from pathlib import Path
+
+    from ampcheck.outdir import OutputDir
+
+    tiny = Path(__file__).resolve().parents[1] / "fixtures" / "tiny"
+    busy = tmp_path / "busy"
+    with OutputDir(busy, "ampcheck train"):  # nothing is written there: not in the way
+        for given in (["--particles", str(tiny / "particles.star")], ["--data", str(tiny)]):
+            for out in (busy, tmp_path / "a" / "o"):
+                assert main(["run", "--data-only", "--out", str(out), *given]) == 0
+                assert "48 images of 32 x 32 px" in capsys.readouterr().out
+    assert not (tmp_path / "a").exists()
+
+
 def test_every_entry_point_defaults_to_the_informative_standard_budget_and_data_set():
     import inspect
 
@@ -106,9 +150,6 @@ def test_every_entry_point_defaults_to_the_informative_standard_budget_and_data_
     from ampcheck.cli import build_parser
     from ampcheck.data.synthetic import SIZES, SynthConfig
 
-    args = build_parser().parse_args(["run"])
-    assert (args.budget, args.size) == ("standard", "standard")
-    assert build_parser().parse_args(["synth", "--out", "d"]).size == "standard"
     assert build_parser().parse_args(["train", "--out", "r"]).budget == "standard"
     for fn in (check_vae, subject_from, check_cryodrgn):
         assert inspect.signature(fn).parameters["budget"].default == "standard", fn

@@ -92,6 +92,27 @@ def test_a_synthetic_set_serves_its_own_truth_volumes(tiny):
     assert data_capabilities(train_view).truth_volumes
 
 
+def test_the_truth_volumes_capability_is_read_from_the_manifest_without_reading_a_map(
+        tmp_path, monkeypatch):
+    from ampcheck.cryoem import mrc
+
+    reads = []
+    monkeypatch.setattr(mrc, "read_mrc", lambda path, *a, **kw: reads.append(path) or
+                        read_mrc(path, *a, **kw))
+    folder = tmp_path / "set"  # a copy: no earlier test's volumes in the cache
+    shutil.copytree(TINY, folder)
+    data = ParticleDataset.from_dir(folder)
+    subject = subject_from("cryoem", data, budget="smoke")
+    assert subject.capabilities.truth_volumes and reads == []  # building the subject ...
+    assert data_capabilities(data.split(0.25, seed=0)[0]).truth_volumes
+    assert data.has_truth_volumes() and reads == []  # ... and asking read no map ...
+    assert len(data.truth_volumes()) == 4 and len(reads) == 4  # ... a check that needs them does
+    for f in (folder / "volumes").glob("class*.mrc"):  # listed, but gone
+        f.unlink()
+    (folder / "manifest.json").touch()  # a new version of the set
+    assert not data.has_truth_volumes() and data.truth_volumes() == ()
+
+
 def test_a_stack_without_a_manifest_has_no_truth_volumes(no_volumes):
     assert no_volumes.truth_volumes() == ()
     assert data_capabilities(no_volumes) == DataCapabilities("cryoem", truth_volumes=False)

@@ -146,15 +146,49 @@ def test_shift_invariance_is_governed_by_its_first_transform(digits):
                              options={"shift_transforms": list(order)}, budget="smoke")[0]
             for order in (("roll:1", "roll:5"), ("roll:5", "roll:1"))}
     one, five = runs[("roll:1", "roll:5")], runs[("roll:5", "roll:1")]
-    d1, d5 = one.metrics["displacement[roll(0,1)]"], one.metrics["displacement[roll(0,5)]"]
+    d1, d5 = one.metrics["displacement"], one.metrics["displacement[roll(0,5)]"]
     assert d1.value < d5.value  # the 5-px shift moves this encoder further ...
-    assert one.metrics["displacement"] == d1  # ... but the paper's 1-px probe governs
-    assert five.metrics["displacement"] == five.metrics["displacement[roll(0,5)]"]
+    assert one.threshold.metric == "displacement"  # ... but the paper's 1-px probe governs
+    assert (five.metrics["displacement"], five.metrics["displacement[roll(0,1)]"]) == (d5, d1)
     assert one.details["governing_transform"] == "roll(0,1)"
     for r in runs.values():  # every metric of the check holds its value in its interval
         for name, m in r.metrics.items():
             if np.isfinite(m.lo):
                 assert m.lo <= m.value <= m.hi, (name, m)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("check, transforms", [("shift_invariance", ["roll:1", "roll:5"]),
+                                               ("rotation_invariance", ["rot90:1", "rot90:2"])])
+def test_invariance_reports_each_transform_once_so_a_drift_once(digits, tmp_path, check,
+                                                                 transforms):
+    import dataclasses
+    import json
+
+    from ampcheck.baselines import Tolerance, compare_baseline, write_baseline
+    from ampcheck.results import Metric
+
+    options = {f"{check.split('_')[0]}_transforms": transforms}
+    (r,) = check_vae(_Projection(digits.images(np.arange(500))), digits, checks=[check],
+                     options=options)
+    governs, other = r.details["transforms"]
+    moves = sorted(k for k in r.metrics if k.startswith("displacement"))
+    assert moves == ["displacement", f"displacement[{other}]"]  # none for {governs}
+    assert r.details["governing_transform"] == governs
+    d = r.metrics["displacement"]
+    drifted = dataclasses.replace(r, metrics={**r.metrics, "displacement": Metric(
+        d.value + 1, d.higher_is_better, d.lo + 1, d.hi + 1)})
+    path = tmp_path / "baseline.json"
+    write_baseline(path, r, Tolerance(), "smoke", options)
+    older = json.loads(path.read_text())  # a baseline that stored it twice, as they once did
+    older["metrics"][f"displacement[{governs}]"] = older["metrics"]["displacement"]
+    for stored in (None, older):
+        if stored is not None:
+            path.write_text(json.dumps(stored))
+        assert compare_baseline(path, r, Tolerance(), "smoke", options)[0] == "ok"
+        status, notes = compare_baseline(path, drifted, Tolerance(), "smoke", options)
+        assert status == "drift" and len(notes) == 2, notes  # a heading, one metric
+        assert notes[1].startswith("  displacement: "), notes
 
 
 def test_an_empty_list_of_transforms_is_refused(digits):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import tempfile
@@ -673,6 +674,44 @@ def test_old_single_block_star(tmp_path):
     np.testing.assert_allclose(sp.trans, [[4 / 32, -8 / 32]])  # pixels, then / D
     np.testing.assert_allclose(sp.rot[0], _relion_matrix(0, 90, 0), atol=1e-6)
     np.testing.assert_allclose(sp.ctf[0], [32, 2.0, 10000, 9000, 45, 300, 2.7, 0.1, 5.0])
+
+
+def _star_with_both_origins(pixels: list[str]) -> str:
+    """``_STAR31`` with pixel origins beside its Å ones (3 Å, -1.5 Å at 1.5 Å/px: 2 px, -1 px;
+    then 0, 0); ``pixels``: the two particles' ``"x y"`` in pixels."""
+    head, rows = _STAR31.split("_rlnOpticsGroup #10\n")
+    rows = [f"{row} {px}" for row, px in zip(rows.strip().splitlines(), pixels, strict=True)]
+    return head + "_rlnOpticsGroup #10\n_rlnOriginX #11\n_rlnOriginY #12\n" + "\n".join(rows) + "\n"
+
+
+def test_star_with_pixel_and_angstrom_origins_is_read_from_the_pixel_columns(tmp_path):
+    path = tmp_path / "both.star"
+    path.write_text(_star_with_both_origins(["2.000001 -1.0", "0 0"]))  # agree, rounded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sp = io.read_star_particles(path)
+    np.testing.assert_allclose(sp.trans, [[2 / 64, -1 / 64], [0, 0]], atol=1e-6)
+    path.write_text(_star_with_both_origins(["2.0 -1.0", "0.5 -3.0"]))  # a stale pixel column
+    with pytest.warns(UserWarning, match=r"both\.star: _rlnOriginX/Y \(pixels\) and "
+                                         r"_rlnOriginX/YAngst .* disagree on 1 particle\(s\), by "
+                                         r"up to 3 px \(first: particle 1, .*using _rlnOriginX/Y"):
+        sp = io.read_star_particles(path)
+    np.testing.assert_allclose(sp.trans, [[2 / 64, -1 / 64], [0.5 / 64, -3 / 64]], atol=1e-7)
+
+
+def test_star_with_both_origins_gives_cryodrgns_poses(tmp_path):
+    parse = pytest.importorskip("cryodrgn.commands.parse_pose_star",
+                                reason="cryodrgn is not installed in this environment")
+    path = tmp_path / "both.star"
+    path.write_text(_star_with_both_origins(["2.5 -1.0", "0.5 -3.0"]))
+    parse.main(argparse.Namespace(input=str(path), outpkl=str(tmp_path / "poses.pkl"), D=None,
+                                  Apix=None))
+    with open(tmp_path / "poses.pkl", "rb") as f:
+        rot, trans = pickle.load(f)
+    with pytest.warns(UserWarning, match="disagree on 2 particle"):
+        sp = io.read_star_particles(path)
+    np.testing.assert_allclose(sp.trans, trans, atol=1e-6)
+    np.testing.assert_allclose(sp.rot, rot, atol=1e-6)
 
 
 def test_star_missing_columns_are_listed(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from ampcheck import outdir
 from ampcheck.cli import main, open_run
 from ampcheck.errors import BusyError, InputError
-from ampcheck.outdir import OutputDir, reading, staged
+from ampcheck.outdir import LOCK, OutputDir, reading, staged
 
 
 def one_error(capsys, *words: str) -> str:
@@ -89,6 +90,18 @@ def test_a_run_being_read_cannot_be_written(tmp_path):
             pass
     with OutputDir(run, "ampcheck train"):  # free again
         pass
+
+
+def test_a_writer_that_waits_gets_the_folder_once_the_holder_lets_go(tmp_path):
+    held = OutputDir(tmp_path / "d", "ampcheck synth")
+    held.__enter__()  # it created the folder: it removes it, empty, when it lets go
+    threading.Timer(0.3, held.__exit__, (None, None, None)).start()
+    with OutputDir(tmp_path / "d", "pytest", wait=30) as waited:
+        assert json.loads((waited.path / LOCK).read_text())["command"] == "pytest"
+    with OutputDir(tmp_path / "d", "ampcheck synth"):
+        with pytest.raises(BusyError, match=r"`ampcheck synth`.* for 0\.2 s; wait for it"):
+            with OutputDir(tmp_path / "d", "pytest", wait=0.2):
+                pass
 
 
 # ----------------------------------------------------------------------------- --force

@@ -229,6 +229,60 @@ def test_show(ampcheck_data):
     assert len(made) == 1 and ".pytest_cache" in str(made[0])
 
 
+SLOW_GENERATOR = '''
+"""The "tiny" set stands in for the "ci" one; its generation is slowed, and logged."""
+import os
+import time
+
+from ampcheck.data import synthetic
+
+_preset, _write = synthetic.SynthConfig.preset.__func__, synthetic._write
+
+
+def _slow_write(folder, *args):
+    with open({log!r}, "a") as log:
+        log.write(f"{{os.getpid()}}\\n")
+    manifest = _write(folder, *args)
+    time.sleep(3)  # written, not yet in place: the other worker asks for the data meanwhile
+    return manifest
+
+
+synthetic.SynthConfig.preset = classmethod(lambda cls, size="ci", **kw: _preset(cls, "tiny", **kw))
+synthetic._write = _slow_write
+'''
+
+READ_DATA = '''
+import hashlib
+import os
+
+
+def test_read(ampcheck_data):
+    folder = ampcheck_data.stack.path.parent
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(folder).as_posix().encode() + f.read_bytes())
+    with open({log!r}, "a") as log:
+        log.write(f"{{os.getpid()}} {{folder}} {{len(ampcheck_data)}} {{digest.hexdigest()}}\\n")
+'''
+
+
+@pytest.mark.parametrize("cache", [[], ["-p", "no:cacheprovider"]], ids=["cache", "no-cache"])
+def test_xdist_workers_generate_the_synthetic_data_once_and_read_it_whole(project, cache):
+    pytest.importorskip("xdist")
+    made, reads = project.path / "made.log", project.path / "reads.log"
+    project.makeconftest(SLOW_GENERATOR.format(log=str(made)))
+    project.makepyfile(test_data=READ_DATA.format(log=str(reads)))
+    # --dist each: both workers run the test, so both need the data at the same time
+    result = project.runpytest_subprocess("-p", "xdist", "-n", "2", "--dist", "each", *cache,
+                                          "--ampcheck-data", "synthetic", timeout=300)
+    result.assert_outcomes(passed=2)
+    assert len(made.read_text().splitlines()) == 1  # one process generated it
+    rows = [line.split() for line in reads.read_text().splitlines()]
+    assert len({pid for pid, *_ in rows}) == 2  # two workers read it ...
+    assert len({tuple(rest) for _, *rest in rows}) == 1  # ... the same folder, bytes, size
+    assert rows[0][2] == "48"
+
+
 def test_an_expected_failure_that_passes_fails_the_run(project):
     project.makepyfile(test_user=_test_module(
         "[tiny_vae]", '["amortization_gap"]',

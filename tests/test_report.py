@@ -61,7 +61,7 @@ def battery() -> list[CheckResult]:
                                            "moved[rot90(1)]": -mu, "truth[z_continuous]": z,
                                            "slices[image]": slices["slices[encoder]"],
                                            "slices[moved]": slices["slices[vlt]"]},
-               extra={"displacement[roll(0,1)]": Metric(0.9, False)}),
+               extra={"displacement[rot90(1)]": Metric(0.9, False)}),
         result("evil_twin", "WARN", value=0.3, details={"twin_encoder": "large", "n": 40}),
         result("vlt_equivalence", "PASS", value=0.1, arrays={
             "mu[encoder]": mu, "mu[vlt]": latents(seed=2), "truth[z_class]": cls,
@@ -139,6 +139,18 @@ def test_invariance_checks_show_the_volumes_at_an_image_and_at_its_copy(page):
     assert "decoded at each image&#x27;s latent μ(x) and at its transformed copy&#x27;s" \
         in section
     assert len(pngs(section)) == 2  # the latent map and the volumes
+
+
+def test_invariance_panels_name_each_transforms_displacement(monkeypatch):
+    titles = []
+    monkeypatch.setattr(rp, "_style", lambda ax, method, title: titles.append(title))
+    mu = latents()
+    metrics = {"displacement": Metric(0.7, False, 0.6, 0.8).to_dict(),  # roll(0,1) governs
+               "displacement[rot90(1)]": Metric(0.9, False, 0.85, 0.95).to_dict()}
+    assert rp._invariance_plot({"mu": mu, "moved[roll(0,1)]": mu + 0.5, "moved[rot90(1)]": -mu},
+                               metrics, "m") is not None
+    assert titles == ["roll(0,1): displacement 0.7 [0.6, 0.8]",
+                      "rot90(1): displacement 0.9 [0.85, 0.95]"]
 
 
 def test_page_shows_training_runs_and_reading_guide(page):

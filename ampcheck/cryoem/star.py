@@ -149,14 +149,47 @@ def _one_value(x: np.ndarray, name: str, path: Path, rtol: float = 0.0,
                      f"expected one {name[:-1]} for the whole data set: {fix}")
 
 
+_ORIGIN_ROUNDING_PX = 0.01  # pixel and Å origins closer than this agree (values rounded)
+
+
+def _origins_px(p: pd.DataFrame, apix: float, path: Path) -> np.ndarray:
+    """``(N, 2)`` origins in pixels, as cryoDRGN 4.3.1's ``parse_pose_star`` reads them:
+    ``_rlnOriginX/Y`` (pixels) where the star has both, else ``_rlnOriginX/YAngst`` / apix,
+    else 0.
+
+    A star with both (RELION 3.1 writes only Å; a converter may keep stale pixel columns)
+    whose two disagree by more than rounding gets a warning naming both: cryoDRGN, and so
+    ampcheck, train on the pixel columns."""
+    columns = set(p.columns)
+    pixels = angst = None
+    if {"rlnOriginX", "rlnOriginY"} <= columns:
+        pixels = np.stack([_numeric(p, "rlnOriginX", path), _numeric(p, "rlnOriginY", path)], 1)
+    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= columns:
+        angst = np.stack([_numeric(p, "rlnOriginXAngst", path),
+                          _numeric(p, "rlnOriginYAngst", path)], 1) / apix
+    if pixels is not None and angst is not None:
+        off = np.abs(pixels - angst).max(axis=1)
+        if (off > _ORIGIN_ROUNDING_PX).any():
+            k = int(np.argmax(off > _ORIGIN_ROUNDING_PX))
+            warnings.warn(f"{path}: _rlnOriginX/Y (pixels) and _rlnOriginX/YAngst (Å, / "
+                          f"{apix:g} Å/px) disagree on {int((off > _ORIGIN_ROUNDING_PX).sum())} "
+                          f"particle(s), by up to {off.max():.3g} px (first: particle {k}, "
+                          f"0-based, ({pixels[k, 0]:g}, {pixels[k, 1]:g}) px against "
+                          f"({angst[k, 0]:g}, {angst[k, 1]:g}) px); using _rlnOriginX/Y, as "
+                          "cryoDRGN's parse_pose_star does", stacklevel=3)
+    if pixels is not None:
+        return pixels
+    return angst if angst is not None else np.zeros((len(p), 2))
+
+
 def read_star_particles(path: PathLike, D: int | None = None, apix: float | None = None, *,
                         fallback_D: int | None = None,
                         fallback_apix: float | None = None) -> StarParticles:
     """Read poses and CTF of a RELION 3.0 or 3.1+ ``.star`` file, as cryoDRGN's parse scripts do.
 
     Angles ``(_rlnAngleRot, _rlnAngleTilt, _rlnAnglePsi)`` become rotations (:func:`R_from_relion`);
-    translations ``_rlnOriginX/YAngst`` (Å, / apix) or ``_rlnOriginX/Y`` (pixels), divided by
-    ``D``, become fractions of the box (no sign flip); missing origins are 0. ``D`` and ``apix``
+    translations ``_rlnOriginX/Y`` (pixels) or else ``_rlnOriginX/YAngst`` (Å, / apix), divided
+    by ``D``, become fractions of the box (no sign flip); missing origins are 0. ``D`` and ``apix``
     (image size in pixels and Å/pixel of the images the star describes) come from the optics table
     (each particle's optics group; groups that differ in them are refused); the arguments
     override it. ``fallback_D`` / ``fallback_apix`` are used only where the star gives none (an
@@ -198,15 +231,8 @@ def read_star_particles(path: PathLike, D: int | None = None, apix: float | None
     euler = np.stack([_numeric(p, c, path) for c in ("rlnAngleRot", "rlnAngleTilt",
                                                       "rlnAnglePsi")], axis=1)
     rot = R_from_relion(euler)
-    trans = np.zeros((n, 2))
     with np.errstate(all="ignore"):  # an overflow is non-finite and refused by check_poses
-        if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(p.columns):
-            trans[:, 0] = _numeric(p, "rlnOriginXAngst", path) / apix
-            trans[:, 1] = _numeric(p, "rlnOriginYAngst", path) / apix
-        elif {"rlnOriginX", "rlnOriginY"} <= set(p.columns):
-            trans[:, 0] = _numeric(p, "rlnOriginX", path)
-            trans[:, 1] = _numeric(p, "rlnOriginY", path)
-        trans /= D
+        trans = _origins_px(p, apix, path) / D
     rot32, trans32 = check_poses(path, rot, trans, None)
     phase = _numeric(p, "rlnPhaseShift", path) if "rlnPhaseShift" in p.columns else np.zeros(n)
     ctf = np.stack([np.full(n, float(D)), np.full(n, apix),

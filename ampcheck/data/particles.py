@@ -333,16 +333,30 @@ class ParticleDataset(IndexedView):
         """The file the images come from (``.mrcs``, ``.txt`` or ``.star``)."""
         return str(self._stack.path)
 
+    def has_truth_volumes(self) -> bool:
+        """Whether :meth:`truth_volumes` has any, from the manifest alone (no map is read):
+        it lists volumes with a conformation whose files exist, on this stack's grid."""
+        listed = self._listed_volumes()
+        return listed is not None and bool(listed[1]) and listed[0] == self.D
+
     def truth_volumes(self) -> tuple[TruthVolume, ...]:
         """The ground-truth volumes ``(D, D, D)`` at known conformations: those the
         ``manifest.json`` of an ampcheck synthetic data set beside the stack lists (with a
         ``z_continuous`` and ``z_class``, on this stack's pixel grid); empty for any other data
-        (real stacks have none). Read once per manifest version and shared by every view."""
-        manifest = self._stack.path.parent / "manifest.json"
-        if not manifest.is_file():
+        (real stacks have none). Read when first asked for, once per manifest version, and
+        shared by every view."""
+        if not self.has_truth_volumes():
             return ()
+        manifest = self._stack.path.parent / "manifest.json"
         return tuple(v for v in _manifest_volumes(str(manifest), manifest.stat().st_mtime_ns)
                      if v.volume.shape == (self.D,) * 3)
+
+    def _listed_volumes(self) -> tuple[int | None, tuple[tuple[float, int, Path], ...]] | None:
+        """:func:`_manifest_listing` of the manifest beside the stack; None without one."""
+        manifest = self._stack.path.parent / "manifest.json"
+        if not manifest.is_file():
+            return None
+        return _manifest_listing(str(manifest), manifest.stat().st_mtime_ns)
 
     def __repr__(self) -> str:
         parts = [p for p, a in (("poses", self._rot), ("ctf", self._ctf)) if a is not None]
@@ -379,24 +393,36 @@ def _check_truth(where: str, key: str, value: Any) -> np.ndarray:
     return value
 
 
-@functools.lru_cache(maxsize=4)
-def _manifest_volumes(manifest: str, mtime_ns: int) -> tuple[TruthVolume, ...]:
-    """The volumes a synthetic data set's manifest lists with a conformation (``mtime_ns``
-    keys the cache: a regenerated set is read again); none for a manifest not ampcheck's."""
-    from ampcheck.cryoem.mrc import read_mrc
-
+@functools.lru_cache(maxsize=16)
+def _manifest_listing(manifest: str, mtime_ns: int
+                      ) -> tuple[int | None, tuple[tuple[float, int, Path], ...]]:
+    """``(D, volumes)`` of a synthetic data set's manifest: its image size and the volumes it
+    lists with a conformation whose files exist, ``(z_continuous, z_class, path)``; ``(None,
+    ())`` for a manifest not ampcheck's (``mtime_ns`` keys the cache: a regenerated set is
+    read again)."""
     try:
         entries = json.loads(Path(manifest).read_text())
     except (OSError, ValueError):
-        return ()
+        return None, ()
     if not isinstance(entries, dict) or entries.get("generator") != "ampcheck.data.synthetic":
-        return ()
+        return None, ()
     root = Path(manifest).parent
-    return tuple(TruthVolume(float(v["z_continuous"]), int(v["z_class"]),
-                             read_mrc(root / v["file"])[0])
-                 for v in entries.get("volumes", [])
-                 if v.get("z_continuous") is not None and v.get("z_class") is not None
-                 and (root / v["file"]).is_file())
+    D = entries.get("D")
+    return (D if isinstance(D, int) else None,
+            tuple((float(v["z_continuous"]), int(v["z_class"]), root / v["file"])
+                  for v in entries.get("volumes", [])
+                  if v.get("z_continuous") is not None and v.get("z_class") is not None
+                  and (root / v["file"]).is_file()))
+
+
+@functools.lru_cache(maxsize=4)
+def _manifest_volumes(manifest: str, mtime_ns: int) -> tuple[TruthVolume, ...]:
+    """The volumes of :func:`_manifest_listing`, read (the maps: only when a check needs
+    them)."""
+    from ampcheck.cryoem.mrc import read_mrc
+
+    return tuple(TruthVolume(z, cls, read_mrc(path)[0])
+                 for z, cls, path in _manifest_listing(manifest, mtime_ns)[1])
 
 
 def _select(value: np.ndarray | None, name: str | None, what: str, *, keep: np.ndarray, n: int,
