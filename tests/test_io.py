@@ -699,6 +699,7 @@ def test_star_with_pixel_and_angstrom_origins_is_read_from_the_pixel_columns(tmp
     np.testing.assert_allclose(sp.trans, [[2 / 64, -1 / 64], [0.5 / 64, -3 / 64]], atol=1e-7)
 
 
+@pytest.mark.extras
 def test_star_with_both_origins_gives_cryodrgns_poses(tmp_path):
     parse = pytest.importorskip("cryodrgn.commands.parse_pose_star",
                                 reason="cryodrgn is not installed in this environment")
