@@ -64,12 +64,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """With ``AMPCHECK_REQUIRE_EXTRAS`` set (CI, after installing the extras), a test marked
-    ``extras`` that skipped is a failure: its optional package was meant to be there."""
+    """A test that skips for want of cryodrgn must be marked ``extras`` (CI runs those once
+    the extra is installed); with ``AMPCHECK_REQUIRE_EXTRAS`` set (that CI step), a test
+    marked ``extras`` that skipped is a failure: its optional package was meant to be there."""
     outcome = yield
     report = outcome.get_result()
-    if (report.skipped and os.environ.get("AMPCHECK_REQUIRE_EXTRAS")
-            and item.get_closest_marker("extras") is not None):
+    if not report.skipped:
+        return
+    reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+    marked = item.get_closest_marker("extras") is not None
+    if marked and os.environ.get("AMPCHECK_REQUIRE_EXTRAS"):
         report.outcome = "failed"
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"AMPCHECK_REQUIRE_EXTRAS is set, but this test skipped: {reason}"
+    elif not marked and "cryodrgn" in reason.lower():
+        report.outcome = "failed"
+        report.longrepr = (f"skipped for want of cryodrgn ({reason}) but not marked "
+                           "@pytest.mark.extras, so CI would never run it")
