@@ -179,8 +179,10 @@ def _run_battery(data, source: Path | dict, report: Path, args: argparse.Namespa
     if data is None:
         data = ParticleDataset.from_dir(source)
     cache = TrainingCache(show_progress=not args.quiet)
+    from .report import warm_up_embedding
+
     results = main_battery(data, budget=args.budget, seeds=args.seeds, device=args.device,
-                           cache=cache)
+                           cache=cache, meanwhile=warm_up_embedding)
     _finish(report.parent, results, time.perf_counter() - start, _dataset(data, source),
             {"budget": args.budget, "seeds": args.seeds, "trained": cache.summary()})
     return 0

@@ -567,6 +567,14 @@ def _embed(blocks: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
     return np.split(y, np.cumsum([len(b) for b in blocks])[:-1]), method
 
 
+def warm_up_embedding() -> None:
+    """Compile UMAP's numba functions now (a fit of 40 random 8-D points, as :func:`_embed`
+    calls it): 20 s or so of one core that the first report otherwise spends, done by
+    ``ampcheck run`` while its models train in other processes."""
+    x = np.random.default_rng(_SEED).normal(size=(40, 8)).astype(np.float32)
+    _embed([x])
+
+
 def _what(method: str, d: int, joint: str = "") -> str:
     """What the axes of an embedding are, for titles and captions."""
     return f"raw {d}-D latents" if method == "z" else \

@@ -430,9 +430,13 @@ def test_training_ahead_adopts_what_training_here_gives_in_the_order_given(tiny)
 
     cfgs = [quick(device="cpu"), quick(variant="vlt", device="cpu"),
             quick(variant="twin-noise", encoder="large", device="cpu")]
-    ahead = TrainingCache()
-    ahead.train_ahead([(c, tiny) for c in cfgs] + [(cfgs[0], tiny)], processes=2)
+    import os
+
+    ahead, meanwhile = TrainingCache(), []
+    ahead.train_ahead([(c, tiny) for c in cfgs] + [(cfgs[0], tiny)], processes=2,
+                      meanwhile=lambda: meanwhile.append(os.getpid()))
     assert ahead.trained == [TrainingCache.label(c) for c in cfgs]  # once each, in order
+    assert meanwhile == [os.getpid()]  # done here, once, while the others trained
     for cfg, run in zip(cfgs, ahead.runs, strict=True):
         here = train(cfg, tiny, show_progress=False)
         assert [r.loss for r in run.history] == [r.loss for r in here.history]

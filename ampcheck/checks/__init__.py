@@ -257,16 +257,18 @@ INVARIANT_CONTROL = ("shift_invariance", "rotation_invariance", "heldout_general
 
 
 def main_battery(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[int] = 1,
-                 device: str = "auto", cache: TrainingCache | None = None
-                 ) -> list[CheckResult]:
+                 device: str = "auto", cache: TrainingCache | None = None,
+                 meanwhile: Callable[[], Any] | None = None) -> list[CheckResult]:
     """The main job (``ampcheck run``): every check on the cryoDRGN-style VAE (evil twins
     with the paper's large encoder, measured against that VAE as the paper compares its
     Figs 8-9 with Fig. 3), the invariant encoder as the positive control of the
-    invariance checks (:data:`INVARIANT_CONTROL`), and the MNIST control, on one cache."""
+    invariance checks (:data:`INVARIANT_CONTROL`), and the MNIST control, on one cache;
+    its models are trained ahead (``meanwhile``: see :meth:`TrainingCache.train_ahead`)."""
     cache = cache if cache is not None else TrainingCache()
     common = {"budget": budget, "seeds": seeds, "device": device, "cache": cache}
     twins = {"twin_encoder": "large", "twin_baseline": "subject"}  # the paper's §3.3
-    cache.train_ahead(battery_jobs(data, budget=budget, seeds=seeds, device=device))
+    cache.train_ahead(battery_jobs(data, budget=budget, seeds=seeds, device=device),
+                      meanwhile=meanwhile)
     results = check_vae("cryoem:base", data, options=twins, **common)
     results += check_vae("cryoem:invariant", data, checks=INVARIANT_CONTROL, strict=False,
                          **common)  # on data without truth, its held-out check is a SKIP

@@ -218,7 +218,8 @@ class TrainingCache:
         return self._runs[key]
 
     def train_ahead(self, jobs: Sequence[tuple[TrainConfig, Any]],
-                    processes: int | None = None) -> None:
+                    processes: int | None = None,
+                    meanwhile: Callable[[], Any] | None = None) -> None:
         """Train ``jobs``, the ``(config, training data)`` that checks are about to ask for,
         side by side in forked processes of one torch thread each, and adopt the results in
         the order given, so that the checks then find them here.
@@ -228,7 +229,8 @@ class TrainingCache:
         depend on its thread count (``tests/test_train.py``), so the results are those the
         checks would have trained. Only CPU training with at least two jobs and two cores is
         done this way (``processes``: default, one per core); otherwise nothing happens here
-        and the checks train as they ask.
+        and the checks train as they ask. ``meanwhile``: work for this process while the
+        others train (not done when they do not).
         """
         todo, seen = [], set()
         for cfg, data in jobs:
@@ -253,7 +255,10 @@ class TrainingCache:
                       for i, (cfg, data) in enumerate(todo)]
             try:
                 with multiprocessing.get_context("fork").Pool(n) as pool:
-                    for done, i in enumerate(pool.imap_unordered(_train_ahead_job, order), 1):
+                    finished = pool.imap_unordered(_train_ahead_job, order)
+                    if meanwhile is not None:
+                        meanwhile()
+                    for done, i in enumerate(finished, 1):
                         if self.show_progress:
                             logger.info("ampcheck: trained %s, seed %d (%d of %d, %.0f s)",
                                         todo[i][0].describe(), todo[i][0].seed, done,
