@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__
 from . import _argtypes as argtypes
 from .errors import AmpcheckError, ConfigError, InputError
+from .kinds import DEFAULT_BUDGET
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
@@ -91,7 +92,7 @@ def _refuse_existing(out: Path, names, force: bool, hint: str = "") -> None:
 
 #: ``ampcheck run``'s training options and their defaults (None on the parser, so that
 #: ``--data-only``, which trains nothing, can refuse them).
-RUN_TRAINING = {"budget": "standard", "seeds": 1, "device": "auto"}
+RUN_TRAINING = {"budget": DEFAULT_BUDGET, "seeds": 1, "device": "auto"}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
