@@ -641,7 +641,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_parser(sub) -> None:
-    from .kinds import DEFAULT_BUDGET
     from .models.encoders import ENCODER_PRESETS
     from .models.table import TABLE_INITS
     from .train import BUDGETS, VARIANTS, budget_help
