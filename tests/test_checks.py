@@ -76,6 +76,12 @@ def test_bad_names_are_rejected_clearly():
     assert resolve_checks("shift_invariance, shift_invariance") == ["shift_invariance"]
 
 
+def test_the_tables_learning_rate_is_an_option_checked_before_anything_trains(digits):
+    for bad in ("fast", 0, -1e-3, float("nan"), True):
+        with pytest.raises(ConfigError, match="the option table_lr must be a positive number"):
+            check_vae("mnist", digits, checks=["vlt_equivalence"], options={"table_lr": bad})
+
+
 def test_unknown_options_and_missing_capabilities_say_what_to_do(digits):
     with pytest.raises(ConfigError, match="unknown check option.*'twin_encoders'"):
         check_vae(_Pixels(digits.D), digits, options={"twin_encoders": "large"})

@@ -185,6 +185,29 @@ def _variants_trained(subject: Subject) -> dict:
         "epochs": cfg.epochs, "batch_size": cfg.resolved_batch_size, "lr": cfg.resolved_lr}}
 
 
+def _table_lr_option(subject: Subject) -> float | None:
+    """The check option ``table_lr`` (None when not given); a positive number or an error."""
+    rate = subject.options.get("table_lr")
+    if rate is None:
+        return None
+    ok = isinstance(rate, int | float) and not isinstance(rate, bool) and np.isfinite(rate) \
+        and rate > 0
+    if not ok:
+        raise ConfigError(f"the option table_lr must be a positive number, got {rate!r}")
+    return float(rate)
+
+
+def _table_lr_source(subject: Subject, cfg) -> str:
+    """Where the table's learning rate came from, for the details."""
+    if cfg.freeze_table:
+        return "frozen: the table does not train"
+    if subject.options.get("table_lr") is not None:
+        return "the check option table_lr"
+    if cfg.table_lr is not None:
+        return "the training config's table_lr"
+    return "100 x the networks' learning rate (the training config's default)"
+
+
 def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     """Does an encoder fed a fixed other image, or noise, fit as well as one fed the image?"""
     threshold = settings.thresholds["evil_twin"]
@@ -267,6 +290,7 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
 def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     """Does the encoder fit and organise latents as well as a per-image lookup table?"""
     threshold = settings.thresholds["vlt_equivalence"]
+    rate = _table_lr_option(subject)  # before anything trains
     fit, vlt_use, enc_use, point, cka, proc, rec_enc, rec_vlt, info = ([] for _ in range(9))
     vol_auc: dict[str, list[float]] = {}
     overlap: dict[int, list[float]] = {}
@@ -279,7 +303,8 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                                   freeze_table=True, encoder_from=enc)  # the encoder's latents
         else:
             vlt = subject.variant(seed, variant="vlt",
-                                  table_init=subject.options.get("vlt_init", "normal"))
+                                  table_init=subject.options.get("vlt_init", "normal"),
+                                  **({} if rate is None else {"table_lr": rate}))
         u_enc = latent_use(enc, subject.train, idx, seed)
         u_vlt = latent_use(vlt, subject.train, idx, seed)
         fit.append(boot(mean_ratio(u_enc, u_vlt), len(idx), settings, seed))
@@ -348,6 +373,9 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         text = f"fit ratio {f:.2g} is within its uncertainty of the threshold"
     details: dict = {"n_images": int(len(idx)), "encoder": _reference(subject),
                      **_variants_trained(subject)}
+    details["table"] = {"init": vlt.config.table_init, "frozen": vlt.config.freeze_table,
+                        "lr": vlt.config.resolved_table_lr,
+                        "lr_from": _table_lr_source(subject, vlt.config)}
     if not vol_auc:  # say why the volume metrics are absent
         details["volumes"] = (volumes_missing({"encoder": enc, "vlt": vlt}, subject)
                               or ("no volumes asked for (n_volumes = 0)"
