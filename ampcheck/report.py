@@ -916,9 +916,12 @@ straddles the threshold, so this budget cannot tell; <b>SKIP</b>: the check does
 this model or data (the reason says what it needs), so it was not run.</li><li>The flag
 <b>uninformative</b>: the latents carry too little about the data (collapsed, or no better than
 chance at recovering the truth) for the check to mean anything. A constant encoder is perfectly
-invariant, so such a PASS is reported as WARN.</li><li>The <code>smoke</code> budget trains for
-minutes: re-run with <code>--budget full</code> and several seeds before drawing
-conclusions.</li></ul></footer>"""
+invariant, so such a PASS is reported as WARN. So is a ratio whose reference has not learned
+(a lookup table, an evil twin's baseline, whose latents give its decoder far less than the other
+side's), never PASS or FAIL. The flag <b>no_fit</b>: the model's own decoder makes no
+measurable use of the latents, the guard that needs no ground truth.</li><li>The
+<code>smoke</code> budget trains for minutes: re-run with <code>--budget full</code> and
+several seeds before drawing conclusions.</li></ul></footer>"""
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;color:#1d1d1f;max-width:1180px;margin:0 auto;padding:0 2rem}
