@@ -520,7 +520,8 @@ def _check_run(run_dir: Path, args: argparse.Namespace, checks, thresholds):
     meta, cfg, data, train_set, model = open_run(run_dir, args.device, vae_only=True)
     cache = TrainingCache(show_progress=not args.quiet)
     cache.add(model, train_set)
-    options = {"twin_encoder": args.twin_encoder} if args.twin_encoder else None
+    options = {k: v for k, v in (("twin_encoder", args.twin_encoder),
+                                 ("table_lr", args.table_lr)) if v is not None} or None
     results = check_vae(cfg, data, checks=checks, budget=meta.get("budget", "smoke"),
                         seeds=[cfg.seed],  # the run's own model, never a retrained seed 0
                         thresholds=thresholds, cache=cache, options=options,
@@ -557,7 +558,8 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
     cache = TrainingCache(show_progress=not args.quiet)  # the retrained variants, if any
     results = check_cryodrgn_run(model, data, particles=args.particles,
                                  heldout_ind=args.heldout_ind, ind=args.ind, checks=checks,
-                                 thresholds=thresholds, retrain=args.retrain, cache=cache)
+                                 thresholds=thresholds, retrain=args.retrain,
+                                 table_lr=args.table_lr, cache=cache)
     runs = {"cryodrgn": run, "seeds": 1}
     if len(cache):
         runs["trained"] = cache.summary()
@@ -711,6 +713,10 @@ def _add_check_parser(sub) -> None:
                         "the epochs its weights were trained for (--retrain), or for EPOCHS "
                         "(cheaper; its vae is then retrained too, as their reference). Naming "
                         "either check in --checks implies --retrain")
+    p.add_argument("--table-lr", type=_positive_float, metavar="LR",
+                   help="vlt_equivalence: the lookup table's learning rate (default: 0.1 for "
+                        "--cryodrgn, the table's own rate and not the run's; for --run, the "
+                        "run's own, 100 x its learning rate)")
     p.add_argument("--checks", metavar="A,B", help="which checks (default: every one that "
                                                    "applies)")
     p.add_argument("--threshold", type=argtypes.threshold, action="append", default=[],

@@ -124,6 +124,9 @@ OPTIONS = {
     "rotation_transforms": "rotation_invariance: transforms such as ['rot90:1', 'rot90:2']",
     "vlt_init": "vlt_equivalence: the table's init, 'normal' (default), 'zero', or "
                 "'from_encoder' (frozen at the encoder's latents: a positive control)",
+    "table_lr": "vlt_equivalence: the lookup table's learning rate (default: the training "
+                "config's, 100 x the networks' rate; for a cryoDRGN run's retrained table, "
+                "ampcheck's table rate, see ampcheck.adapters.cryodrgn_retrain.TABLE_LR)",
     "recovery_method": "heldout_generalisation: 'linear' (default) or 'knn' regression",
     "mnist_data": "mnist_control: the MNIST data set (default: MnistDataset.load())",
 }

@@ -929,8 +929,10 @@ straddles the threshold, so this budget cannot tell; <b>SKIP</b>: the check does
 this model or data (the reason says what it needs), so it was not run.</li><li>The flag
 <b>uninformative</b>: the latents carry too little about the data (collapsed, or no better than
 chance at recovering the truth) for the check to mean anything. A constant encoder is perfectly
-invariant, so such a PASS is reported as WARN. The flag <b>no_fit</b>: the latents the
-comparison is measured against are of no measurable use to their decoder.</li><li>The budget
+invariant, so such a PASS is reported as WARN. So is a ratio whose reference has not learned
+(a lookup table, an evil twin's baseline, whose latents give its decoder far less than the other
+side's), never PASS or FAIL. The flag <b>no_fit</b>: the model's own decoder makes no
+measurable use of the latents, the guard that needs no ground truth.</li><li>The budget
 sets how far training went, and verdicts depend on it: <code>standard</code> (the default) is
 informative on small images in minutes on a CPU, <code>smoke</code> is for test suites only;
 re-run with <code>--budget full</code> (the paper's training, for a GPU) and several seeds

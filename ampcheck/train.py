@@ -156,6 +156,11 @@ class TrainConfig:
         return self.lr if self.lr is not None else (1e-4 if self.model == "cryoem" else 1e-3)
 
     @property
+    def resolved_table_lr(self) -> float:
+        """The lookup table's learning rate: ``table_lr``, else 100 x the networks' rate."""
+        return self.table_lr if self.table_lr is not None else 100 * self.resolved_lr
+
+    @property
     def resolved_batch_size(self) -> int:
         if self.batch_size is not None:
             return self.batch_size
@@ -705,8 +710,8 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     optimizers = {"model": torch.optim.Adam(params, lr=cfg.resolved_lr,
                                             weight_decay=cfg.weight_decay, fused=True)}
     if table is not None and not cfg.freeze_table:
-        table_lr = cfg.table_lr if cfg.table_lr is not None else 100 * cfg.resolved_lr
-        optimizers["table"] = torch.optim.SparseAdam(table.parameters(), lr=table_lr)
+        optimizers["table"] = torch.optim.SparseAdam(table.parameters(),
+                                                     lr=cfg.resolved_table_lr)
     elif table is not None:
         table.requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)

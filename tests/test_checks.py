@@ -76,6 +76,13 @@ def test_bad_names_are_rejected_clearly():
     assert resolve_checks("shift_invariance, shift_invariance") == ["shift_invariance"]
 
 
+def test_the_tables_learning_rate_is_an_option_checked_before_anything_trains(digits):
+    for bad in ("fast", 0, -1e-3, float("nan"), True):
+        with pytest.raises(ConfigError, match="the option table_lr must be a positive number"):
+            check_vae("mnist", digits, checks=["vlt_equivalence"], options={"table_lr": bad},
+                      budget="smoke")
+
+
 def test_unknown_options_and_missing_capabilities_say_what_to_do(digits):
     with pytest.raises(ConfigError, match="unknown check option.*'twin_encoders'"):
         check_vae(_Pixels(digits.D), digits, options={"twin_encoders": "large"}, budget="smoke")
@@ -100,20 +107,36 @@ def digits():
 
 class _ByIndex(torch.nn.Module):
     """An oracle: the latent is the image's digit, looked up by index. It ignores the pixels,
-    so it is exactly invariant, and it is informative: a positive control of the check logic."""
+    so it is exactly invariant, and it is informative: a positive control of the check logic.
 
-    def __init__(self, labels: np.ndarray, width: float = 0.05):
+    Its decoder draws the mean image of the digit whose centre is nearest the latent (softly),
+    so that it uses the latent as a trained decoder would (:meth:`for_digits`); without
+    ``means`` it draws a constant image, for checks that never ask the decoder."""
+
+    def __init__(self, labels: np.ndarray, width: float = 0.05,
+                 means: np.ndarray | None = None):
         super().__init__()
         rng = np.random.default_rng(0)
         self.centres = torch.from_numpy(rng.normal(size=(10, 2)) * 3).float()
         self.labels, self.logvar = torch.from_numpy(labels), 2 * np.log(width)
+        self.means = None if means is None else torch.from_numpy(means).float()
+
+    @classmethod
+    def for_digits(cls, digits, **kwargs) -> _ByIndex:
+        labels = np.asarray(digits.truth["z_class"])
+        images = digits.images(np.arange(len(digits))).reshape(len(labels), -1)
+        means = np.stack([images[labels == k].mean(0) for k in range(10)])
+        return cls(labels, means=means, **kwargs)
 
     def encode(self, x, meta):
         mu = self.centres[self.labels[meta["index"]]]
         return mu, torch.full_like(mu, self.logvar)
 
     def recon_loss(self, x, z):
-        return (x.flatten(1) - 0.1 * z.sum(1, keepdim=True)).square().mean(1)
+        if self.means is None:
+            return (x.flatten(1) - 0.5).square().mean(1)
+        weights = torch.softmax(-torch.cdist(z.float(), self.centres).square(), dim=1)
+        return (x.flatten(1) - weights @ self.means).square().mean(1)
 
 
 class _Pixels(torch.nn.Module):
@@ -142,7 +165,7 @@ class _Collapsed(_Pixels):
 
 @pytest.mark.parametrize("check", ["shift_invariance", "rotation_invariance"])
 def test_invariance_check_controls(digits, check):
-    oracle = _ByIndex(np.asarray(digits.truth["z_class"]))
+    oracle = _ByIndex.for_digits(digits)
     (good,) = check_vae(oracle, digits, checks=[check], budget="smoke")
     assert good.verdict == "PASS", good.summary()
     assert good.metrics["displacement"].value == 0.0
@@ -422,7 +445,8 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
     train = np.arange(0, len(digits), 2)
     labels = np.asarray(digits.truth["z_class"])
     unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
-    results = check_vae(_ByIndex(labels), unlabelled, train_indices=train, budget="smoke")
+    results = check_vae(_ByIndex.for_digits(digits), unlabelled, train_indices=train,
+                        budget="smoke")
     assert [r.check for r in results] == list(DEFAULT_CHECKS)
     verdicts = {r.check: r.verdict for r in results}
     assert verdicts["heldout_generalisation"] == "SKIP" and verdicts["evil_twin"] == "SKIP"
@@ -544,3 +568,169 @@ def test_heldout_uninformative_by_spread_does_not_blame_the_recovery(digits):
     assert r.verdict == "WARN" and r.flags == ("uninformative",), r.summary()
     assert r.metrics["ami[train]"].value > 0.9
     assert "collapsed" in r.explanation and "too poorly" not in r.explanation, r.explanation
+
+
+# ---------------------------------------------------------------------------- guards without truth
+# Without ground truth, what stands in for "informative" is the model's own decoder: latents it
+# makes no use of, or far less use than the other side's, carry nothing the model learned. (A
+# cryoDRGN run's lookup table that had learned nothing passed vlt_equivalence with a fit ratio
+# of 18: "1828% of what free per-image latents give".)
+def _unlabelled(digits) -> MnistDataset:
+    return MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
+
+
+class _Ignored(torch.nn.Module):
+    """A VAE given through the protocol only, whose decoder ignores its latent (it draws one
+    constant image): whatever the encoder says carries nothing the model uses. Its means are
+    ``"constant"`` or, ``"index"``, per-image noise of size ``scale`` looked up by the image's
+    index (exactly invariant, as a lookup table is); its posteriors have log-variance
+    ``logvar``."""
+
+    def __init__(self, mu: str = "index", scale: float = 1e-3, logvar: float = -20.0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.noise = torch.randn(2000, 2, generator=gen) * (scale if mu == "index" else 0.0)
+        self.logvar = logvar
+
+    def encode(self, x, meta):
+        mu = self.noise[meta["index"]]
+        return mu, torch.full_like(mu, self.logvar)
+
+    def recon_loss(self, x, z):
+        return (x.flatten(1) - 0.5).square().mean(1) + 0.0 * z.sum(1)
+
+
+def test_invariance_is_not_judged_on_latents_that_carry_nothing_without_truth(digits):
+    data = _unlabelled(digits)
+    # a constant encoder, and means that are tiny noise beside their posterior width (a
+    # collapsed posterior): the spread floor catches both (as it did before the decoder's guard)
+    for vae in (_Ignored("constant", logvar=0.0), _Ignored("index", scale=1e-3, logvar=0.0)):
+        (r,) = check_vae(vae, data, checks=["shift_invariance"], budget="smoke")
+        assert r.verdict == "WARN" and "uninformative" in r.flags, r.summary()
+        assert r.metrics["spread_to_width"].value < 0.01
+    # tiny noise with tinier widths: spread by that scale-free measure, and exactly invariant;
+    # only the decoder can tell that these latents carry nothing (it was a PASS)
+    (r,) = check_vae(_Ignored("index", scale=1e-3, logvar=-20.0), data,
+                     checks=["shift_invariance"], budget="smoke")
+    assert r.metrics["spread_to_width"].value > 1 and r.metrics["displacement"].value == 0
+    assert r.verdict == "WARN" and r.flags == ("no_fit",), r.summary()
+    assert r.metrics["latent_use"].value == 0 and "no measurable use" in r.explanation
+
+
+def test_the_gap_is_not_judged_where_the_decoder_ignores_the_latent(digits):
+    data = _unlabelled(digits)
+    # q at the prior for every image: local optimisation gains nothing at all
+    (prior,) = check_vae(_Ignored("constant", logvar=0.0), data, checks=["amortization_gap"],
+                         budget="smoke")
+    # q away from the prior: local optimisation gains, but only the KL's (moving q to the
+    # prior), never in reconstruction (it was a FAIL, gap fraction >= 1 by Jensen)
+    (kl,) = check_vae(_Ignored("index", scale=1.0, logvar=-2.0), data,
+                      checks=["amortization_gap"], budget="smoke")
+    for r in (prior, kl):
+        assert r.verdict == "WARN" and r.flags == ("no_fit",), r.summary()
+    assert kl.metrics["local_gain[train]"].lo > 0 and kl.metrics["recon_gain[train]"].value == 0
+    assert "says nothing about inference" in kl.explanation, kl.explanation
+
+
+@pytest.fixture(scope="module")
+def mnist_run(digits):
+    """A small MNIST VAE trained by ampcheck whose decoder uses its latents measurably
+    (measured: latent use 0.53 ± 0.05 nats, AMI 0.19 on 400 training digits), its subject
+    and its cache."""
+    from ampcheck.checks import TrainingCache
+    from ampcheck.train import TrainConfig
+
+    cfg = TrainConfig(model="mnist", epochs=6, batch_size=32, lr=3e-3)
+    data = digits.subset(np.arange(500))
+    cache = TrainingCache()
+    subject = subject_from(cfg, data, cache=cache, budget="smoke")
+    return cfg, data, subject, subject.model(0)
+
+
+def _percentages(text: str) -> list[int]:
+    import re
+
+    return [int(p) for p in re.findall(r"(\d+)%", text)]
+
+
+@pytest.mark.mnist
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters:UserWarning")  # rows all alike
+def test_a_lookup_table_that_learned_nothing_is_flagged_never_judged(mnist_run):
+    # The table is the VAE's own decoder with rows that barely left a common point (the
+    # encoder's means shrunk 20-fold towards their mean), narrow as a table's initial rows
+    # (log-variance -12): spread, recovering the digits as the encoder does, yet of almost no
+    # use to the decoder. It was a PASS, "the encoder's latents give its decoder 2000% ...".
+    from dataclasses import replace
+
+    from ampcheck.checks import TrainingCache
+    from ampcheck.train import _assemble
+
+    cfg, data, subject, vae = mnist_run
+    mu, _ = vae.latents()
+    m = mu.mean(0)
+    table = _assemble(replace(vae.config, variant="vlt"), subject.train)
+    table.model.load_state_dict(vae.model.state_dict())
+    results = {}
+    for name, scale in (("tiny", 0.05), ("zero", 0.0)):
+        table.table.fill(torch.from_numpy(m + scale * (mu - m)).float(),
+                         torch.full(mu.shape, -12.0))
+        cache = TrainingCache()
+        cache.add(vae, subject.train)
+        cache.add(table, subject.train)  # what vlt_equivalence asks for: nothing trains
+        (results[name],) = check_vae(cfg, data, checks=["vlt_equivalence"], cache=cache,
+                                     budget="smoke")
+        assert len(cache) == 2
+    tiny, zero = results["tiny"], results["zero"]
+    assert tiny.verdict == "WARN" and tiny.flags == ("uninformative",), tiny.summary()
+    assert tiny.metrics["fit_ratio"].value > 2 and tiny.metrics["vlt_spread_to_width"].value > 1
+    assert tiny.metrics["vlt_latent_use"].lo > 0  # of some use: not the no_fit guard
+    assert tiny.explanation.startswith("the lookup table's latents carry almost nothing")
+    assert all(p <= 100 for p in _percentages(tiny.explanation)), tiny.explanation
+    # a table of no use at all (every row the same)
+    assert zero.verdict == "WARN" and "no_fit" in zero.flags, zero.summary()
+    assert all(p <= 100 for p in _percentages(zero.explanation)), zero.explanation
+
+
+class _ItsOwnImage:
+    """Evil twins that are the image itself: a twin that has learned all there is."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def twin_index(self, idx):
+        return idx
+
+    def twins(self, idx):
+        return self.data.images(idx)
+
+
+@pytest.mark.mnist
+def test_an_evil_twin_baseline_that_carries_almost_nothing_is_flagged(mnist_run):
+    # The baseline is the VAE with its means shrunk 20-fold towards their mean and narrow
+    # posteriors: spread and recovering the digits, of almost no use to its decoder; the twins
+    # use theirs fully. It was a FAIL, "gives its decoder 1900% of what the image itself gives".
+    import copy
+    from dataclasses import replace
+
+    from ampcheck.checks import TrainingCache
+
+    cfg, data, subject, vae = mnist_run
+    mu, _ = vae.latents()
+    net = copy.deepcopy(vae.model)
+    with torch.no_grad():
+        net.mu_head.weight.mul_(0.05)
+        net.mu_head.bias.mul_(0.05).add_(0.95 * torch.from_numpy(mu.mean(0)))
+        net.logvar_head.weight.zero_()
+        net.logvar_head.bias.fill_(-12.0)
+    cache = TrainingCache()
+    cache.add(replace(vae, model=net), subject.train)  # the baseline: the subject's model
+    for kind in ("perm", "noise"):
+        cache.add(replace(vae, config=replace(vae.config, variant=f"twin-{kind}"),
+                          twins=_ItsOwnImage(subject.train)), subject.train)
+    (r,) = check_vae(cfg, data, checks=["evil_twin"], cache=cache, budget="smoke")
+    assert len(cache) == 3  # nothing trained
+    assert r.verdict == "WARN" and r.flags == ("uninformative",), r.summary()
+    assert r.metrics["memorisation"].value > 2 and r.metrics["baseline_latent_use"].lo > 0
+    assert r.metrics["baseline_spread_to_width"].value > 1
+    assert r.explanation.startswith("the baseline's latents carry almost nothing")
+    assert all(p <= 100 for p in _percentages(r.explanation)), r.explanation

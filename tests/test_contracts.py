@@ -186,6 +186,10 @@ def test_volume_agreement_asks_the_data_for_truth_volumes_and_says_when_there_ar
     (without,) = check_vae(QUICK, no_volumes, checks=["vlt_equivalence"], budget="smoke")
     assert {"volume_auc_fsc[encoder]", "volume_auc_fsc[vlt]"} <= set(with_truth.metrics)
     assert "volumes" not in with_truth.details
+    # the table's own rate, and where it came from: 100 x the networks' 1e-3
+    assert with_truth.details["table"] == {
+        "init": "normal", "frozen": False, "lr": pytest.approx(0.1),
+        "lr_from": "100 x the networks' learning rate (the training config's default)"}
     for k in ("encoder", "vlt"):
         assert 0 < with_truth.metrics[f"volume_auc_fsc[{k}]"].value <= 1
     assert not any(k.startswith("volume_") for k in without.metrics)

@@ -127,14 +127,13 @@ def test_the_data_set_serves_the_images_as_the_run_preprocessed_them(runs, tmp_p
     """The retrained variants read the data set's images: they must be what the run's own
     preprocessing makes of the raw images (window, inversion, normalisation, shift), also for
     a run with another window radius and without inversion."""
+    yaml = pytest.importorskip("yaml")  # with the cryodrgn extra
     import shutil
 
     from ampcheck.adapters.cryodrgn import cryodrgn_dataset, load_cryodrgn
 
     other = tmp_path / "other"
     shutil.copytree(runs.out, other)
-    import yaml
-
     cfg = yaml.safe_load((other / "config.yaml").read_text())
     cfg["dataset_args"].update(window_r=0.7, invert_data=False)
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -189,7 +188,33 @@ def test_check_cryodrgn_runs_evil_twin_and_vlt_equivalence(runs):
 
 
 @pytest.mark.cryoem
+def test_the_table_learns_at_its_own_rate_and_at_the_runs_rate_is_never_judged(runs):
+    """A lookup table retrained at the run's own rate (cryoDRGN's default 1e-4) barely leaves
+    its initial rows (one update per epoch): its verdict must be flagged, never PASS, with or
+    without ground truth. By default the table trains at its own rate (TABLE_LR), and the
+    details say which rate and why."""
+    from ampcheck.adapters.cryodrgn import check_cryodrgn
+    from ampcheck.adapters.cryodrgn_retrain import TABLE_LR
+
+    common = dict(ind=runs.train_ind, device="cpu", checks=["vlt_equivalence"])
+    for truth in (None, runs.truth):
+        (slow,) = check_cryodrgn(runs.out, runs.particles, runs.poses, runs.ctf, truth=truth,
+                                 table_lr=1e-4, **common)
+        print(slow.summary(), slow.explanation, sep="\n")
+        assert slow.verdict == "WARN" and slow.flags, slow.summary()
+        assert slow.details["variants_trained"]["lr"] == 1e-4
+        assert slow.details["table"]["lr"] == 1e-4
+        assert slow.details["table"]["lr_from"].startswith("given")
+    (own,) = check_cryodrgn(runs.out, runs.particles, runs.poses, runs.ctf, **common)
+    assert own.details["table"]["lr"] == TABLE_LR == 0.1
+    assert "not the run's learning rate" in own.details["table"]["lr_from"]
+    with pytest.raises(ConfigError, match="table_lr must be a positive number"):
+        check_cryodrgn(runs.out, runs.particles, runs.poses, runs.ctf, table_lr=0, **common)
+
+
+@pytest.mark.cryoem
 def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
+    yaml = pytest.importorskip("yaml")  # with the cryodrgn extra
     import shutil
 
     from ampcheck.adapters.cryodrgn import check_cryodrgn, load_cryodrgn
@@ -205,8 +230,6 @@ def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
                        ind=runs.train_ind, options={"twin_encoder": "large"}, budget="smoke")
     sgd = tmp_path / "sgd"
     shutil.copytree(runs.out, sgd)
-    import yaml
-
     cfg = yaml.safe_load((sgd / "config.yaml").read_text())
     cfg["dataset_args"]["do_pose_sgd"] = True
     (sgd / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -243,10 +266,11 @@ def test_check_cli_retrains_and_reports_the_variants(runs, tmp_path, monkeypatch
     assert main(["check", "--cryodrgn", str(runs.out), "--particles", str(runs.particles),
                  "--poses", str(runs.poses), "--ctf", str(runs.ctf), "--ind",
                  str(runs.train_ind), "--retrain", "1", "--checks", "vlt_equivalence",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--table-lr", "0.05", "--out", str(out), "--quiet"]) == 0
     report, _ = load_report(out)
     (result,) = report["checks"]
     assert result["check"] == "vlt_equivalence" and result["seeds"] == [0]
+    assert result["details"]["table"]["lr"] == 0.05  # --table-lr, the table's own rate
     assert sorted(report["runs"]["trained"]) == ["cryodrgn/vae/seed0", "cryodrgn/vlt/seed0"]
     assert report["runs"]["trained"]["cryodrgn/vlt/seed0"]["epochs"] == 1
     with pytest.raises(SystemExit):
@@ -260,6 +284,7 @@ def test_the_variants_train_on_the_runs_own_images(runs, tmp_path):
     with other indices, the checks that retrain are refused (their reference would be a run
     trained on other images); a config without a usable command line still retrains, with
     cryoDRGN's defaults and a warning."""
+    yaml = pytest.importorskip("yaml")  # with the cryodrgn extra
     import shutil
 
     from ampcheck.adapters.cryodrgn import check_cryodrgn
@@ -284,8 +309,6 @@ def test_the_variants_train_on_the_runs_own_images(runs, tmp_path):
 
     bare = tmp_path / "bare"
     shutil.copytree(runs.out, bare)
-    import yaml
-
     cfg = yaml.safe_load((bare / "config.yaml").read_text())
     for cmd in (None, ["cryodrgn", "train_vae", "--no-such-option-or-particles"]):
         cfg["cmd"] = cmd

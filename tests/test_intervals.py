@@ -170,7 +170,7 @@ def test_invariance_reports_each_transform_once_so_a_drift_once(digits, tmp_path
 
     options = {f"{check.split('_')[0]}_transforms": transforms}
     (r,) = check_vae(_Projection(digits.images(np.arange(500))), digits, checks=[check],
-                     options=options)
+                     options=options, budget="smoke")
     governs, other = r.details["transforms"]
     moves = sorted(k for k in r.metrics if k.startswith("displacement"))
     assert moves == ["displacement", f"displacement[{other}]"]  # none for {governs}

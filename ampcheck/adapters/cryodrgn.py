@@ -434,7 +434,7 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
                    epoch: int | None = None, device: str = "auto",
                    thresholds: Mapping[str, float] | None = None, budget: str = DEFAULT_BUDGET,
                    options: Mapping[str, Any] | None = None, retrain: int | str | None = None,
-                   show_progress: bool = False) -> list:
+                   table_lr: float | None = None, show_progress: bool = False) -> list:
     """Run ampcheck's checks on a ``cryodrgn train_vae`` run; one ``CheckResult`` each.
 
     Args:
@@ -462,6 +462,9 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
             is their reference; a number of epochs: fewer (cheaper), and the run's ``vae`` is
             retrained at that number too, as their reference. None (default): they are
             ``SKIP`` in the default battery, and ``"run"`` when named in ``checks``.
+        table_lr: the retrained lookup table's learning rate (default:
+            :data:`~ampcheck.adapters.cryodrgn_retrain.TABLE_LR`, the table's own rate, not
+            the run's; the option ``table_lr`` in ``options`` says the same).
         epoch, device: as :func:`load_cryodrgn`. thresholds, budget, options: as
             :func:`ampcheck.checks.check_vae`. show_progress: log each retraining's epochs.
     """
@@ -469,7 +472,8 @@ def check_cryodrgn(run_dir: PathLike, particles: PathLike, poses: PathLike | Non
                                     datadir=datadir, epoch=epoch, device=device)
     return check_cryodrgn_run(model, data, particles=particles, heldout_ind=heldout_ind, ind=ind,
                               checks=checks, thresholds=thresholds, budget=budget,
-                              options=options, retrain=retrain, show_progress=show_progress)
+                              options=options, retrain=retrain, table_lr=table_lr,
+                              show_progress=show_progress)
 
 
 def open_cryodrgn_run(run_dir: PathLike, particles: PathLike, poses: PathLike | None,
@@ -495,8 +499,8 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                        checks: Iterable[str] | None = None,
                        thresholds: Mapping[str, float] | None = None, budget: str = DEFAULT_BUDGET,
                        options: Mapping[str, Any] | None = None,
-                       retrain: int | str | None = None, show_progress: bool = False,
-                       cache=None) -> list:
+                       retrain: int | str | None = None, table_lr: float | None = None,
+                       show_progress: bool = False, cache=None) -> list:
     """The checks of :func:`check_cryodrgn` on a run opened by :func:`open_cryodrgn_run`
     (``cache``: a :class:`~ampcheck.checks.TrainingCache` that keeps the retrained variants,
     for a report that lists them)."""
@@ -506,7 +510,7 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     from ..checks._common import settings_for
     from ..kinds import check_options
     from ..thresholds import resolve_thresholds
-    from .cryodrgn_retrain import recorded_seed, retrain_config
+    from .cryodrgn_retrain import TABLE_LR, recorded_seed, retrain_config
 
     train_idx, in_stack, n = None, None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
@@ -530,6 +534,16 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     names = resolve_checks(checks)
     settings = settings_for(budget, resolve_thresholds(thresholds))
     options = check_options(options)
+    if table_lr is not None and options.get("table_lr") not in (None, table_lr):
+        raise ConfigError(f"table_lr {table_lr} and the option table_lr "
+                          f"{options['table_lr']} disagree; give one")
+    given_lr = table_lr if table_lr is not None else options.get("table_lr")
+    if given_lr is not None and (isinstance(given_lr, bool)
+                                 or not isinstance(given_lr, int | float)
+                                 or not given_lr > 0 or not np.isfinite(given_lr)):
+        raise ConfigError(f"table_lr must be a positive number, got {given_lr!r}")
+    # the table learns at its own rate, not the run's (module cryodrgn_retrain, TABLE_LR)
+    options["table_lr"] = float(TABLE_LR if given_lr is None else given_lr)
     if retrain is None and checks is not None and {"evil_twin", "vlt_equivalence"} & set(names):
         retrain = "run"
     if retrain is not None and retrain != "run" and (
@@ -555,7 +569,13 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                           model_is_variant=same)
     skip = None if checks is not None else _left_out(data, train_idx is not None,
                                                      retrain is not None)
-    return run_checks(subject, names, settings, strict=checks is not None, skip=skip)
+    results = run_checks(subject, names, settings, strict=checks is not None, skip=skip)
+    source = ("given (table_lr, --table-lr)" if given_lr is not None else
+              "ampcheck's rate for a cryoDRGN run's table (cryodrgn_retrain.TABLE_LR), not the "
+              "run's learning rate: a table row moves once per epoch")
+    return [replace(r, details={**r.details, "table": {**r.details["table"], "lr_from": source}})
+            if "table" in r.details and not r.details["table"].get("frozen") else r
+            for r in results]
 
 
 def _same_training_images(model: CryoDRGNVAE, in_stack: np.ndarray | None, n: int) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .. import metrics as M
+from ..data.twins import derangement
 from ..errors import ConfigError
 from ..results import Metric, Threshold, decide, interval
 from ..thresholds import DEFAULT_THRESHOLDS
@@ -194,6 +195,47 @@ def floors_missed(values: Mapping[str, float], settings: Settings) -> list[str]:
     floors = {"spread_to_width": "informative_spread", "truth_r2": "informative_recovery",
               "truth_ami": "informative_recovery"}
     return [floors[k] for k, v in values.items() if k in floors and not t[floors[k]].passes(v)]
+
+
+# ---------------------------------------------------------------------------- latent use
+def decoder_use(model, data, idx: np.ndarray, mu: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``use_i = L(mu of another image) - L(mu_i)`` per image ``(B,)``: how much the model's
+    own decoder loses on image ``idx[i]`` of ``data`` when it gets another image's latent
+    (a fixed derangement of the sample) instead of its own ``mu (B, zdim)``.
+
+    The stand-in for "informative" that needs no ground truth: latents that the model's own
+    decoder does not use (mean about 0) carry nothing the model learned, whatever their
+    spread. Each model is its own null, so it compares models whose decoders trained apart.
+    """
+    other = mu[derangement(len(idx), seed)]
+    return model.recon_loss(data, idx, other) - model.recon_loss(data, idx, mu)
+
+
+def mean_of(values: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The statistic ``mean(values)`` of a resample ``b``, for :func:`boot`."""
+    return lambda b: float(values[b].mean())
+
+
+def unused(use: Metric) -> bool:
+    """Whether latents with the mean :func:`decoder_use` ``use`` are of no measurable use to
+    their decoder: its interval is not above 0 (the flag ``no_fit``)."""
+    return not use.lo > 0
+
+
+def use_ratio(use: np.ndarray, reference: np.ndarray) -> float:
+    """``mean(use) / mean(reference)``, or NaN when the reference's mean is not positive
+    (it is then of no use at all: :func:`unused` says so)."""
+    r = float(reference.mean())
+    return float(use.mean()) / r if r > 0 else float("nan")
+
+
+def reference_empty(ratios, settings: Settings, ceiling: str) -> bool:
+    """Whether a reference's latents carry almost nothing next to the other side's: some
+    seed's :func:`use_ratio` above the threshold ``ceiling`` (``informative_table``,
+    ``informative_baseline``; a NaN, a reference of no use at all, is left to
+    :func:`unused`)."""
+    t = settings.thresholds[ceiling]
+    return any(np.isfinite(r) and not t.passes(r) for r in ratios)
 
 
 def verdict_with_guard(metric: Metric, threshold: Threshold, uninformative: bool):

@@ -24,12 +24,23 @@ variants' by more than the latents' whole contribution, and the twins' "memorisa
   cryo-EM data with ground-truth volumes, the AUC-FSC of each model's volume decoded at an
   image's latent against the true volume nearest that image's conformation.
 
-Neither ratio means anything when the reference (the baseline, or the VLT) does not use its
-latents (interval of the mean use not above 0: flag ``no_fit``) or when, with ground truth
-known, its latents carry no more of the truth than chance (flag ``uninformative``: the ratio
-would compare one small, non-conformational effect with another). The check then says so and
-gives WARN. (Measured on the ci set at the smoke budget: the large encoder's twins reached a
-memorisation of 0.70 [0.65, 0.77] with every latent's truth R² below 0.)
+Neither ratio means anything when the reference (the baseline, or the VLT) has not learned,
+and the check then says so and gives WARN, never PASS or FAIL:
+
+* its latents are of no measurable use to its decoder (interval of the mean use not above 0:
+  flag ``no_fit``);
+* they carry almost nothing next to the other side's: the ratio is above its ceiling (flag
+  ``uninformative``), ``informative_table`` for the fit ratio (1.25: the table gives less
+  than 80% of what the encoder gives, where a table that has learned gives at least about
+  as much) and ``informative_baseline`` for memorisation (2: the baseline gives less than
+  half of what the twins give, where a perfect memoriser is at best a table). This guard
+  needs no ground truth: a lookup table trained at its networks' rate of 1e-4 barely leaves
+  its initial rows, and its fit ratio of 18 would otherwise pass the encoder;
+* they are collapsed (spread below its floor) or, with ground truth known, carry no more of
+  the truth than chance (flag ``uninformative``: the ratio would compare one small,
+  non-conformational effect with another). (Measured on the ci set at the smoke budget: the
+  large encoder's twins reached a memorisation of 0.70 [0.65, 0.77] with every latent's truth
+  R² below 0.)
 """
 
 from __future__ import annotations
@@ -37,49 +48,77 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics as M
-from ..data.twins import derangement
 from ..errors import ConfigError
 from ..results import CheckResult, decide
 from ._common import (
     Settings,
     boot,
     central_slices,
+    decoder_use,
     floors_missed,
     informativeness,
     least_informative,
+    mean_of,
     mean_ratio,
     percent,
     plain,
     pooled,
+    reference_empty,
     sample,
     truth_of,
     truth_recovery,
+    unused,
+    use_ratio,
     worst_of,
 )
 from .subject import Subject
 
 
 def latent_use(run, data, idx: np.ndarray, seed: int = 0) -> np.ndarray:
-    """``use_i`` (see the module docstring) for training images ``idx`` of a run ``(B,)``."""
-    mu, _ = run.latents(idx)
-    other = mu[derangement(len(idx), seed)]
-    return run.recon_loss(data, idx, other) - run.recon_loss(data, idx, mu)
+    """``use_i`` (see the module docstring) for training images ``idx`` of a run ``(B,)``, at
+    the latents of its own latent source (:func:`~._common.decoder_use`)."""
+    return decoder_use(run, data, idx, run.latents(idx)[0], seed)
 
 
-def _unmeasurable(verdict: str, reference_use, info: list[dict], settings: Settings,
-                  flags: list[str]) -> str:
-    """WARN, flagged, when the reference's latents are of no measurable use (``no_fit``) or
-    uninformative (see the module docstring)."""
-    if not reference_use.lo > 0:
+def _unmeasurable(verdict: str, reference_use, info: list[dict], ratios: list[float],
+                  ceiling: str, settings: Settings, flags: list[str]) -> tuple[str, list[str]]:
+    """The verdict (WARN when flagged) and why, in words, when the reference has not learned
+    (see the module docstring): ``flags`` gets ``no_fit`` and/or ``uninformative``; the
+    reasons name each guard that fired (``empty``: the ratio's ceiling)."""
+    reasons = []
+    if unused(reference_use):
         flags.append("no_fit")
-    if floors_missed(least_informative(info), settings):
+        reasons.append("no_fit")
+    if reference_empty(ratios, settings, ceiling):
+        reasons.append("empty")
+    missed = floors_missed(least_informative(info), settings)
+    reasons += missed
+    if ("empty" in reasons or missed) and "uninformative" not in flags:
         flags.append("uninformative")
-    return "WARN" if flags else verdict
+    return ("WARN" if flags else verdict), reasons
 
 
-def _why(flags: list[str]) -> str:
-    words = {"no_fit": "of no measurable use to its decoder", "uninformative": "uninformative"}
-    return " and ".join(words[f] for f in flags)
+def _why(reasons: list[str]) -> str:
+    """The guards that fired other than the ratio's ceiling, in words."""
+    words = {"no_fit": "of no measurable use to its decoder",
+             "informative_spread": "collapsed (spread below its floor)",
+             "informative_recovery": "no better than chance at recovering the truth"}
+    return " and ".join(words[r] for r in reasons if r in words)
+
+
+def _empty(side: str, others: str, use: float, other_use: float) -> str:
+    """Why a reference (``side``, e.g. "the lookup table") whose latent use ``use`` is far
+    below the other side's (``others``: whose latents, e.g. "the encoder's") is not compared
+    with it, naming the empty side (a ratio of 18 is never "1800% of")."""
+    if not other_use > 0:  # one seed's reference was empty, the seeds' means are not
+        return (f"{side} has not learned at some training seed: its latents give its decoder "
+                f"far less than {others} give theirs")
+    share = use / other_use
+    what = (f"{side}'s latents carry almost nothing: they give" if share < 0.1 else
+            f"{side} has not learned: its latents give")
+    return (f"{what} its decoder only {percent(share)} of what {others} give theirs (latent use "
+            f"{use:.2g} against {other_use:.2g}), where one that has learned gives at least "
+            "about as much")
 
 
 def volumes_missing(runs: dict, subject: Subject) -> str | None:
@@ -146,6 +185,29 @@ def _variants_trained(subject: Subject) -> dict:
         "epochs": cfg.epochs, "batch_size": cfg.resolved_batch_size, "lr": cfg.resolved_lr}}
 
 
+def _table_lr_option(subject: Subject) -> float | None:
+    """The check option ``table_lr`` (None when not given); a positive number or an error."""
+    rate = subject.options.get("table_lr")
+    if rate is None:
+        return None
+    ok = isinstance(rate, int | float) and not isinstance(rate, bool) and np.isfinite(rate) \
+        and rate > 0
+    if not ok:
+        raise ConfigError(f"the option table_lr must be a positive number, got {rate!r}")
+    return float(rate)
+
+
+def _table_lr_source(subject: Subject, cfg) -> str:
+    """Where the table's learning rate came from, for the details."""
+    if cfg.freeze_table:
+        return "frozen: the table does not train"
+    if subject.options.get("table_lr") is not None:
+        return "the check option table_lr"
+    if cfg.table_lr is not None:
+        return "the training config's table_lr"
+    return "100 x the networks' learning rate (the training config's default)"
+
+
 def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     """Does an encoder fed a fixed other image, or noise, fit as well as one fed the image?"""
     threshold = settings.thresholds["evil_twin"]
@@ -160,7 +222,8 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     own_baseline = baseline == "subject"
     ratios: dict[str, list] = {"perm": [], "noise": []}
     twin_rec: dict[str, list] = {"perm": [], "noise": []}
-    worst, base_use, info = [], [], []
+    twin_use: dict[str, list] = {"perm": [], "noise": []}
+    worst, base_use, info, point = [], [], [], []
     for seed in subject.seeds:
         idx = sample(len(subject.train), settings.n_loss, seed)
         base = subject.variant(seed, **extra) if extra and not own_baseline \
@@ -172,30 +235,43 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
             twin = subject.variant(seed, variant=f"twin-{kind}", **extra)
             use[kind] = latent_use(twin, subject.train, idx, seed)
             ratios[kind].append(boot(mean_ratio(use[kind], u_base), len(idx), settings, seed))
+            twin_use[kind].append(boot(mean_of(use[kind]), len(idx), settings, seed))
             rec = truth_recovery(twin.latents(idx)[0], truth_of(subject.train, idx), seed)
             if rec is not None:
                 twin_rec[kind].append(rec[1])
         worst.append(boot(lambda b, u=use, ub=u_base: worst_of(
             mean_ratio(u[k], ub)(b) for k in ("perm", "noise")),
                           len(idx), settings, seed))
-        base_use.append(boot(lambda b, u=u_base: float(u[b].mean()), len(idx), settings, seed))
+        base_use.append(boot(mean_of(u_base), len(idx), settings, seed))
+        point.append(max(use_ratio(use[k], u_base) for k in ("perm", "noise")))
 
     metrics = {"memorisation": pooled(worst, False, settings),
                "memorisation[perm]": pooled(ratios["perm"], False, settings),
                "memorisation[noise]": pooled(ratios["noise"], False, settings),
                "baseline_latent_use": pooled(base_use, True, settings)}
+    for kind, vals in twin_use.items():
+        metrics[f"twin_latent_use[{kind}]"] = pooled(vals, True, settings)
     for kind, vals in twin_rec.items():
         if vals:
             metrics[f"twin_truth_recovery[{kind}]"] = plain(vals, True)
     for k in least_informative(info):  # the measures every seed has
         metrics[f"baseline_{k}"] = plain([i[k] for i in info], True)
     flags: list[str] = []
-    verdict = _unmeasurable(decide(metrics["memorisation"], threshold),
-                            metrics["baseline_latent_use"], info, settings, flags)
+    verdict, reasons = _unmeasurable(decide(metrics["memorisation"], threshold),
+                                     metrics["baseline_latent_use"], info, point,
+                                     "informative_baseline", settings, flags)
     m = metrics["memorisation"].value
-    if flags:
-        text = (f"the baseline's latents are {_why(flags)}, so "
+    u_b = metrics["baseline_latent_use"].value
+    u_t = max(metrics[f"twin_latent_use[{k}]"].value for k in ("perm", "noise"))
+    if "empty" in reasons:
+        text = (_empty("the baseline", "the evil twins'", u_b, u_t)
+                + f", so memorisation ({m:.2g}) cannot be judged at this budget")
+    elif flags:
+        text = (f"the baseline's latents are {_why(reasons)}, so "
                 f"memorisation ({m:.2g}) cannot be judged at this budget")
+    elif verdict == "FAIL" and m >= 1:
+        text = (f"an encoder fed a fixed other image or noise gives its decoder as much as the "
+                f"image itself gives (memorisation {m:.2g}): it memorises")
     elif verdict == "FAIL":
         text = (f"an encoder fed a fixed other image or noise gives its decoder {percent(m)} of "
                 "what the image itself gives: it memorises")
@@ -214,7 +290,8 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
 def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
     """Does the encoder fit and organise latents as well as a per-image lookup table?"""
     threshold = settings.thresholds["vlt_equivalence"]
-    fit, vlt_use, cka, proc, rec_enc, rec_vlt, info = [], [], [], [], [], [], []
+    rate = _table_lr_option(subject)  # before anything trains
+    fit, vlt_use, enc_use, point, cka, proc, rec_enc, rec_vlt, info = ([] for _ in range(9))
     vol_auc: dict[str, list[float]] = {}
     overlap: dict[int, list[float]] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -226,11 +303,14 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                                   freeze_table=True, encoder_from=enc)  # the encoder's latents
         else:
             vlt = subject.variant(seed, variant="vlt",
-                                  table_init=subject.options.get("vlt_init", "normal"))
+                                  table_init=subject.options.get("vlt_init", "normal"),
+                                  **({} if rate is None else {"table_lr": rate}))
         u_enc = latent_use(enc, subject.train, idx, seed)
         u_vlt = latent_use(vlt, subject.train, idx, seed)
         fit.append(boot(mean_ratio(u_enc, u_vlt), len(idx), settings, seed))
-        vlt_use.append(boot(lambda b, u=u_vlt: float(u[b].mean()), len(idx), settings, seed))
+        vlt_use.append(boot(mean_of(u_vlt), len(idx), settings, seed))
+        enc_use.append(boot(mean_of(u_enc), len(idx), settings, seed))
+        point.append(use_ratio(u_enc, u_vlt))
         mu_e, (mu_v, lv_v) = enc.latents(idx)[0], vlt.latents(idx)
         info.append(_reference_info(mu_v, lv_v, subject, idx, seed))
         aucs, slices = volume_agreement({"encoder": enc, "vlt": vlt},
@@ -254,6 +334,7 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
 
     metrics = {"fit_ratio": pooled(fit, True, settings),
                "vlt_latent_use": pooled(vlt_use, True, settings),
+               "encoder_latent_use": pooled(enc_use, True, settings),
                "cka": plain(cka, True), "procrustes": plain(proc, False)}
     for k, v in overlap.items():
         metrics[f"knn_overlap@{k}"] = plain(v, True)
@@ -264,15 +345,27 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         metrics[f"volume_auc_fsc[{k}]"] = plain(v, True)
     metrics["vlt_spread_to_width"] = plain([i["spread_to_width"] for i in info], True)
     flags: list[str] = []
-    verdict = _unmeasurable(decide(metrics["fit_ratio"], threshold),
-                            metrics["vlt_latent_use"], info, settings, flags)
-    f = metrics["fit_ratio"].value
-    if flags:
-        text = (f"the lookup table's latents are {_why(flags)}, so "
+    verdict, reasons = _unmeasurable(decide(metrics["fit_ratio"], threshold),
+                                     metrics["vlt_latent_use"], info, point,
+                                     "informative_table", settings, flags)
+    f, cka_ = metrics["fit_ratio"].value, metrics["cka"].value
+    u_v, u_e = metrics["vlt_latent_use"].value, metrics["encoder_latent_use"].value
+    if "empty" in reasons:
+        text = (_empty("the lookup table", "the encoder's", u_v, u_e)
+                + f", so the comparison (fit ratio {f:.2g}) cannot be judged at this budget "
+                "(train the table longer, or give it a higher table_lr)")
+    elif flags:
+        text = (f"the lookup table's latents are {_why(reasons)}, so "
                 f"the comparison (fit ratio {f:.2g}) cannot be judged at this budget")
+    elif verdict == "PASS" and f >= 1:
+        text = (f"the encoder's latents help its decoder at least as much as free per-image "
+                f"latents help theirs (fit ratio {f:.2g}, CKA {cka_:.2f})")
     elif verdict == "PASS":
         text = (f"the encoder's latents give its decoder {percent(f)} of what free per-image "
-                f"latents give theirs (CKA {metrics['cka'].value:.2f})")
+                f"latents give theirs (CKA {cka_:.2f})")
+    elif verdict == "FAIL" and u_e <= 0:
+        text = (f"the encoder's latents are of no use to its decoder (latent use {u_e:.2g}), "
+                f"while free per-image latents help theirs ({u_v:.2g})")
     elif verdict == "FAIL":
         text = (f"the encoder's latents give its decoder only {percent(f)} of what free per-image "
                 "latents give theirs")
@@ -280,6 +373,9 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
         text = f"fit ratio {f:.2g} is within its uncertainty of the threshold"
     details: dict = {"n_images": int(len(idx)), "encoder": _reference(subject),
                      **_variants_trained(subject)}
+    details["table"] = {"init": vlt.config.table_init, "frozen": vlt.config.freeze_table,
+                        "lr": vlt.config.resolved_table_lr,
+                        "lr_from": _table_lr_source(subject, vlt.config)}
     if not vol_auc:  # say why the volume metrics are absent
         details["volumes"] = (volumes_missing({"encoder": enc, "vlt": vlt}, subject)
                               or ("no volumes asked for (n_volumes = 0)"

@@ -16,6 +16,13 @@ image's ``gap[train]`` / ``gap[heldout]`` and its ``gain[...]`` (``E_local - E_0
 report can draw the gap per image on each side, normalised as ``gap_fraction`` is (by the
 mean gain of its side: the mean of the normalised gaps is that side's ``gap_fraction``).
 
+The fraction means nothing where the decoder makes no use of the latent: then local
+optimisation gains nothing over a constant q (``local_gain`` not measurably above 0 on a
+side), or gains only by moving q towards the prior, in the KL term, while the reconstruction
+term does not improve (``recon_gain[train]``, the reconstruction loss at the constant q minus
+at the local q on training images, not measurably above 0). Either is flagged ``no_fit`` and
+gives WARN, never PASS or FAIL.
+
 ``heldout_generalisation``: the latents' recovery of the ground truth on training images
 (out-of-fold predictions) and on held-out images (a regressor, or k-means clusters, fitted on
 the training latents and applied to the held-out ones); ``recovery_drop`` = training -
@@ -38,6 +45,7 @@ from ._common import (
     boot,
     floors_missed,
     least_informative,
+    mean_of,
     mean_ratio,
     percent,
     plain,
@@ -46,6 +54,7 @@ from ._common import (
     spread_to_width,
     truth_of,
     truth_problem,
+    unused,
     usable_truth,
     verdict_with_guard,
     worst_of,
@@ -54,16 +63,25 @@ from .subject import Subject
 
 
 # ---------------------------------------------------------------------------- amortization gap
+def _recon(closure, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+           ) -> torch.Tensor:
+    """Per-image expected reconstruction loss ``(B,)`` with the draws ``eps (S, B, zdim)``."""
+    return torch.stack([closure(mu + e * torch.exp(0.5 * logvar)) for e in eps]).mean(0)
+
+
 def _elbo(closure, kl_scale: float, mu: torch.Tensor, logvar: torch.Tensor,
           eps: torch.Tensor) -> torch.Tensor:
     """Per-image ELBO ``(B,)`` with the draws ``eps (S, B, zdim)``."""
-    recon = torch.stack([closure(mu + e * torch.exp(0.5 * logvar)) for e in eps]).mean(0)
+    recon = _recon(closure, mu, logvar, eps)
     return -(recon.float().cpu() + kl_scale * kl_divergence(mu, logvar))  # on the CPU
 
 
 def local_elbos(model, data, idx: np.ndarray, settings: Settings, seed: int = 0
                 ) -> dict[str, np.ndarray]:
-    """``E_enc``, ``E_local`` and ``E_0`` per image ``(B,)`` for images ``idx`` of ``data``."""
+    """``E_enc``, ``E_local`` and ``E_0`` per image ``(B,)`` for images ``idx`` of ``data``
+    (``enc``, ``local``, ``const``), and the reconstruction gain of the local q over the
+    constant one (``recon_gain``: the expected reconstruction loss at ``E_0``'s q minus at
+    ``E_local``'s)."""
     mu0, lv0 = (torch.from_numpy(a) for a in model.encode(data, idx))
     closure, kl_scale = model.recon_closure(data, idx), model.kl_scale
     gen = torch.Generator().manual_seed(seed)
@@ -83,8 +101,12 @@ def local_elbos(model, data, idx: np.ndarray, settings: Settings, seed: int = 0
             opt.step()
     with torch.no_grad():
         e_opt = _elbo(closure, kl_scale, mu.detach(), lv.detach(), eps)
+        r_opt, r_enc, r_0 = (_recon(closure, *q, eps).float().cpu()
+                             for q in ((mu.detach(), lv.detach()), (mu0, lv0), const))
     e_local = torch.maximum(e_opt, e_enc)
-    return {"enc": e_enc.numpy(), "local": e_local.numpy(), "const": e_0.numpy()}
+    r_local = torch.where(e_opt >= e_enc, r_opt, r_enc)  # the q that E_local is the ELBO of
+    return {"enc": e_enc.numpy(), "local": e_local.numpy(), "const": e_0.numpy(),
+            "recon_gain": (r_0 - r_local).numpy()}
 
 
 def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
@@ -96,7 +118,7 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
     frac: dict[str, list] = {k: [] for k in sets}
     gap: dict[str, list] = {k: [] for k in sets}
     gain: dict[str, list] = {k: [] for k in sets}
-    worst, arrays = [], {}
+    worst, recon_gain, arrays = [], [], {}
     n = min(settings.n_gap, *(len(d) for d in sets.values()))  # one size: resamples are shared
     for seed in subject.seeds:
         model = subject.model(seed)
@@ -110,6 +132,8 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
                 arrays[f"gap[{name}]"] = g.astype(np.float32)
                 arrays[f"gain[{name}]"] = total.astype(np.float32)
             frac[name].append(boot(mean_ratio(g, total), len(idx), settings, seed))
+            if name == "train":
+                recon_gain.append(boot(mean_of(e["recon_gain"]), len(idx), settings, seed))
             gap[name].append(boot(lambda b, g=g: float(g[b].mean()), len(idx), settings, seed))
             gain[name].append(boot(lambda b, t=total: float(t[b].mean()), len(idx), settings,
                                    seed))
@@ -120,14 +144,21 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
         metrics[f"gap_fraction[{name}]"] = pooled(frac[name], False, settings)
         metrics[f"gap[{name}]"] = pooled(gap[name], False, settings)
         metrics[f"local_gain[{name}]"] = pooled(gain[name], True, settings)
+    metrics["recon_gain[train]"] = pooled(recon_gain, True, settings)
     verdict, flags = decide(metrics["gap_fraction"], threshold), []
     f = metrics["gap_fraction"].value
     if not all(metrics[f"local_gain[{name}]"].lo > 0 for name in sets):
         flags.append("no_fit")
-        if verdict == "PASS":
-            verdict = "WARN"
+        verdict = "WARN"
         text = ("per-image optimisation gains nothing over a constant posterior: the decoder "
                 "does not use the latent yet, so the gap is not measurable")
+    elif unused(metrics["recon_gain[train]"]):
+        flags.append("no_fit")
+        verdict = "WARN"
+        text = (f"per-image optimisation fits the training images no better than a constant "
+                f"posterior (reconstruction gain {metrics['recon_gain[train]'].value:.2g}, "
+                "interval reaching 0): the decoder does not use the latent, what it gains is "
+                f"the prior's, so the gap ({f:.2g}) says nothing about inference")
     elif verdict == "PASS":
         text = f"the encoder gets within {percent(f)} of each image's optimal posterior"
     elif verdict == "FAIL":

@@ -22,7 +22,14 @@ For each transform ``T`` of the check, on a sample of training images: the encod
   ``slices[moved]``).
 
 A PASS counts only when the latents are informative (see ``thresholds.py``): a collapsed
-encoder is perfectly invariant and would otherwise pass.
+encoder is perfectly invariant and would otherwise pass. Three guards, each of which turns a
+PASS into WARN: the spread of the means over the posterior width (``informative_spread``,
+scale-free: a constant encoder, or means that are tiny noise beside their width, sit near 0),
+with ground truth its recovery (``informative_recovery``), and without any truth the model's
+own decoder: ``latent_use``, the mean loss its decoder adds when an image gets another
+image's latent, must be measurably above 0 (flag ``no_fit``). Latents that the decoder
+ignores carry nothing the model learned, however spread they are (means that are tiny noise
+with tinier widths pass the spread floor).
 """
 
 from __future__ import annotations
@@ -38,13 +45,16 @@ from ._common import (
     Settings,
     boot,
     central_slices,
+    decoder_use,
     floors_missed,
     informativeness,
     least_informative,
+    mean_of,
     plain,
     pooled,
     sample,
     truth_of,
+    unused,
     verdict_with_guard,
 )
 from .subject import Subject
@@ -108,7 +118,7 @@ def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed:
 def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> CheckResult:
     transforms = _transforms(subject, kind)
     threshold = settings.thresholds[name]
-    info = []
+    info, uses = [], []
     per_t = {t.name: {"d": [], "r1": [], "r10": [], "vol": []} for t in transforms}
     arrays: dict[str, np.ndarray] = {}
     for seed in subject.seeds:
@@ -118,6 +128,8 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
         moved = {t.name: model.encode(subject.train, idx, transform=t)[0] for t in transforms}
         truth = truth_of(subject.train, idx)
         info.append(informativeness(mu, logvar, truth, seed))
+        use = decoder_use(model, subject.train, idx, mu, seed)
+        uses.append(boot(mean_of(use), len(idx), settings, seed))
         if not arrays:  # what the report draws: each image joined to its transformed copy
             arrays = {"mu": mu, **{f"moved[{t}]": m for t, m in moved.items()},
                       **{f"truth[{k}]": v for k, v in truth.items()}}
@@ -143,13 +155,21 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
             metrics[f"volume_displacement[{t}]"] = plain(v["vol"], False)
     for k in least_informative(info):  # the measures every seed has
         metrics[k] = plain([i[k] for i in info], True)
+    metrics["latent_use"] = pooled(uses, True, settings)
     missed = floors_missed(least_informative(info), settings)
     verdict, flags = verdict_with_guard(metrics["displacement"], threshold, bool(missed))
+    if unused(metrics["latent_use"]):
+        flags.append("no_fit")
+        verdict = "WARN" if verdict == "PASS" else verdict
     d = metrics["displacement"].value
     what = "shifted" if kind == "shift" else "rotated"
     if verdict == "FAIL":
         text = (f"{what} images ({governs}) move {d:.2f} of the typical inter-image distance "
                 "in latent space: the encoder is not invariant")
+    elif "no_fit" in flags:
+        text = (f"displacement {d:.2g}, but the decoder makes no measurable use of the latents "
+                f"(latent use {metrics['latent_use'].value:.2g}, interval reaching 0) for "
+                "invariance to mean anything")
     elif "uninformative" in flags:
         text = (f"displacement {d:.2g}, but the latents carry too little information "
                 f"({', '.join(missed)} below floor) for invariance to mean anything")
