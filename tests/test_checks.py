@@ -475,8 +475,9 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
 
 
 def test_the_main_battery_reports_skips_on_data_without_truth(digits, monkeypatch):
-    # Every check is stubbed (nothing trains): what is under test is which checks run and
-    # which are SKIP results, for the cryoDRGN-style VAE and for the invariant encoder.
+    # Every check is stubbed and nothing is trained ahead (nothing trains): what is under test
+    # is which checks run and which are SKIP results, for the cryoDRGN-style VAE and for the
+    # invariant encoder.
     from dataclasses import replace
 
     from ampcheck import checks as C
@@ -487,6 +488,7 @@ def test_the_main_battery_reports_skips_on_data_without_truth(digits, monkeypatc
 
     for name, spec in C.CHECKS.items():
         monkeypatch.setitem(C.CHECKS, name, replace(spec, fn=stub))
+    monkeypatch.setattr(C, "battery_jobs", lambda *args, **kwargs: [])
     unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
     results = C.main_battery(unlabelled, budget="smoke")
     skipped = [(r.model, r.check) for r in results if r.verdict == "SKIP"]
