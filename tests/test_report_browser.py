@@ -53,8 +53,10 @@ PROFILE = [
      "an encoder fed a fixed other image or noise gives its decoder 67% of what the image "
      "itself gives: it memorises"),
     ("vlt_equivalence", "cryoem:base", "FAIL", "fit_ratio", 0.75, 0.71, 0.79, 0.8, True,
-     "the encoder's latents give its decoder only 75% of what free per-image latents give "
-     "theirs"),
+     "the lookup table fits its training images better: the encoder's latents give its decoder "
+     "75% of what the table's give theirs, so the encoder gives up 25% of a per-image table's "
+     "fit; the volumes decoded from each match the true maps with AUC-FSC 0.57 (table) and 0.58 "
+     "(encoder)"),
     ("amortization_gap", "cryoem:base", "FAIL", "gap_fraction", 1.14, 1.01, 1.28, 0.5, False,
      "the encoder misses 114% of what per-image optimisation reaches"),
     ("heldout_generalisation", "cryoem:invariant", "WARN", "recovery_drop", 0.6, -0.11, 0.87,
