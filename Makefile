@@ -20,7 +20,7 @@ run: $(VENV)/.installed
 	$(BIN)/ampcheck run --force
 
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ampcheck tests benchmarks
