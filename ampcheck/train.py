@@ -505,7 +505,9 @@ class TrainedModel:
         cfg = TrainConfig.from_dict(state["config"], str(path))
         if device is not None:
             cfg = replace(cfg, device=device)
-        return _assemble(cfg, data, state, str(path))
+        run = _assemble(cfg, data, state, str(path))
+        run.model.eval()  # as train() leaves it (cryoDRGN's decoder asserts it to decode volumes)
+        return run
 
 
 _CHECKPOINT_KEYS = {"config": dict, "data": dict, "model": dict, "history": list}

@@ -79,6 +79,7 @@ def test_checkpoint_loads_with_weights_only_and_gives_the_same_latents(tiny, tmp
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert state["format"] == 1 and len(state["history"]) == 2
     again = TrainedModel.load(tmp_path / CHECKPOINT, tiny)
+    assert not run.model.training and not again.model.training  # in the mode train() leaves
     np.testing.assert_array_equal(again.latents()[0], run.latents()[0])
     assert [r.loss for r in again.history] == [r.loss for r in run.history]
     with pytest.raises(InputError, match="trained on 64 images"):
