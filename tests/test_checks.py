@@ -296,9 +296,11 @@ def test_several_training_seeds_pool_into_one_verdict(digits):
 
 
 @pytest.mark.cryoem
-def test_cryodrgn_style_encoder_fails_both_invariance_checks_at_the_smoke_budget(ci_set):
-    for r in check_vae("cryoem:base", ci_set, checks=["shift_invariance",
-                                                      "rotation_invariance"], budget="smoke"):
+def test_cryodrgn_style_encoder_fails_both_invariance_checks_at_the_smoke_budget(standard_set):
+    # on the standard set (24 px): the same finding as on the 64-px ci set, 9 times cheaper
+    for r in check_vae("cryoem:base", standard_set, checks=["shift_invariance",
+                                                            "rotation_invariance"],
+                       budget="smoke"):
         assert r.verdict == "FAIL", r.summary()
         assert r.metrics["displacement"].lo > 0.2
 

@@ -44,8 +44,8 @@ def assert_papers_profile(report: dict) -> None:
     assert not flagged, flagged  # no verdict rests on uninformative latents
     gap = next(c for c in report["checks"] if c["check"] == "amortization_gap")["metrics"]
     assert gap["gap_fraction[heldout]"]["value"] > gap["gap_fraction[train]"]["value"]
-    vlt = next(c for c in report["checks"] if c["check"] == "vlt_equivalence")
-    if vlt["verdict"] == "FAIL":  # said as the paper says it: which side fits better, by how much
+    vlt = next((c for c in report["checks"] if c["check"] == "vlt_equivalence"), None)
+    if vlt is not None and vlt["verdict"] == "FAIL":  # said as the paper says it
         f = vlt["metrics"]["fit_ratio"]["value"]
         assert vlt["explanation"].startswith(
             "the lookup table fits its training images better: the encoder's latents give its "

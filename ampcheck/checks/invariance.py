@@ -34,6 +34,8 @@ with tinier widths pass the spread floor).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .. import metrics as M
@@ -128,7 +130,8 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
         moved = {t.name: model.encode(subject.train, idx, transform=t)[0] for t in transforms}
         truth = truth_of(subject.train, idx)
         info.append(informativeness(mu, logvar, truth, seed))
-        use = decoder_use(model, subject.train, idx, mu, seed)
+        use = subject.memo(("latent_use", seed, tuple(idx)),  # the same in both checks
+                           partial(decoder_use, model, subject.train, idx, mu, seed))
         uses.append(boot(mean_of(use), len(idx), settings, seed))
         if not arrays:  # what the report draws: each image joined to its transformed copy
             arrays = {"mu": mu, **{f"moved[{t}]": m for t, m in moved.items()},

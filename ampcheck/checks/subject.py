@@ -349,6 +349,7 @@ class Subject:
     capabilities: DataCapabilities = field(default_factory=DataCapabilities)
     model_is_variant: bool = True
     _models: dict[int, Any] = field(default_factory=dict, repr=False)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def model(self, seed: int) -> CheckableModel:
         if seed not in self._models:
@@ -359,7 +360,15 @@ class Subject:
         """The same subject with ``options`` added to its check options: it shares the trained
         models (``_models``, the cache), so a model trains once whatever options its checks
         run with."""
-        return replace(self, options={**self.options, **options}, _models=self._models)
+        return replace(self, options={**self.options, **options}, _models=self._models,
+                       _memo=self._memo)
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per ``key`` for this subject: what several checks measure alike
+        on its own models (the shift and the rotation check's latent use)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @property
     def family(self) -> str:
