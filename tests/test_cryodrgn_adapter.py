@@ -365,14 +365,16 @@ def test_check_cli_report_names_the_run_and_keeps_the_gap_per_image(run, tmp_pat
 
     import yaml
 
+    from ampcheck import kinds
     from ampcheck.adapters.cryodrgn import describe_run, load_cryodrgn
     from ampcheck.checks import _common
     from ampcheck.cli import main
     from ampcheck.report import load_report
 
     # a lighter gap optimisation: this test is about what the report records, not the gap
-    small = dataclasses.replace(_common.SETTINGS["smoke"], n_gap=8, gap_steps=5, n_boot=50)
-    monkeypatch.setitem(_common.SETTINGS, "smoke", small)
+    default = kinds.DEFAULT_BUDGET  # what the command line checks at
+    small = dataclasses.replace(_common.SETTINGS[default], n_gap=8, gap_steps=5, n_boot=50)
+    monkeypatch.setitem(_common.SETTINGS, default, small)
     out = tmp_path / "report"
     assert main(["check", "--cryodrgn", str(run.out), "--particles", str(run.particles),
                  "--poses", str(run.poses), "--ctf", str(run.ctf), "--ind", str(run.train_ind),

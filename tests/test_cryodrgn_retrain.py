@@ -256,12 +256,14 @@ def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
 def test_check_cli_retrains_and_reports_the_variants(runs, tmp_path, monkeypatch):
     import dataclasses
 
+    from ampcheck import kinds
     from ampcheck.checks import _common
     from ampcheck.cli import main
     from ampcheck.report import load_report
 
-    small = dataclasses.replace(_common.SETTINGS["smoke"], n_boot=50)
-    monkeypatch.setitem(_common.SETTINGS, "smoke", small)
+    default = kinds.DEFAULT_BUDGET  # what the command line checks at
+    small = dataclasses.replace(_common.SETTINGS[default], n_boot=50)
+    monkeypatch.setitem(_common.SETTINGS, default, small)
     out = tmp_path / "report"
     assert main(["check", "--cryodrgn", str(runs.out), "--particles", str(runs.particles),
                  "--poses", str(runs.poses), "--ctf", str(runs.ctf), "--ind",
