@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .kinds import BUDGETS
+from .thresholds import DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ CALIBRATION = (
     Calibration("standard", 32, 800, 0.14, "a molecule of solid bodies (tests/molecules.py)"),
     Calibration("medium", 64, 1600, 0.32, "the ci set"),
 )
-#: Below this R² the latents count as uninformative (``thresholds.informative_recovery``).
-INFORMATIVE_R2 = 0.1
+#: Below this R² the latents count as uninformative (the ``informative_recovery`` floor).
+INFORMATIVE_R2 = DEFAULT_THRESHOLDS["informative_recovery"].value
 
 
 def budget_hint(budget: str, box: int | None) -> str:
