@@ -1,5 +1,6 @@
 """Repository-only test setup: hypothesis profiles, pytester, the GPU skip, the optional
-extras' tests, the shared ``ci`` data set and ``ampcheck_log`` (ampcheck's log records).
+extras' tests, the shared ``ci`` and ``standard`` data sets and ``ampcheck_log``
+(ampcheck's log records).
 
 This repository's ``slow``, ``gpu`` and ``extras`` markers are registered in ``pyproject.toml``
 (``[tool.pytest.ini_options] markers``) and handled here, not by ampcheck's pytest plugin:
