@@ -4,8 +4,8 @@ atomically.
 * :func:`write_stack` / :class:`StackWriter`: float32 image stacks ``(N, D, D)`` (the writer
   streams a stack larger than memory); :func:`write_mrc` / :func:`read_mrc`: volumes
   ``(D, D, D)`` indexed ``[z, y, x]``; the voxel size is in Å/pixel.
-* :func:`_open_mrc` / :func:`_inspect_stack`: the strict opening that every reader of an MRC
-  file goes through (:mod:`ampcheck.cryoem.stack` serves the images).
+* :func:`open_mrc` / :func:`inspect_stack`: the strict opening that every reader of an MRC
+  file goes through (:mod:`ampcheck.cryoem.stack` serves the images through them).
 
 MRC files are read strictly: a header whose fields do not describe exactly the bytes of the file
 (a field out of range, a truncated file, bytes after the data) is refused (see
@@ -30,15 +30,19 @@ from mrcfile.dtypes import HEADER_DTYPE
 from ampcheck.errors import InputError
 from ampcheck.files import atomic_path
 
-__all__ = ["StackWriter", "write_stack", "write_mrc", "read_mrc"]
+__all__ = ["StackWriter", "write_stack", "write_mrc", "read_mrc", "open_mrc", "inspect_stack",
+           "StackFile", "STACK_SUFFIXES"]
 
 PathLike = str | os.PathLike
 
-_STACK_SUFFIXES = (".mrcs", ".mrc")
+STACK_SUFFIXES = (".mrcs", ".mrc")  # file names read as one MRC stack
 
 
 @dataclass(frozen=True)
-class _StackFile:
+class StackFile:
+    """One validated MRC stack: ``n`` images of ``D x D`` pixels of ``apix`` Å (None: the
+    header gives no size)."""
+
     path: Path
     n: int
     D: int
@@ -121,9 +125,11 @@ def _check_mrc_layout(path: Path, what: str) -> None:
                           "appended to the file; remove them or fix the header", what)
 
 
-def _open_mrc(path: Path, what: str = "an MRC image stack") -> Any:
-    """``mrcfile.mmap`` read-only, strict, after :func:`_check_mrc_layout`; every failure, and
-    any warning ``mrcfile`` would print, becomes one :class:`InputError` naming the file."""
+def open_mrc(path: Path, what: str = "an MRC image stack") -> Any:
+    """``path`` memory-mapped read-only by ``mrcfile`` (strict, after
+    :func:`_check_mrc_layout`): the open ``MrcMmap``, a context manager the caller closes.
+    Every failure, and any warning ``mrcfile`` would print, becomes one :class:`InputError`
+    naming the file and ``what`` it should hold."""
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected {what})")
     _check_mrc_layout(path, what)
@@ -147,9 +153,11 @@ def _apix(mrc: Any) -> float | None:
     return apix if 0 < apix < np.inf else None
 
 
-def _inspect_stack(path: Path) -> _StackFile:
-    """Open ``path`` once to validate its header and size; returns its shape and pixel size."""
-    with _open_mrc(path) as mrc:
+def inspect_stack(path: Path) -> StackFile:
+    """Open ``path`` once to validate it as an image stack ``(N, D, D)`` (or one image
+    ``(D, D)``) of real, square, even-sided images; its count, size and pixel size. Raises
+    :class:`InputError` naming the file otherwise."""
+    with open_mrc(path) as mrc:
         data = mrc.data
         if data is None or data.ndim not in (2, 3):
             shape = None if data is None else data.shape
@@ -165,7 +173,7 @@ def _inspect_stack(path: Path) -> _StackFile:
                              "expected square images with an even side")
         if n == 0:
             raise InputError(f"{path}: the stack holds no images")
-        return _StackFile(path, n, int(nx), _apix(mrc))
+        return StackFile(path, n, int(nx), _apix(mrc))
 
 
 def _set_header(mrc: Any, apix: float | None) -> None:
@@ -288,7 +296,7 @@ def read_mrc(path: PathLike) -> tuple[np.ndarray, float | None]:
     """Read an MRC file into memory: (float32 data, e.g. a volume ``(D, D, D)`` ``[z, y, x]``,
     pixel size in Å or None where the header says 0)."""
     path = Path(path)
-    with _open_mrc(path, "an MRC volume") as mrc:
+    with open_mrc(path, "an MRC volume") as mrc:
         if not np.issubdtype(mrc.data.dtype, np.number) or np.iscomplexobj(mrc.data):
             raise InputError(f"{path}: found {mrc.data.dtype} values; expected a real-valued "
                              "MRC volume")

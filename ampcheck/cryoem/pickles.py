@@ -3,7 +3,8 @@
 :func:`load_pickle` admits only numpy arrays, tuples, lists, dicts and scalars (cryoDRGN's
 poses, CTF, latents and index files hold nothing else); a pickle that asks for any other global
 is refused with :class:`~ampcheck.errors.UnsafePickleError` naming it, before anything of it
-runs. :func:`_float_array` and :func:`_check_count` validate the arrays that the readers of
+runs. :func:`load_pickles` / :func:`dump_pickles` read and write several objects in one file;
+:func:`float_array` and :func:`check_count` validate the arrays that the readers of
 :mod:`ampcheck.cryoem.poses` and :mod:`ampcheck.cryoem.latents` take out of them.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from ampcheck.errors import InputError, UnsafePickleError
 from ampcheck.files import atomic_path
 
-__all__ = ["load_pickle"]
+__all__ = ["load_pickle", "load_pickles", "dump_pickles", "float_array", "check_count"]
 
 PathLike = str | os.PathLike
 
@@ -66,7 +67,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def _load_pickles(path: PathLike, count: int) -> list[Any]:
+def load_pickles(path: PathLike, count: int) -> list[Any]:
+    """The first ``count`` objects pickled one after another in ``path`` (cryoDRGN's
+    ``z.pkl`` holds two), each read with the restricted unpickler of :func:`load_pickle`.
+    Raises :class:`InputError` naming the file when it is missing, truncated or not a pickle."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected a pickle)")
@@ -90,10 +94,11 @@ def load_pickle(path: PathLike) -> Any:
 
     Anything else raises :class:`UnsafePickleError` naming the forbidden ``module.name``.
     """
-    return _load_pickles(path, 1)[0]
+    return load_pickles(path, 1)[0]
 
 
-def _dump_pickles(path: PathLike, *objs: Any) -> None:
+def dump_pickles(path: PathLike, *objs: Any) -> None:
+    """Pickle ``objs`` one after another into ``path`` (protocol 4), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         for obj in objs:
             pickle.dump(obj, f, protocol=4)
@@ -102,9 +107,10 @@ def _dump_pickles(path: PathLike, *objs: Any) -> None:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _float_array(x: Any, path: PathLike, what: str, ndim: int) -> np.ndarray:
-    """``x`` if it is a finite integer or float array of ``ndim`` dimensions whose values fit
-    float32 (every array read is stored as float32)."""
+def float_array(x: Any, path: PathLike, what: str, ndim: int) -> np.ndarray:
+    """``x`` itself if it is a finite integer or float array of ``ndim`` dimensions whose
+    values fit float32 (every array read is stored as float32); else an :class:`InputError`
+    naming ``path`` and ``what`` the array is."""
     if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.floating)
                                             or np.issubdtype(x.dtype, np.integer)):
         kind = f"an array of {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
@@ -120,6 +126,8 @@ def _float_array(x: Any, path: PathLike, what: str, ndim: int) -> np.ndarray:
     return x
 
 
-def _check_count(path: PathLike, what: str, found: int, n: int | None) -> None:
+def check_count(path: PathLike, what: str, found: int, n: int | None) -> None:
+    """An :class:`InputError` unless ``path`` holds ``n`` ``what`` (one per image; None: any
+    number), ``found`` being how many it holds."""
     if n is not None and found != n:
         raise InputError(f"{path}: holds {found} {what}; expected {n} (one per image)")

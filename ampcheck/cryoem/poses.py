@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ampcheck.cryoem.ctf import CTF_COLUMNS
-from ampcheck.cryoem.pickles import _check_count, _dump_pickles, _float_array, load_pickle
+from ampcheck.cryoem.pickles import check_count, dump_pickles, float_array, load_pickle
 from ampcheck.errors import InputError
 
 __all__ = ["check_poses", "read_poses", "write_poses", "check_ctf", "read_ctf", "write_ctf"]
@@ -31,7 +31,7 @@ def check_poses(path: PathLike, rot: Any, trans: Any, n: int | None
         hint = " (Euler angles? convert them to matrices)" if rot.shape[-1:] == (3,) else ""
         raise InputError(f"{path}: rotations have shape {rot.shape}; expected (N, 3, 3) rotation "
                          f"matrices{hint}")
-    rot = _float_array(rot, path, "rotations", 3).astype(np.float64)
+    rot = float_array(rot, path, "rotations", 3).astype(np.float64)
     if rot.shape[1:] != (3, 3):
         raise InputError(f"{path}: rotations have shape {rot.shape}; expected (N, 3, 3)")
     with np.errstate(all="ignore"):  # huge entries overflow to inf: refused just below
@@ -43,10 +43,10 @@ def check_poses(path: PathLike, rot: Any, trans: Any, n: int | None
         raise InputError(f"{path}: {int(bad.sum())} of {len(rot)} matrices are not rotations "
                          f"(first: #{k}, max |R R^T - I| = {err[k]:.3g}, det = {det[k]:.4g}); "
                          "expected orthonormal matrices with determinant +1")
-    _check_count(path, "rotations", len(rot), n)
+    check_count(path, "rotations", len(rot), n)
     if trans is None:
         return rot.astype(np.float32), None
-    trans = _float_array(trans, path, "translations", 2)
+    trans = float_array(trans, path, "translations", 2)
     if trans.shape != (len(rot), 2):
         raise InputError(f"{path}: translations have shape {trans.shape}; expected "
                          f"({len(rot)}, 2) to match the {len(rot)} rotations")
@@ -81,7 +81,7 @@ def write_poses(path: PathLike, rot: np.ndarray, trans: np.ndarray | None = None
     """
     rot, trans = check_poses(path, np.asarray(rot), None if trans is None else np.asarray(trans),
                               None)
-    _dump_pickles(path, rot if trans is None else (rot, trans))
+    dump_pickles(path, rot if trans is None else (rot, trans))
 
 
 
@@ -96,7 +96,7 @@ def check_ctf(path: PathLike, ctf: Any, n: int | None) -> np.ndarray:
     images are taken but what a sign flip or a failed fit writes, and a model trained with it
     fits the wrong CTF; so it is refused, naming the row, rather than used silently.
     """
-    ctf = _float_array(ctf, path, "CTF parameters", 2)
+    ctf = float_array(ctf, path, "CTF parameters", 2)
     if ctf.shape[1] != 9:
         raise InputError(f"{path}: CTF parameters have shape {ctf.shape}; expected (N, 9) columns "
                          f"[{', '.join(CTF_COLUMNS)}]")
@@ -112,7 +112,7 @@ def check_ctf(path: PathLike, ctf: Any, n: int | None) -> np.ndarray:
         if bad.size:
             raise InputError(f"{path}: CTF column {col} {what}; row {bad[0]} (0-based) has "
                              f"{ctf[bad[0], col]:g} (columns: {', '.join(CTF_COLUMNS)})")
-    _check_count(path, "CTF rows", len(ctf), n)
+    check_count(path, "CTF rows", len(ctf), n)
     return ctf.astype(np.float32)
 
 
@@ -124,4 +124,4 @@ def read_ctf(path: PathLike, n: int | None = None) -> np.ndarray:
 
 def write_ctf(path: PathLike, ctf: np.ndarray) -> None:
     """Write CTF parameters ``(N, 9)`` as a float32 pickle (cryoDRGN's ``ctf.pkl``)."""
-    _dump_pickles(path, check_ctf(path, np.asarray(ctf), None))
+    dump_pickles(path, check_ctf(path, np.asarray(ctf), None))

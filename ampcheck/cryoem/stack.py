@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ampcheck.cryoem.mrc import _STACK_SUFFIXES, _inspect_stack, _open_mrc, _StackFile
-from ampcheck.cryoem.star import _particle_tables, _read_star_blocks
+from ampcheck.cryoem.mrc import STACK_SUFFIXES, StackFile, inspect_stack, open_mrc
+from ampcheck.cryoem.star import read_image_names
 from ampcheck.errors import InputError
 
 __all__ = ["ImageStack", "read_stack"]
@@ -49,7 +49,7 @@ class ImageStack:
     # keeps them in its page cache; a later read finds them there).
     _RELEASE_BYTES = 64 * 2**20
 
-    def __init__(self, path: PathLike, files: Sequence[_StackFile],
+    def __init__(self, path: PathLike, files: Sequence[StackFile],
                  file_of: np.ndarray | None = None, local: np.ndarray | None = None):
         self.path = Path(path)
         self._files = list(files)
@@ -160,7 +160,7 @@ class ImageStack:
         else:
             if len(self._open) >= self._MAX_OPEN:
                 self._open.popitem(last=False)[1].close()
-            self._open[f] = _open_mrc(self._files[f].path)
+            self._open[f] = open_mrc(self._files[f].path)
         data = self._open[f].data
         return data.reshape(1, *data.shape) if data.ndim == 2 else data
 
@@ -208,16 +208,14 @@ def read_stack(path: PathLike, datadir: PathLike | None = None) -> ImageStack:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in _STACK_SUFFIXES:
-        return ImageStack(path, [_inspect_stack(path)])
+    if suffix in STACK_SUFFIXES:
+        return ImageStack(path, [inspect_stack(path)])
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected a particle stack)")
     if suffix == ".txt":
         return _read_txt_stack(path)
     if suffix == ".star":
-        blocks = _read_star_blocks(path)
-        particles, _ = _particle_tables(blocks, path)
-        return _star_stack(path, particles["rlnImageName"], datadir)
+        return _star_stack(path, read_image_names(path), datadir)
     raise InputError(f"{path}: unknown particle file type {path.suffix!r}; expected .mrcs, .mrc, "
                      ".txt (a list of stacks) or .star (RELION)")
 
@@ -235,7 +233,7 @@ def _read_txt_stack(path: Path) -> ImageStack:
         p = Path(name) if Path(name).is_absolute() else path.parent / name
         if not p.is_file():
             raise InputError(f"{path}: lists {name}, but {p} does not exist")
-        files.append(_inspect_stack(p))
+        files.append(inspect_stack(p))
     return ImageStack(path, files)
 
 
@@ -275,7 +273,7 @@ def _star_stack(path: Path, image_names: pd.Series, datadir: PathLike | None) ->
         raise InputError(f"{datadir}: no such folder (expected the datadir that holds the image "
                          f"stacks that {path} names)")
     base = Path(datadir) if datadir is not None else path.parent
-    files = [_inspect_stack(_find_stack(path, name, base, datadir is not None))
+    files = [inspect_stack(_find_stack(path, name, base, datadir is not None))
              for name in uniq]
     number = index.to_numpy(dtype=np.float64)  # 1-based; compared before any integer cast
     counts = np.array([f.n for f in files])

@@ -25,7 +25,7 @@ from ampcheck.cryoem.rotations import R_from_relion, R_to_relion
 from ampcheck.errors import InputError
 from ampcheck.files import atomic_path
 
-__all__ = ["StarParticles", "read_star_particles", "write_star"]
+__all__ = ["StarParticles", "read_star_particles", "write_star", "read_image_names"]
 
 PathLike = str | os.PathLike
 
@@ -88,6 +88,14 @@ def _particle_tables(blocks: dict[str, pd.DataFrame], path: Path
     if found.empty:
         raise InputError(f"{path}: the particle table has no rows; expected one per image")
     return found, blocks.get("optics")
+
+
+def read_image_names(path: Path) -> pd.Series:
+    """The ``_rlnImageName`` entries (``000012@stack.mrcs``) of a star's particle table, one
+    per image, in the file's order. Raises :class:`InputError` for a file that is not a RELION
+    particle table, or one without rows."""
+    particles, _ = _particle_tables(_read_star_blocks(path), path)
+    return particles["rlnImageName"]
 
 
 def _merge_optics(p: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> pd.DataFrame:

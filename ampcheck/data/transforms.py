@@ -41,6 +41,8 @@ __all__ = [
     "Transform",
     "parse_transform",
     "DEFAULT_TRANSFORMS",
+    "as_int",
+    "as_seed",
 ]
 
 Array = np.ndarray | torch.Tensor
@@ -51,14 +53,17 @@ Center = Literal["fourier", "geometric"]
 # argument checking
 
 
-def _as_int(value: Any, name: str) -> int:
+def as_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` if it is a Python or numpy integer (not a bool); else a
+    :class:`ConfigError` naming the argument ``name``. Shared with :mod:`ampcheck.data.twins`."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     return int(value)
 
 
-def _as_seed(seed: Any) -> int:
-    seed = _as_int(seed, "seed")
+def as_seed(seed: Any) -> int:
+    """``seed`` as a non-negative ``int`` (:func:`as_int`), else a :class:`ConfigError`."""
+    seed = as_int(seed, "seed")
     if seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed}")
     return seed
@@ -89,7 +94,7 @@ def roll(images: Array, dy: int = 0, dx: int = 0) -> Array:
     than the image. Returns a new array / tensor of the input's type, dtype and device.
     """
     _check_images(images, "roll", square=False)
-    dy, dx = _as_int(dy, "dy"), _as_int(dx, "dx")
+    dy, dx = as_int(dy, "dy"), as_int(dx, "dx")
     if isinstance(images, torch.Tensor):
         return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
     return np.roll(images, (dy, dx), axis=(-2, -1))
@@ -116,7 +121,7 @@ def rot90(images: Array, k: int = 1, center: Center = "fourier") -> Array:
     ``k`` may be any integer (taken mod 4). Returns a new array / tensor of the input's type.
     """
     _check_images(images, "rot90", square=True)
-    k = _as_int(k, "k") % 4
+    k = as_int(k, "k") % 4
     if center not in ("fourier", "geometric"):
         raise ConfigError(f"rot90() center must be 'fourier' or 'geometric', got {center!r}")
     if isinstance(images, torch.Tensor):
@@ -153,7 +158,7 @@ class Transform:
         if len(params) != arity[self.kind]:
             shape = "(dy, dx)" if self.kind == "roll" else "(k,)"
             raise ConfigError(f"{self.kind} transform takes params {shape}, got {self.params!r}")
-        params = tuple(_as_int(p, f"{self.kind} parameter") for p in params)
+        params = tuple(as_int(p, f"{self.kind} parameter") for p in params)
         object.__setattr__(self, "params", params)
 
     @property
