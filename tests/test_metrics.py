@@ -37,17 +37,6 @@ def similarity(seed: int, d: int) -> tuple[np.ndarray, float, np.ndarray]:
     return Q, float(rng.uniform(0.2, 5.0)), rng.normal(size=d) * 3
 
 
-# ---------------------------------------------------------------------------- directions
-def test_every_metric_states_its_direction():
-    higher = {M.fsc, M.auc_fsc, M.retrieval_at_k, M.linear_cka, M.knn_overlap,
-              M.r2_from_latents, M.cluster_ami}
-    lower = {M.fsc_resolution, M.fsc_resolutions, M.displacement, M.procrustes_distance}
-    for fn in higher | lower:
-        assert fn.higher_is_better is (fn in higher), fn.__name__
-    for helper in (M.retrieval_chance, M.cv_predictions, M.cluster_labels, M.bootstrap):
-        assert not hasattr(helper, "higher_is_better")
-
-
 # ---------------------------------------------------------------------------- displacement
 @settings(deadline=None)
 @given(sizes, dims, seeds)
