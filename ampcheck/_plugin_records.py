@@ -18,20 +18,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pytest
 
+from ._plugin_config import AmpcheckSettings
 from .baselines import plain_options
 from .kinds import data_kind
-
-if TYPE_CHECKING:
-    from ._plugin_session import AmpcheckSession
 
 #: What the plugin's report adds to each ``CheckResult.to_dict()`` in ``checks``.
 REPORT_CHECK_FIELDS = ("test", "baseline", "baseline_notes", "options")
 RECORDS = pytest.StashKey[list]()  # this test's records (dicts), in the order they ran
 SENT = pytest.StashKey[int]()  # how many of them a report already carries
+
+
+class RecordBook(Protocol):
+    """What this module reads and merges into: the session's records, training runs and
+    collection order (``ampcheck._plugin_session.AmpcheckSession`` is one). A protocol, so
+    that the records never import the session that adds them."""
+
+    settings: AmpcheckSettings
+    records: list[dict[str, Any]]  # what the test reports carried, merged
+    training: list[dict[str, Any]]  # the training runs they carried
+    order: dict[str, int]  # node id -> position in the collection
+    started: float  # time.perf_counter() at the session's start
 
 
 # ---------------------------------------------------------------------------- one record
@@ -114,7 +124,7 @@ class ReportMerger:
     reports of every worker): ``pytest_runtest_logreport`` gets no config, so this object,
     registered per config, holds its session."""
 
-    def __init__(self, state: AmpcheckSession):
+    def __init__(self, state: RecordBook):
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -132,7 +142,7 @@ class ReportMerger:
             self.state.order = {nodeid: i for i, nodeid in enumerate(ids)}
 
 
-def _sorted_records(state: AmpcheckSession) -> list[dict[str, Any]]:
+def _sorted_records(state: RecordBook) -> list[dict[str, Any]]:
     """Records in the collection's order (then in the order each test ran them): the same
     whichever xdist worker ran which test, and the order of a serial run."""
     last = len(state.order)
@@ -140,7 +150,7 @@ def _sorted_records(state: AmpcheckSession) -> list[dict[str, Any]]:
                                                 r["index"]))
 
 
-def _trained(state: AmpcheckSession) -> dict[str, dict[str, Any]]:
+def _trained(state: RecordBook) -> dict[str, dict[str, Any]]:
     """``{label: run}``, one per trained model and data set, in the order of the tests
     charged with them (a label trained on a second data set gets `` #2``); a model trained on
     the same data on several xdist workers (each has its own cache) is one entry, its
@@ -165,7 +175,7 @@ def _trained(state: AmpcheckSession) -> dict[str, dict[str, Any]]:
     return out
 
 
-def session_report(state: AmpcheckSession) -> dict[str, Any]:
+def session_report(state: RecordBook) -> dict[str, Any]:
     """The ``--ampcheck-report`` document: :func:`ampcheck.report.report_document` of the
     session's results (each with its test, baseline status and notes, and check options),
     its data sets and its training runs (no arrays)."""
@@ -187,7 +197,7 @@ def session_report(state: AmpcheckSession) -> dict[str, Any]:
     return document(checks, dataset, runs)
 
 
-def write_summary(tr: Any, state: AmpcheckSession) -> None:
+def write_summary(tr: Any, state: RecordBook) -> None:
     """The "ampcheck summary" of the terminal: a line per check, one per trained model, the
     configured models no check used, and where the report went."""
     tr.write_sep("=", "ampcheck summary")
