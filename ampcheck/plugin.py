@@ -1,91 +1,16 @@
 """ampcheck's pytest plugin (entry point ``pytest11``): markers, options, fixtures, reports.
 
-Hooks and thin fixtures only (the options and ``[tool.ampcheck]`` are read in
+Hooks and thin fixtures only: the options and ``[tool.ampcheck]`` are read in
 ``ampcheck._plugin_config``, the session state and the check runner live in
-``ampcheck._plugin_session``, the records, summary and report in ``ampcheck._plugin_records``);
-everything heavy (torch, the checks, the data) is imported when a test first asks for it, so
-that loading the plugin costs nothing.
+``ampcheck._plugin_session``, the records, summary and report in ``ampcheck._plugin_records``.
+Everything heavy (torch, the checks, the data) is imported when a test first asks for it, so
+that loading the plugin costs nothing. The plugin is a guest in every project that installs
+ampcheck: it acts on its own markers (:data:`MARKERS`) only, touches no test it did not make,
+and carries its results on the test reports (``ampcheck_records``), so that pytest-xdist's
+controller and junitxml see every worker's.
 
-The plugin is a guest in every project that installs ampcheck: it registers and acts on its
-own markers only, ``cryoem`` and ``mnist`` (the tests ``parametrize_with_checks`` and
-``--ampcheck-model`` generate carry the marker of their data kind, so ``pytest -m cryoem``
-selects them) and ``ampcheck_options(**options)`` (check options for the checks a test
-runs), and touches no test it did not make.
-
-Fixtures:
-
-* ``ampcheck_check``: ``ampcheck_check.run(model, check, *, data=None, expected=None,
-  options=None)`` runs one check with the session's settings and cache, records it (test
-  report section "ampcheck metrics", junitxml properties, terminal summary,
-  ``--ampcheck-report``), compares it with its stored baseline and fails the test unless the
-  verdict is PASS (or ``expected``) and no metric drifted; a check that does not apply to
-  the model or the data (a ``SKIP`` result) skips the test with its reason, and is neither
-  recorded nor compared with a baseline;
-* ``ampcheck_case``: one ``(model, check)`` case per applicable check of the model that
-  ``--ampcheck-model module:factory`` returns;
-* ``ampcheck_settings``, ``ampcheck_cache``, ``ampcheck_data``: the resolved configuration,
-  the session's :class:`~ampcheck.checks.TrainingCache` and data set.
-
-Configuration: the ``--ampcheck-*`` options and ``[tool.ampcheck]`` in the rootdir's
-``pyproject.toml``::
-
-    [tool.ampcheck]
-    budget = "smoke"            # smoke | standard | medium | full
-    seed = 0                    # first training seed
-    seeds = 1                   # number of training seeds
-    device = "auto"             # auto | cpu | cuda[:N]
-    data = "mnist"              # mnist | synthetic | a directory (relative to the rootdir)
-    baseline_dir = "ampcheck-baselines"
-    [tool.ampcheck.thresholds]
-    shift_invariance = 0.3
-    [tool.ampcheck.options]     # check options (ampcheck.checks.OPTIONS)
-    shift_transforms = ["roll:1", "roll:3"]
-    [tool.ampcheck.models."my_vae".thresholds]
-    shift_invariance = 0.5
-    [tool.ampcheck.models."my_vae".options]
-    rotation_transforms = ["rot90:1", "rot90:2"]
-    [tool.ampcheck.tolerance]   # baseline drift allowed: atol + rtol * |old|
-    rtol = 0.1
-    atol = 0.01
-    "shift_invariance.displacement" = 0.2          # per metric: an rtol ...
-    "evil_twin.memorisation" = {rtol = 0, atol = 0.05}   # ... or both
-
-Precedence, highest first:
-
-* thresholds: ``--ampcheck-threshold NAME=VALUE`` > ``[tool.ampcheck.models."<model>".
-  thresholds]`` (the model's name as its results show it) > ``[tool.ampcheck.thresholds]`` >
-  ampcheck's defaults (``ampcheck.checks.DEFAULT_THRESHOLDS``);
-* budget, seed, seeds, device, data: the command line > ``[tool.ampcheck]`` > the defaults
-  (smoke, 0, 1, auto, mnist); a data directory on the command line is relative to the
-  current directory, in the file to the rootdir;
-* check options: ``ampcheck_check.run(options=...)`` > the test's ``ampcheck_options``
-  marker > ``parametrize_with_checks(options=...)`` > ``[tool.ampcheck.models."<model>".
-  options]`` > ``[tool.ampcheck] options`` > the check's defaults;
-* baseline tolerance: a ``"check.metric"`` key > ``rtol``/``atol`` > the defaults (0.1, 0.01).
-
-Unknown keys, thresholds, check options and check names are usage errors. So is a model name
-under ``[tool.ampcheck.models]`` that no collected case (``parametrize_with_checks``,
-``--ampcheck-model``) has; that is decided when collection ends, and only when every ampcheck
-test collected is such a case and no path narrowed the collection: a test that calls
-``ampcheck_check.run`` on a model of its own names it only when it runs, so then the terminal
-summary lists the configured models that no check of the session used instead.
-
-Baselines: ``<baseline_dir>/<model>/<check>.json`` holds the metrics of the last
-``--ampcheck-regen`` run. Without that option a test fails when a metric drifts beyond
-``atol + rtol * |old|`` (the configured tolerance; the file records the one it was written
-with), whatever the verdict: an expected failure (xfail) whose metrics drifted is reported as
-failed, not xfailed, since a regression check must see the change; a baseline made with
-another budget, seeds or check options is not compared, and a missing one is reported, not
-failed.
-
-Results travel on the test reports (the attribute ``ampcheck_records``, plain JSON values),
-so pytest-xdist's controller sees every worker's: it alone prints the summary and writes
-``--ampcheck-report`` (the ``report.json`` schema of :func:`ampcheck.report.report_document`,
-without arrays). Each check adds the junitxml properties ``ampcheck.<model>.<check>.<field>``
-(verdict, metric, value, interval, threshold, baseline). Training is timed apart: each model
-trained in the session (a factory's call per seed, or a run ampcheck trains) is one line of
-the summary and one ``runs.trained`` entry of the report, charged to the test that first
-needed it.
+The reference for users (markers, fixtures, options, ``[tool.ampcheck]`` keys and their
+precedence, baselines, the report) is the README's "For plugin users" section.
 """
 
 from __future__ import annotations
