@@ -3,13 +3,10 @@
 Every training step allocates its activations afresh and frees them when the step ends. glibc's
 ``malloc`` returns blocks above its mmap threshold (32 MiB at most, by default) straight to the
 kernel, and trims the heap when more than twice that is free at its top, so the next step
-faults the same memory back in, page by page, zeroed by the kernel. At D = 128 (a hidden
-activation of the decoder is 52 MiB at batch 8) that was a third of the training process's
-CPU time, all of it system time; at D = 64 it was about 6%. Raising both thresholds keeps freed
-memory in the heap for the next step, at the price of a resident set that stays at its
-high-water mark, fragmentation included. Training 2,000 images of a D = 128 stack then ran at
-10.1 instead of 6.0 images/s, with a peak resident set of 1.74 instead of 0.98 GiB
-(``benchmarks/paper_size_training_memory.py``).
+faults the same memory back in, page by page, zeroed by the kernel (at D = 128 a hidden
+activation of the decoder is 52 MiB at batch 8). Raising both thresholds keeps freed memory in
+the heap for the next step, at the price of a resident set that stays at its high-water mark,
+fragmentation included (the README's "Performance" section has the measured speed and memory).
 
 The setting is process-wide, so the library never makes it on its own: the ``ampcheck``
 program does, for the commands that train or check (set ``AMPCHECK_MALLOC=system`` to leave

@@ -93,8 +93,8 @@ def compare_baseline(path: Path, result: Any, tolerance: Tolerance, budget: str,
     check options).
     An unreadable baseline counts as drift: a broken file must not pass silently. A baseline
     that stores the governing metric a second time under its transform's name
-    (``displacement[roll(0,1)]`` beside ``displacement``: an invariance check's, written
-    before the check reported it once) is compared on the governing metric alone.
+    (``displacement[roll(0,1)]`` beside ``displacement``, as older files of the invariance
+    checks do) is compared on the governing metric alone.
     """
     if not path.is_file():
         return "new", [f"no baseline at {path} (run with --ampcheck-regen to write one)"]

@@ -6,10 +6,9 @@ guards that decide whether latents are informative enough for a verdict to count
 and truth-recovery floors, and the ceilings on a ratio whose reference (a lookup table, an evil
 twin's baseline) has not learned.
 
-Each default was set from what the metric means, before the controls were run, and is then
-checked against them: a check's positive and negative controls must fall on opposite sides
-with a margin (the measured values are in the tests that run the controls and in the notes of
-the issue tracker). A threshold is never moved to make a control pass.
+Each default is set from what the metric means and checked against the controls: a check's
+positive and negative controls must fall on opposite sides with a margin (the tests that run
+the controls assert it). A threshold is never moved to make a control pass.
 """
 
 from __future__ import annotations
