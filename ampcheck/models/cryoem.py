@@ -137,8 +137,8 @@ class CryoVAE(nn.Module):
 
         As cryoDRGN's ``eval_volume``: the decoder's Hartley values on the ``(D+1)^3``
         lattice inside the sphere of radius 0.5, rescaled by the data's normalisation
-        ``(mean, std)``, the
-        last (Nyquist) plane of each axis dropped, then the inverse 3-D Hartley transform.
+        ``(mean, std)``, the last (Nyquist) plane of each axis dropped, then the inverse 3-D
+        Hartley transform.
         """
         z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(1, -1)
         z = z.to(self.coords.device)
