@@ -13,13 +13,9 @@
         ampcheck_check.run(case.model, case.check, data=case.data)
 
 Each ``(model, check)`` pair is one test, with the id ``name-check``, marked with its data
-kind (``cryoem`` or ``mnist``, so that ``pytest -m cryoem`` selects it). A declared expected
-failure is a *strict* xfail: the test fails when the check fails, as expected, but the run fails
-when it suddenly passes, so a model that changes is noticed either way; a metric that drifted
-from its baseline fails the test whatever the verdict (see :mod:`ampcheck.plugin`).
-
-Importing this module does not import torch; the checks are imported when the decorator is
-made (to validate check names).
+kind (``cryoem`` or ``mnist``). A declared expected failure is a *strict* xfail, so that a
+check that starts passing is noticed too. Torch-free at import: the checks are imported when
+the decorator is made (to validate check names).
 """
 
 from __future__ import annotations
