@@ -123,10 +123,8 @@ def _quantiles(replicates: np.ndarray, value: float, level: float) -> tuple[floa
     if r.size == 0 or not np.isfinite(value):
         return float("nan"), float("nan")
     lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
-    # Centred replicates have value as their median, and a mixture of seeds' centred
-    # replicates holds every seed's value while each seed has at least (1 - level) / 2 of the
-    # mass (up to 20 seeds at 95%), hence their mean: the bounds below only move a quantile
-    # by rounding, or past a 20th seed.
+    # Centred replicates have value as their median; the bounds below only move a quantile
+    # that rounding put just inside it.
     return float(min(lo, value)), float(max(hi, value))
 
 
@@ -136,13 +134,18 @@ def interval(samples: Sequence[np.ndarray] | np.ndarray, value: float, higher_is
     (:func:`centred`; one array per seed, pooled).
 
     Over several seeds ``value`` is their mean and the interval is the quantiles of all
-    seeds' replicates together: it widens when the seeds disagree, holds every seed's value
-    (up to 20 seeds at 95%) and so their mean. No finite replicate: a metric without an
-    interval."""
+    seeds' replicates together: it widens when the seeds disagree, and holds every seed's
+    value (the median of its centred replicates) and so their mean. No finite replicate: a
+    metric without an interval."""
     arrays = [np.ravel(s) for s in samples] if isinstance(samples, list | tuple) \
         else [np.ravel(samples)]
     pooled = np.concatenate(arrays) if arrays else np.empty(0)
     lo, hi = _quantiles(pooled, float(value), level)
+    # each seed's value is the median of its centred replicates: held even where a quantile
+    # of the mixture falls just inside it (a 20th seed at 95%, or ties)
+    seeds = [float(np.median(a[np.isfinite(a)])) for a in arrays if np.isfinite(a).any()]
+    if seeds and math.isfinite(lo):
+        lo, hi = min(lo, *seeds), max(hi, *seeds)
     return Metric(float(value), higher_is_better, lo, hi)
 
 
