@@ -70,7 +70,9 @@ def _number(x: Any) -> str:
 
 
 def _bound(t: Mapping[str, Any]) -> str:
-    return f"{'>=' if t['higher_is_better'] else '<='} {t['value']:g}"
+    from ampcheck.results import bound_text
+
+    return bound_text(t)
 
 
 def _metric(m: Mapping[str, Any]) -> str:

@@ -180,7 +180,7 @@ def _run_battery(data, source: Path | dict, report: Path, args: argparse.Namespa
     if data is None:
         data = ParticleDataset.from_dir(source)
     cache = TrainingCache(show_progress=not args.quiet)
-    from .report import warm_up_embedding
+    from .render import warm_up_embedding
 
     results = main_battery(data, budget=args.budget, seeds=args.seeds, device=args.device,
                            cache=cache, meanwhile=warm_up_embedding)
@@ -207,6 +207,7 @@ def _dataset(data, path) -> dict:
 
 def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> None:
     """Print the amortization profile, write the report and say where it is."""
+    from .render import render_html
     from .report import write_report
 
     print(f"\nAmortization profile ({runs.get('budget', 'given')} budget, "
@@ -222,7 +223,8 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
 
         print("\n" + budget_hint(runs.get("budget"), dataset.get("D")))
     print("Rendering the report ...", flush=True)
-    path = write_report(out, results, dataset, {**runs, "seconds": round(seconds, 1)})
+    path = write_report(out, results, dataset, {**runs, "seconds": round(seconds, 1)},
+                        render=render_html)
     print(f"\nReport: {path} and {path.with_name(REPORT_HTML)}")
 
 
@@ -569,7 +571,7 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
 # ---------------------------------------------------------------------------- report
 def _cmd_report(args: argparse.Namespace) -> int:
     from .outdir import OutputDir
-    from .report import render_html
+    from .render import render_html
 
     if not Path(args.dir).is_dir():
         raise InputError(f"{args.dir}: no such report directory")

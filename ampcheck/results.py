@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -252,10 +252,21 @@ class CheckResult:
         t = self.threshold
         if t is None:
             return f"{self.check:<24} {self.verdict:<4}  {self.explanation}"
-        op = ">=" if t.higher_is_better else "<="
         flags = f"  [{', '.join(self.flags)}]" if self.flags else ""
         return (f"{self.check:<24} {self.verdict:<4}  {t.metric} = {self.governing} "
-                f"(pass: {op} {t.value:g}){flags}")
+                f"(pass: {bound_text(t)}){flags}")
+
+
+def bound_text(threshold: Threshold | Mapping[str, Any], *, symbols: bool = False,
+               number: Callable[[Any], str] = "{:g}".format) -> str:
+    """Which side of ``threshold`` passes, as text: ``<= 0.2``, ``>= 0.8`` (``symbols``:
+    ``≤ 0.2``, ``≥ 0.8``, as the HTML page writes it), the value by ``number``. The one
+    formatter of a bound, for the CLI's summary, the pytest plugin's and the report page;
+    ``threshold`` is a :class:`Threshold` or its ``to_dict()`` (the page's may lack keys)."""
+    t = threshold.to_dict() if isinstance(threshold, Threshold) else threshold
+    higher = t.get("higher_is_better")
+    op = ("≥" if higher else "≤") if symbols else (">=" if higher else "<=")
+    return f"{op} {number(t.get('value'))}"
 
 
 def result_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:

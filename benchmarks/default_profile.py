@@ -82,8 +82,7 @@ def main() -> None:
                   + f"\n    truth R² {json.dumps(r2)}", flush=True)
             if a.out is not None:
                 write_report(a.out / f"data{ds}-train{ts}", results, {"seed": ds},
-                             {"budget": a.budget, "seeds": [ts], "trained": cache.summary()},
-                             html=False)
+                             {"budget": a.budget, "seeds": [ts], "trained": cache.summary()})
 
 
 if __name__ == "__main__":

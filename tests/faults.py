@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         from ampcheck.report import write_report
 
         out, tag = argv[1], argv[2]
-        write_report(out, small_report(tag), {"tag": tag}, {}, html=False)
+        write_report(out, small_report(tag), {"tag": tag}, {})
         return 0
     finally:
         if os.environ.get("AMPCHECK_EVENTS"):

@@ -442,6 +442,7 @@ def test_a_skip_result_has_a_reason_and_no_metrics():
 
 
 def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, tmp_path):
+    from ampcheck.render import render_html
     from ampcheck.report import write_report
 
     train = np.arange(0, len(digits), 2)
@@ -458,7 +459,7 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
     assert held.explanation == reason
     assert held.metrics == {} and held.threshold is None and held.model == "_ByIndex"
     # through the report: the profile says SKIP, the page gives the reason
-    path = write_report(tmp_path, results, {"n": len(unlabelled)}, {})
+    path = write_report(tmp_path, results, {"n": len(unlabelled)}, {}, render=render_html)
     report = json.loads(path.read_text())
     assert report["profile"] == verdicts
     assert report["checks"][-1]["explanation"] == reason

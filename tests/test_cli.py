@@ -341,7 +341,7 @@ def test_an_interrupted_report_write_keeps_the_old_report(tmp_path, monkeypatch)
                            Threshold("displacement", 0.2, False), "fine",
                            arrays={"mu": np.zeros((3, 2))})
 
-    R.write_report(tmp_path, [result(0.1)], {}, {}, html=False)
+    R.write_report(tmp_path, [result(0.1)], {}, {})
     old = {p.name: p.read_bytes() for p in (tmp_path / "report.json",
                                             tmp_path / "arrays" / "shift_invariance.npz")}
 
@@ -350,7 +350,7 @@ def test_an_interrupted_report_write_keeps_the_old_report(tmp_path, monkeypatch)
 
     monkeypatch.setattr(R.np, "savez_compressed", boom)
     with pytest.raises(KeyboardInterrupt):
-        R.write_report(tmp_path, [result(0.05)], {}, {}, html=False)
+        R.write_report(tmp_path, [result(0.05)], {}, {})
     assert (tmp_path / "report.json").read_bytes() == old["report.json"]
     assert (tmp_path / "arrays" / "shift_invariance.npz").read_bytes() == \
         old["shift_invariance.npz"]

@@ -450,7 +450,7 @@ def test_reports(work, data):
 
     out = work / "report"
     shutil.rmtree(out, ignore_errors=True)
-    write_report(out, small_report("fuzz"), {}, {}, html=False)
+    write_report(out, small_report("fuzz"), {}, {})
     report = json.loads((out / "report.json").read_text())
     what = data.draw(st.sampled_from(["json", "key", "arrays", "npz bytes"]))
     if what == "json":  # any JSON at all

@@ -229,7 +229,7 @@ def test_a_symlinked_out_takes_its_reports_and_shares_its_lock(tmp_path, capsys)
     (tmp_path / "link").symlink_to(real)
     for tag in ("a", "b"):  # a first report, then one that replaces it
         with OutputDir(tmp_path / "link", "check") as held:
-            write_report(held.path, small_report(tag), {"tag": tag}, {}, html=False)
+            write_report(held.path, small_report(tag), {"tag": tag}, {})
     assert (tmp_path / "link").is_symlink() and load_report(real)[0]["dataset"]["tag"] == "b"
     with OutputDir(real, "ampcheck check"), pytest.raises(BusyError, match="in use"):
         with OutputDir(tmp_path / "link", "ampcheck check"):
@@ -244,7 +244,7 @@ def test_the_working_directory_as_out_is_never_swapped_away(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     for tag in ("a", "b"):
         with OutputDir(".", "check") as held:
-            write_report(held.path, small_report(tag), {"tag": tag}, {}, html=False)
+            write_report(held.path, small_report(tag), {"tag": tag}, {})
     assert Path.cwd().exists() and os.path.samefile(Path.cwd(), tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["dataset"]["tag"] == "b"
 
@@ -372,7 +372,7 @@ def test_a_corrupt_array_file_fails_the_report_command_in_one_line(tmp_path, cap
 
     from ampcheck.report import write_report
 
-    write_report(tmp_path / "r", small_report("a"), {}, {}, html=False)
+    write_report(tmp_path / "r", small_report("a"), {}, {})
     npz = tmp_path / "r" / "arrays" / "shift_invariance.npz"
     npz.write_bytes(npz.read_bytes()[:100])
     assert main(["report", str(tmp_path / "r")]) == 2

@@ -358,7 +358,8 @@ def test_xdist_gives_the_serial_summary_report_and_junit(project, monkeypatch):
 
 # ---------------------------------------------------------------------------- 6. the report
 def test_the_plugin_report_is_a_report_json(project):
-    from ampcheck.report import load_report, read_report_json, render_html
+    from ampcheck.render import render_html
+    from ampcheck.report import load_report, read_report_json
 
     project.makepyfile(test_user=_test_module("[tiny_vae]", '["amortization_gap"]'))
     out = project.path / "out"

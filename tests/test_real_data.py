@@ -420,13 +420,13 @@ def test_full_battery_end_to_end_on_real_shaped_data(real, tmp_path, capsys, mon
 
     The HTML page is not rendered (a placeholder stands in): its UMAP embedding compiles with
     numba for 20-30 s in every new process, and the page is ``test_report``'s subject."""
-    import ampcheck.report as report_module
+    import ampcheck.render as render_module
 
     def placeholder(folder):
         (Path(folder) / "report.html").write_text("<p>not rendered in this test</p>")
         return Path(folder) / "report.html"
 
-    monkeypatch.setattr(report_module, "render_html", placeholder)
+    monkeypatch.setattr(render_module, "render_html", placeholder)
     run, rep = tmp_path / "run", tmp_path / "rep"
     assert main(["train", *_star_args(real, "--ind", str(real["ind"])), "--out", str(run),
                  "--budget", "smoke", "--device", "cpu", "--quiet"]) == 0

@@ -1,4 +1,5 @@
-"""The HTML report: one self-contained page from ``report.json`` and ``arrays/*.npz``."""
+"""The HTML report: one self-contained page from ``report.json`` and ``arrays/*.npz``, each
+check's figures as the check declares them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 
 from ampcheck import report as rp
 from ampcheck.errors import InputError
+from ampcheck.render import figures as rf
+from ampcheck.render import render_html
 from ampcheck.results import CheckResult, Metric, Threshold
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +104,7 @@ class Links(HTMLParser):
 
 def render(tmp_path: Path, results, dataset=None, run_info=None) -> str:
     rp.write_report(tmp_path, results, DATASET if dataset is None else dataset,
-                    runs() if run_info is None else run_info)
+                    runs() if run_info is None else run_info, render=render_html)
     return (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
@@ -143,12 +146,13 @@ def test_invariance_checks_show_the_volumes_at_an_image_and_at_its_copy(page):
 
 def test_invariance_panels_name_each_transforms_displacement(monkeypatch):
     titles = []
-    monkeypatch.setattr(rp, "_style", lambda ax, method, title: titles.append(title))
+    monkeypatch.setattr(rf, "style", lambda ax, method, title: titles.append(title))
     mu = latents()
     metrics = {"displacement": Metric(0.7, False, 0.6, 0.8).to_dict(),  # roll(0,1) governs
                "displacement[rot90(1)]": Metric(0.9, False, 0.85, 0.95).to_dict()}
-    assert rp._invariance_plot({"mu": mu, "moved[roll(0,1)]": mu + 0.5, "moved[rot90(1)]": -mu},
-                               metrics, "m") is not None
+    pairs = rf.declared("shift_invariance")[0]
+    assert rf.pairs(pairs, {"mu": mu, "moved[roll(0,1)]": mu + 0.5, "moved[rot90(1)]": -mu},
+                    {"metrics": metrics, "model": "m"}) is not None
     assert titles == ["roll(0,1): displacement 0.7 [0.6, 0.8]",
                       "rot90(1): displacement 0.9 [0.85, 0.95]"]
 
@@ -173,13 +177,13 @@ def test_missing_arrays_nan_metrics_and_unknown_checks_render(tmp_path):
         result("half_heldout", arrays={"mu[train]": latents()}),  # no held-out latents
         result("bad_shift", arrays={"mu": latents(), "moved[x]": latents(5)}),  # n differs
     ]
-    rp.write_report(tmp_path, results, {}, {"trained": {"x": {"history": None}}}, html=False)
+    rp.write_report(tmp_path, results, {}, {"trained": {"x": {"history": None}}})
     report = json.loads((tmp_path / "report.json").read_text())
     for npz in (tmp_path / "arrays").glob("vlt*.npz"):  # a report whose VLT kept no arrays
         npz.unlink()
         del report["arrays"][npz.stem]
     (tmp_path / "report.json").write_text(json.dumps(report))
-    page = rp.render_html(tmp_path).read_text(encoding="utf-8")
+    page = render_html(tmp_path).read_text(encoding="utf-8")
     assert "brand_new_check" in page and "<code>score</code> = —" in page
     assert len(pngs(page)) == EXPECTED_PNGS - 3  # no VLT plots, no loss curves
     assert len(set(re.findall(r"id='([^']+)'", page))) == len(re.findall(r"id='", page))
@@ -197,9 +201,9 @@ def test_interrupted_render_leaves_the_old_page(tmp_path, monkeypatch):
     def broken(fig):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rp, "_png", broken)
+    monkeypatch.setattr(rf, "png", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        rp.render_html(tmp_path)
+        render_html(tmp_path)
     assert (tmp_path / "report.html").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays", "report.html", "report.json"]
 
@@ -221,11 +225,11 @@ def test_load_report_explains_what_is_wrong(tmp_path):
         rp.load_report(tmp_path)
     (tmp_path / "report.json").write_text(json.dumps({"checks": []}))
     with pytest.raises(InputError, match="not an ampcheck report"):
-        rp.render_html(tmp_path)
+        render_html(tmp_path)
 
 
 def test_loss_curves_spread_each_epochs_points_over_that_epoch():
-    x, y = rp._loss_series({"history": [
+    x, y = rf.loss_series({"history": [
         {"epoch": 1, "loss": 2.0, "curve": [3.0, 2.0, 1.0]},
         {"epoch": 2, "loss": 0.5},  # no curve: the epoch's mean, at its end
         {"epoch": 3, "loss": None, "curve": []}, "junk"]})
@@ -386,3 +390,71 @@ def test_no_gap_figure_without_heldout_images(tmp_path):
     assert rp.load_report(tmp_path)[1]["amortization_gap"].keys() == {"gap[train]",
                                                                        "gain[train]"}
     assert not pngs(page) and "one image&#x27;s amortization gap" not in page
+
+
+# ----------------------------------------------------------------------------- declarations
+def test_a_check_registered_with_a_known_kind_of_figure_gets_its_figure(tmp_path, monkeypatch):
+    # a new check brings its picture by declaring it: the renderer knows no check by name
+    from ampcheck.checks import CHECKS, CheckSpec
+    from ampcheck.display import FigureSpec
+
+    figure = FigureSpec("pairs", ("z", "flipped[*]"), metrics=("move",),
+                        caption="{embedding} ({n} images) beside their flipped copies.")
+    monkeypatch.setitem(CHECKS, "flip_invariance", CheckSpec(
+        "flip_invariance", lambda subject, settings: None, frozenset({"encoder"}),
+        "latents under a flip of the image", (figure,)))
+    titles = []
+    monkeypatch.setattr(rf, "style", lambda ax, method, title: titles.append(title))
+    z = latents()
+    flip = result("flip_invariance", arrays={"z": z, "flipped[flipud]": -z},
+                  extra={"move": Metric(0.5, False, 0.4, 0.6)})
+    page = render(tmp_path, [flip], run_info={})
+    assert len(pngs(page)) == 1 and titles == ["flipud: move 0.5 [0.4, 0.6]"]
+    assert "<figcaption>raw 2-D latents (40 images) beside their flipped copies." in page
+
+    monkeypatch.delitem(CHECKS, "flip_invariance")  # the same arrays, undeclared: no figure
+    assert not pngs(render_html(tmp_path).read_text(encoding="utf-8"))
+
+
+def test_every_kind_of_figure_is_drawn_and_a_declaration_is_checked():
+    from ampcheck.checks import CHECKS
+    from ampcheck.display import KINDS, FigureSpec
+
+    assert set(rf.DRAW) | {"inner"} == set(KINDS)
+    assert all(f.kind in KINDS for spec in CHECKS.values() for f in spec.figures)
+    with pytest.raises(ValueError, match="unknown figure kind 'pie'"):
+        FigureSpec("pie", ("x",))
+    with pytest.raises(ValueError, match="one label per array"):
+        FigureSpec("maps", ("mu[a]", "mu[b]"), ("a",))
+
+
+def test_a_registered_run_description_shows_as_the_runs_facts(tmp_path, monkeypatch):
+    # what the page says of a run made elsewhere comes from whoever registered its key
+    from ampcheck.display import RUN_FACTS, Code, RunFacts
+
+    def facts(run):
+        return RunFacts("Other run", (("directory", (Code(run["dir"]),)),
+                                      ("steps", (f"{run['steps']} <steps>",))),
+                        ("File", "Used"), (((("images",), (Code("/x/imgs.npy"),)),)),
+                        frozenset({"path"}))
+
+    monkeypatch.setitem(RUN_FACTS, "other", facts)
+    page = render(tmp_path, [], run_info={"other": {"dir": "/runs/o", "steps": 3}})
+    header = page[:page.index("</header>")]
+    assert "<h3>Other run</h3><dl><dt>directory</dt><dd><code>/runs/o</code></dd>" in header
+    assert "<dd>3 &lt;steps&gt;</dd>" in header and "<td><code>/x/imgs.npy</code></td>" in header
+    assert "/data/synthetic" not in header  # the data's path: shown by the run's table
+    assert "Other run" not in render(tmp_path, [], run_info={})
+
+
+def test_a_threshold_reads_the_same_in_the_summary_the_plugin_and_the_page(tmp_path):
+    from ampcheck._plugin_records import section
+    from ampcheck.results import bound_text
+
+    t = Threshold("fit_ratio", 0.8, True, "why")
+    r = CheckResult("vlt_equivalence", "m", "PASS", {"fit_ratio": Metric(0.9, True)}, t, "ok")
+    assert bound_text(t) == bound_text(t.to_dict()) == ">= 0.8"
+    assert "(pass: >= 0.8)" in r.summary()
+    record = {"result": r.to_dict(), "options": {}, "notes": []}
+    assert "  threshold: fit_ratio >= 0.8" in section([record])
+    assert "pass when ≥ 0.8" in render(tmp_path, [r], run_info={})

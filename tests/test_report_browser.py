@@ -21,6 +21,7 @@ import pytest
 from test_report import DATASET, runs
 
 from ampcheck import report as rp
+from ampcheck.render import render_html
 from ampcheck.results import CheckResult, Metric, Threshold
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
@@ -86,7 +87,7 @@ def _page(tmp_path: Path) -> Path:
     if main:
         html = Path(main).with_name("report.html").read_text(encoding="utf-8")
     else:
-        rp.write_report(tmp_path / "report", _battery(), DATASET, runs())
+        rp.write_report(tmp_path / "report", _battery(), DATASET, runs(), render=render_html)
         html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     page = tmp_path / "measured.html"
     page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")

@@ -5,11 +5,13 @@ protocol.
   optional ``cryodrgn`` package: ``pip install "ampcheck[cryodrgn]"``; importing this module
   does not);
 * :mod:`ampcheck.adapters.cryodrgn_retrain`: such a run's network, retrained by ampcheck's
-  loop with the run's settings (its evil twins and lookup table).
+  loop with the run's settings (its evil twins and lookup table);
+* :mod:`ampcheck.adapters.cryodrgn_facts`: what the report page says of such a run.
 """
 
 from __future__ import annotations
 
+from . import cryodrgn_facts  # noqa: F401  (registers the page's facts of a cryoDRGN run)
 from .cryodrgn import (
     CryoDRGNVAE,
     check_cryodrgn,

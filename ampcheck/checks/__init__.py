@@ -15,25 +15,33 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..display import FigureSpec
 from ..errors import ConfigError
 from ..kinds import DEFAULT_BUDGET, OPTIONS, check_options
 from ..results import CheckResult, Metric, Threshold, decide
 from ..thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from ._common import SETTINGS, Settings, settings_for, truth_problem
-from .fits import evil_twin, vlt_equivalence
-from .generalisation import amortization_gap, heldout_generalisation
-from .invariance import rotation_invariance, shift_invariance
+from .fits import VLT_FIGURES, evil_twin, vlt_equivalence
+from .generalisation import (
+    GAP_FIGURES,
+    HELDOUT_FIGURES,
+    amortization_gap,
+    heldout_generalisation,
+)
+from .invariance import INVARIANCE_FIGURES, rotation_invariance, shift_invariance
 from .subject import VAE, ProtocolModel, Subject, TrainingCache, subject_from, validate_vae
 
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """A registered check: its function, the subject tags it needs, and what it is about."""
+    """A registered check: its function, the subject tags it needs, what it is about, and
+    the figures the report draws of its result's arrays (declared beside the check's code)."""
 
     name: str
     fn: Callable[[Subject, Settings], CheckResult]
     needs: frozenset[str]
     about: str
+    figures: tuple[FigureSpec, ...] = ()
 
     def applies_to(self, subject: Subject) -> bool:
         return self.needs <= subject.tags
@@ -87,19 +95,20 @@ def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
 
 CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
     CheckSpec("shift_invariance", shift_invariance, frozenset({"encoder"}),
-              "latents under a circular shift of the image"),
+              "latents under a circular shift of the image", INVARIANCE_FIGURES),
     CheckSpec("rotation_invariance", rotation_invariance, frozenset({"encoder"}),
-              "latents under a 90-degree rotation of the image"),
+              "latents under a 90-degree rotation of the image", INVARIANCE_FIGURES),
     CheckSpec("evil_twin", evil_twin, frozenset({"trainable"}),
               "does an encoder fed another image or noise still fit (memorisation)"),
     CheckSpec("vlt_equivalence", vlt_equivalence, frozenset({"trainable"}),
-              "encoder against a per-image lookup table with the same decoder"),
+              "encoder against a per-image lookup table with the same decoder", VLT_FIGURES),
     CheckSpec("amortization_gap", amortization_gap, frozenset({"encoder"}),
-              "encoder posterior against per-image optimised posteriors"),
+              "encoder posterior against per-image optimised posteriors", GAP_FIGURES),
     CheckSpec("heldout_generalisation", heldout_generalisation,
-              frozenset({"heldout", "truth"}), "truth recovery on held-out images"),
+              frozenset({"heldout", "truth"}), "truth recovery on held-out images",
+              HELDOUT_FIGURES),
     CheckSpec("mnist_control", mnist_control, frozenset(),
-              "the battery on the classic MNIST VAE"),
+              "the battery on the classic MNIST VAE", (FigureSpec("inner"),)),
 )}
 
 #: How a subject gets each tag, for error messages.

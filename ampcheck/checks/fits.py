@@ -48,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics as M
+from ..display import FigureSpec
 from ..errors import ConfigError
 from ..results import CheckResult, decide
 from ._common import (
@@ -388,3 +389,18 @@ def vlt_equivalence(subject: Subject, settings: Settings) -> CheckResult:
                                   "the images have no ground-truth conformation (z_continuous)"))
     return CheckResult("vlt_equivalence", subject.name, verdict, metrics, threshold, text,
                        tuple(flags), subject.seeds, details, arrays)
+
+
+#: What the report draws of vlt_equivalence: both latent spaces, and volumes beside the truth.
+VLT_FIGURES = (
+    FigureSpec("maps", ("mu[encoder]", "mu[vlt]"),
+               ("encoder μ (amortized)", "VLT (per-image table)"),
+               metrics=("cka", "knn_overlap@10"),
+               caption="The encoder's latents beside the lookup table's free latents (CKA "
+                       "{cka}, 10-NN overlap {knn_overlap@10})."),
+    FigureSpec("slices", ("slices[truth]", "slices[encoder]", "slices[vlt]"),
+               ("truth", "encoder", "VLT"),
+               caption="Central sections of the true volume nearest each image's "
+                       "conformation and of the volumes decoded at its encoder and VLT "
+                       "latents, each volume scaled to its own 1-99.5 percentile range."),
+)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .. import metrics as M
+from ..display import FigureSpec
 from ..results import CheckResult, decide
 from ..train import kl_divergence
 from ._common import (
@@ -170,6 +171,11 @@ def amortization_gap(subject: Subject, settings: Settings) -> CheckResult:
                        {"n_images": int(n), "steps": settings.gap_steps}, arrays)
 
 
+#: What the report draws of amortization_gap: each image's gap, training against held-out.
+GAP_FIGURES = (FigureSpec("gap", ("gap[train]", "gap[heldout]"), ("training", "held-out"),
+                          metrics=("gap_fraction",)),)
+
+
 # ---------------------------------------------------------------------------- held-out
 def _recovery(mu_tr, mu_ho, truth_tr, truth_ho, seed: int, method: str = "linear",
               key: str = "z_continuous"):
@@ -262,3 +268,10 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
                        {"measure": kind, "n_train": int(len(i_tr)), "n_heldout": int(len(i_ho))},
                        arrays)
 
+
+#: What the report draws of heldout_generalisation: both sets of latents on one map.
+HELDOUT_FIGURES = (
+    FigureSpec("joint_map", ("mu[train]", "mu[heldout]"), ("training", "held-out"),
+               caption="Training and held-out images in one latent map: held-out images "
+                       "should land among the training images of the same truth."),
+)

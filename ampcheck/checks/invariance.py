@@ -41,6 +41,7 @@ import numpy as np
 from .. import metrics as M
 from ..data.transforms import Transform, parse_transform
 from ..data.twins import derangement
+from ..display import FigureSpec
 from ..errors import ConfigError
 from ..results import CheckResult
 from ._common import (
@@ -196,3 +197,18 @@ def shift_invariance(subject: Subject, settings: Settings) -> CheckResult:
 def rotation_invariance(subject: Subject, settings: Settings) -> CheckResult:
     """Is the encoder invariant to 90° rotations of its input?"""
     return _invariance("rotation_invariance", "rotation", subject, settings)
+
+
+#: What the report draws of an invariance check (the arrays it keeps): each image's latent
+#: joined to its transformed copies' (the paper's Figs 10-11), and the volumes decoded at an
+#: image's latent and at its copy's.
+INVARIANCE_FIGURES = (
+    FigureSpec("pairs", ("mu", "moved[*]"), metrics=("displacement",),
+               caption="{embedding} ({n} images); a thin line joins each image to its "
+                       "transformed copy. Short lines mean an invariant encoder."),
+    FigureSpec("slices", ("slices[image]", "slices[moved]"), ("at μ(x)", "at μ(T x)"),
+               caption="Central sections of the volumes decoded at each image's latent μ(x) "
+                       "and at its transformed copy's μ(T x) (T: the check's governing "
+                       "transform): an invariant encoder gives the same volume twice. Each "
+                       "volume is scaled to its own 1-99.5 percentile range."),
+)
