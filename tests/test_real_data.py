@@ -270,7 +270,7 @@ def test_train_records_the_particle_files_and_check_reopens_them(real, tmp_path,
     data = json.loads((run / "run.json").read_text())["data"]
     assert data == {"particles": str(real["star"]), "poses": None, "ctf": None,
                     "ind": str(real["ind"]), "datadir": str(real["datadir"])}
-    from ampcheck.cli import open_run
+    from ampcheck.runs import open_run
 
     _, _, ds, _, _ = open_run(run, "cpu")
     assert len(ds) == 40

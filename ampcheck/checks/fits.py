@@ -165,11 +165,14 @@ def _reference_info(mu: np.ndarray, logvar: np.ndarray, subject: Subject, idx: n
 
 
 def _own_encoder(subject: Subject) -> str | None:
-    """The encoder the subject's variants train with, as the details name it."""
-    if subject.config is None:
+    """The encoder the subject's variants train with, as the details name it: its family's
+    name for an encoder that an architecture describes, else the preset."""
+    cfg = subject.config
+    if cfg is None:
         return None
-    return "the cryoDRGN run's" if subject.config.architecture is not None \
-        else subject.config.encoder
+    if cfg.architecture is not None:
+        return cfg.family.encoder_name or f"{cfg.family.title}'s own"
+    return cfg.encoder
 
 
 def _reference(subject: Subject) -> str:
@@ -213,8 +216,8 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     threshold = settings.thresholds["evil_twin"]
     enc = subject.options.get("twin_encoder")
     if enc and subject.config is not None and subject.config.architecture is not None:
-        raise ConfigError("twin_encoder names one of ampcheck's encoder presets; the evil twins "
-                          "of a cryoDRGN run are trained with the run's own architecture")
+        raise ConfigError(f"twin_encoder names one of ampcheck's encoder presets; the evil twins "
+                          f"of {subject.name} are trained with its own architecture")
     extra = {"encoder": enc} if enc else {}
     baseline = subject.options.get("twin_baseline", "same")
     if baseline not in ("same", "subject"):

@@ -68,7 +68,7 @@ ROTATIONS = ("rot90:1",)
 def _transforms(subject: Subject, kind: str) -> tuple[Transform, ...]:
     given = subject.options.get(f"{kind}_transforms")
     if given is None:
-        given = SHIFTS.get(subject.family, SHIFTS["cryoem"]) if kind == "shift" else ROTATIONS
+        given = SHIFTS.get(subject.data_kind, SHIFTS["cryoem"]) if kind == "shift" else ROTATIONS
     if isinstance(given, str) or not given:
         raise ConfigError(f"the option {kind}_transforms must be a non-empty list of transforms "
                           f"such as ['roll:1'], got {given!r} (the first one governs)")
