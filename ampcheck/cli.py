@@ -8,8 +8,11 @@
 * ``ampcheck check``: run the checks on a run of ``ampcheck train`` or on a cryoDRGN model;
 * ``ampcheck report``: render a report directory's HTML again from its JSON.
 
-Errors that are the user's to fix print one line and exit with status 2, without a traceback.
-Nothing the user has is replaced without ``--force``, and every file is written atomically.
+The commands are a thin layer over the library: :mod:`ampcheck.runs` (a run directory),
+:mod:`ampcheck.checks` and :mod:`ampcheck.report`; budgets and model families come from their
+torch-free registries (:mod:`ampcheck.budgets`, :mod:`ampcheck.families`). Errors that are the
+user's to fix print one line and exit with status 2, without a traceback. Nothing the user has
+is replaced without ``--force``, and every file is written atomically.
 """
 
 from __future__ import annotations

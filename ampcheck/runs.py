@@ -1,7 +1,7 @@
 """A run of ``ampcheck train``: one trained variant in a directory of its own.
 
-The directory holds ``checkpoint.pt`` (:data:`ampcheck.train.CHECKPOINT`, written atomically
-after every epoch) and ``run.json`` (:data:`RUN_JSON`)::
+The directory holds ``checkpoint.pt`` (:mod:`ampcheck.checkpoints`, written atomically after
+every epoch) and ``run.json`` (:data:`RUN_JSON`)::
 
     {"data": DATA, "budget": "standard", "config": {TrainConfig as a dict},
      "run_id": "<hex>", "status": "training" | "complete", "history": [EpochRecord, ...]}
@@ -21,6 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import CHECKPOINT
 from .errors import ConfigError, InputError
 from .files import read_json, write_json_atomic
 from .kinds import data_kind
@@ -116,7 +117,7 @@ def train_run(out: Path, data: str | dict, *, budget: str, model: str | None = N
     import os
 
     from . import distributed
-    from .train import CHECKPOINT, budget_config, train, training_split
+    from .train import budget_config, train, training_split
 
     main_rank = os.environ.get("RANK", "0") == "0"
     ckpt, meta_path = out / CHECKPOINT, out / RUN_JSON
@@ -162,7 +163,7 @@ def open_run(run_dir: Path, device: str = "auto", *, vae_only: bool = False):
     trainings, or whose data set changed since it was trained, is refused with one line; so is
     any run but a VAE's with ``vae_only`` (before anything is loaded).
     """
-    from .train import CHECKPOINT, TrainConfig, TrainedModel, training_split
+    from .train import TrainConfig, TrainedModel, training_split
 
     run_dir = Path(run_dir)
     meta_path = run_dir / RUN_JSON

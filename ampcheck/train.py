@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import secrets
 import sys
 import time
@@ -34,6 +33,7 @@ from torch import nn
 
 from ._progress import progress
 from .budgets import get_budget
+from .checkpoints import CHECKPOINT, FORMAT, check_moments, read_checkpoint, write_checkpoint
 from .contracts import ModelCapabilities, model_capabilities
 from .data.fingerprint import fingerprint
 from .data.twins import NoiseTwins, PermutationTwins
@@ -46,11 +46,8 @@ from .families import (
     registered_families,
     trainable_families,
 )
-from .files import atomic_path, output_error
 from .kinds import VARIANTS
 from .models.table import TABLE_INITS, LatentTable
-
-CHECKPOINT = "checkpoint.pt"  # what train(out=...) writes in its directory
 
 logger = logging.getLogger(__name__)
 
@@ -435,8 +432,9 @@ class TrainedModel:
 
     def state(self, optimizers: dict | None = None, generator: torch.Generator | None = None
               ) -> dict:
+        """The checkpoint of this run (:mod:`ampcheck.checkpoints`)."""
         return {
-            "format": 1,
+            "format": FORMAT,
             "config": asdict(self.config),
             "data": {"n": len(self.data), "D": int(self.data.D),
                      "fingerprint": self.data_fingerprint()},
@@ -453,18 +451,13 @@ class TrainedModel:
              generator: torch.Generator | None = None) -> None:
         """Write a checkpoint atomically (readable with ``weights_only=True``); a failed write
         (a full disk) raises :class:`~ampcheck.errors.OutputError` and leaves the old one."""
-        state = self.state(optimizers, generator)
-        try:
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
-        except RuntimeError as err:  # torch's writer: "[enforce fail at inline_container.cc]"
-            raise output_error(path, err) from None
+        write_checkpoint(path, self.state(optimizers, generator))
 
     @classmethod
     def load(cls, path, data, device: str | None = None) -> TrainedModel:
         """A model saved by :meth:`save` with the training set it was trained on (``device``
         overrides the one it was trained on, e.g. ``"cpu"`` for a GPU run)."""
-        state = _read_checkpoint(path)
+        state = read_checkpoint(path)
         cfg = TrainConfig.from_dict(state["config"], str(path))
         if device is not None:
             cfg = replace(cfg, device=device)
@@ -473,65 +466,10 @@ class TrainedModel:
         return run
 
 
-_CHECKPOINT_KEYS = {"config": dict, "data": dict, "model": dict, "history": list}
-
-
-def _read_checkpoint(path) -> dict:
-    """The state in ``path``, loaded with ``weights_only=True`` and its layout checked; every
-    problem is one :class:`~ampcheck.errors.InputError` line that names the file."""
-    path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path}: an empty file, not an ampcheck checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such checkpoint") from None
-    except pickle.UnpicklingError as err:  # never pass on torch's advice to load it unsafely
-        if "Unsupported global" in str(err):
-            raise InputError(f"{path}: refused, it asks for objects other than tensors and "
-                             "plain data (not an ampcheck checkpoint)") from None
-        raise InputError(f"{path}: not an ampcheck checkpoint (not a torch checkpoint "
-                         "file)") from None
-    except (RuntimeError, OSError, ValueError, EOFError, AttributeError, KeyError,
-            IndexError, TypeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not an ampcheck checkpoint ({first_line(err)[:160]})") \
-            from None
-    if not isinstance(state, dict) or type(state.get("format")) is not int \
-            or state["format"] != 1:
-        raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
-    for key, kind in _CHECKPOINT_KEYS.items():
-        if not isinstance(state.get(key), kind):
-            raise InputError(f"{path}: not a complete ampcheck checkpoint ('{key}' missing or "
-                             f"not a {kind.__name__})")
-    data = state["data"]
-    if not (type(data.get("n")) is int and type(data.get("D")) is int
-            and isinstance(data.get("fingerprint"), str | None)
-            and isinstance(state.get("run_id"), str | None)):
-        raise InputError(f"{path}: not a complete ampcheck checkpoint ('data' needs the "
-                         "integers n and D; the fingerprint and run id are text)")
-    return state
-
-
 def _capped(cfg: TrainConfig, data):
     if cfg.max_images is not None and cfg.max_images < len(data):
         return data.subset(np.arange(cfg.max_images))
     return data
-
-
-def _check_moments(saved: dict, params: list[torch.Tensor]) -> None:
-    """Refuse an optimiser state whose moments do not match the parameters' shapes: fused Adam
-    would read past them (a crash, not an exception)."""
-    ids = [i for g in saved["param_groups"] for i in g["params"]]
-    if len(ids) != len(params):
-        raise ValueError(f"{len(ids)} parameters saved for {len(params)}")
-    for i, p in zip(ids, params, strict=True):
-        for name, value in saved["state"].get(i, {}).items():
-            if name == "step":
-                continue
-            if not (torch.is_tensor(value) and value.is_floating_point()
-                    and value.shape == p.shape):
-                raise ValueError(f"{name} of parameter {i} does not match its shape "
-                                 f"{tuple(p.shape)}")
 
 
 class _RawImages:
@@ -643,7 +581,7 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     state = None
     if resume and ckpt.exists():
-        state = _read_checkpoint(ckpt)
+        state = read_checkpoint(ckpt)
         if not state.get("optimizers") or state.get("generator") is None:
             raise InputError(f"{ckpt}: a saved model, not a resumable training checkpoint")
         if replace(TrainConfig.from_dict(state["config"], str(ckpt)), epochs=cfg.epochs) != cfg:
@@ -687,7 +625,7 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                 if k == "model":  # a checkpoint from before fused Adam resumes fused all the same
                     saved = {**saved, "param_groups": [{**g, "fused": True}
                                                        for g in saved["param_groups"]]}
-                _check_moments(saved, [p for g in o.param_groups for p in g["params"]])
+                check_moments(saved, [p for g in o.param_groups for p in g["params"]])
                 o.load_state_dict(saved)
             gen.set_state(state["generator"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:

@@ -26,11 +26,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ampcheck.checkpoints import CHECKPOINT
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.data.synthetic import SynthConfig, generate
 from ampcheck.errors import ConfigError, TrainingDiverged
 from ampcheck.train import (
-    CHECKPOINT,
     TrainConfig,
     TrainedModel,
     budget_config,

@@ -11,7 +11,8 @@ import pytest
 
 TORCH_FREE = ["ampcheck.results", "ampcheck.thresholds", "ampcheck.report", "ampcheck.baselines",
               "ampcheck.kinds", "ampcheck.files", "ampcheck.outdir", "ampcheck.plugin",
-              "ampcheck._plugin_config", "ampcheck.testing"]
+              "ampcheck._plugin_config", "ampcheck.testing", "ampcheck.families",
+              "ampcheck.budgets", "ampcheck.runs", "ampcheck.cli", "ampcheck.checkpoints"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from ampcheck.checkpoints import CHECKPOINT
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.data.synthetic import SynthConfig, generate
 from ampcheck.data.twins import empirical_moments
 from ampcheck.errors import ConfigError, InputError, TrainingDiverged
-from ampcheck.train import CHECKPOINT, TrainConfig, TrainedModel, budget_config, train
+from ampcheck.train import TrainConfig, TrainedModel, budget_config, train
 
 TINY = dict(D=32, volume_grid=1)
 

@@ -55,9 +55,8 @@ __all__ = ["FAMILY", "TABLE_LR", "CryoDRGNNet", "RunSettings", "architecture_of"
 #: default 1e-4 it barely leaves its initial value, and 100 x that rate (ampcheck's default for
 #: its own models) moves it too little in a run's few epochs. 0.1 is the rate of ampcheck's
 #: ``standard`` budget, where the table learns the conformation; the paper allows the table "a
-#: separate optimization scheme or learning rate" (§3.2). Measured on a run at lr 1e-4 (8
-#: epochs, 1,000 training images of 24 px), the table's latent use against the run's encoder's
-#: 0.011: 0.0044 at 1e-4, 0.0058 at 1e-2, 0.022 at 0.1.
+#: separate optimization scheme or learning rate" (§3.2). The measurements: README, "A cryoDRGN
+#: model".
 TABLE_LR = 0.1
 
 
