@@ -21,9 +21,9 @@ import pytest
 from ._argtypes import device as _device
 from ._argtypes import threshold as _threshold
 from .baselines import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+from .budgets import BUDGETS
 from .errors import ConfigError
-from .kinds import BUDGETS
-from .kinds import check_options as kinds_check_options
+from .kinds import validate_options
 
 FILE_KEYS = {"budget", "seed", "seeds", "device", "data", "thresholds", "models",
              "baseline_dir", "tolerance", "options"}
@@ -188,12 +188,12 @@ def _check_names(names: Iterable[str], kind: str, where: str) -> None:
 
 
 def check_options(options: Any, where: str, *, objects: bool = True) -> dict[str, Any]:
-    """:func:`ampcheck.kinds.check_options` (``objects=False``: a source of plain values, a
+    """:func:`ampcheck.kinds.validate_options` (``objects=False``: a source of plain values, a
     TOML file, cannot give a data set), its error as a UsageError."""
     if not isinstance(options, Mapping):
         raise pytest.UsageError(f"{where} must be a table of check options, got {options!r}")
     try:
-        return kinds_check_options(options, where, objects=objects)
+        return validate_options(options, where, objects=objects)
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
 

@@ -286,7 +286,7 @@ def model_cases(session: AmpcheckSession) -> list[Any]:
     """One :class:`~ampcheck.testing.Case` per check that applies to the factory's model."""
     from ampcheck.checks import CHECKS, DEFAULT_CHECKS
     from ampcheck.errors import AmpcheckError
-    from ampcheck.kinds import model_family
+    from ampcheck.kinds import model_kind
     from ampcheck.testing import Case
 
     model, data = load_model_factory(session.settings.model, Path(session.config.rootpath))
@@ -294,7 +294,7 @@ def model_cases(session: AmpcheckSession) -> list[Any]:
         subject = session.subject(model, data)
     except AmpcheckError as e:
         raise pytest.UsageError(f"--ampcheck-model {session.settings.model}: {e}") from None
-    kind = data_kind(data) or model_family(model)
+    kind = data_kind(data) or model_kind(model)
     return [Case(subject.name, model, check, data, None, kind) for check in DEFAULT_CHECKS
             if CHECKS[check].applies_to(subject)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .kinds import BUDGETS
+from .budgets import BUDGETS
 from .thresholds import DEFAULT_THRESHOLDS
 
 
@@ -40,9 +40,10 @@ INFORMATIVE_R2 = DEFAULT_THRESHOLDS["informative_recovery"].value
 def budget_hint(budget: str, box: int | None) -> str:
     """One sentence for a profile with flagged verdicts at ``budget`` on images of ``box`` px:
     the measured budgets above it that gave informative latents, nearest in box size first."""
-    rank = BUDGETS.index(budget) if budget in BUDGETS else -1
+    order = list(BUDGETS)
+    rank = order.index(budget) if budget in order else -1
     better = [c for c in CALIBRATION
-              if BUDGETS.index(c.budget) > rank and c.truth_r2 >= INFORMATIVE_R2]
+              if order.index(c.budget) > rank and c.truth_r2 >= INFORMATIVE_R2]
     if box:
         better.sort(key=lambda c: (abs(c.box - box), -c.truth_r2))
     if not better:

@@ -8,8 +8,11 @@
 * ``ampcheck check``: run the checks on a run of ``ampcheck train`` or on a cryoDRGN model;
 * ``ampcheck report``: render a report directory's HTML again from its JSON.
 
-Errors that are the user's to fix print one line and exit with status 2, without a traceback.
-Nothing the user has is replaced without ``--force``, and every file is written atomically.
+The commands are a thin layer over the library: :mod:`ampcheck.runs` (a run directory),
+:mod:`ampcheck.checks` and :mod:`ampcheck.report`; budgets and model families come from their
+torch-free registries (:mod:`ampcheck.budgets`, :mod:`ampcheck.families`). Errors that are the
+user's to fix print one line and exit with status 2, without a traceback. Nothing the user has
+is replaced without ``--force``, and every file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from . import _argtypes as argtypes
-from .errors import AmpcheckError, ConfigError, InputError
-from .kinds import DEFAULT_BUDGET
+from .budgets import BUDGETS, DEFAULT_BUDGET, training_help
+from .errors import AmpcheckError, ConfigError, InputError, one_line
+from .families import trainable_families
+from .runs import PARTICLE_KEYS, open_particles, open_run, train_run
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
@@ -106,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             setattr(args, name, default)
     if args.data_only and (particles is not None or args.data):  # nothing to write in OUT
         if particles is not None:
-            data = _open_particles(particles)
+            data = open_particles(particles)
         else:
             from .data.particles import ParticleDataset
 
@@ -121,7 +126,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             resolve_device(args.device)
             _refuse_existing(out, REPORT_PARTS, args.force, " (the whole report is replaced)")
         if particles is not None:
-            return _run_battery(_open_particles(particles), particles, out / REPORT_JSON, args)
+            return _run_battery(open_particles(particles), particles, out / REPORT_JSON,
+                                args)
         data_dir = Path(args.data) if args.data else _run_data(out / "data", args)
         if args.data_only:
             return 0
@@ -229,14 +235,6 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict) -> No
 
 
 # ---------------------------------------------------------------------------- train
-RUN_JSON = "run.json"
-
-
-#: The options that give particles as cryoDRGN's ``train_vae`` takes them, beside
-#: ``--particles`` (the ``dest`` of each; the option is ``--`` + it).
-PARTICLE_OPTIONS = ("poses", "ctf", "ind", "datadir")
-
-
 def _add_particle_options(p: argparse.ArgumentParser, *, title: str | None = None,
                           ind_help: str | None = None) -> None:
     """``--particles`` with ``--poses``, ``--ctf``, ``--ind`` and ``--datadir``: the inputs of
@@ -269,7 +267,7 @@ def _particle_spec(args: argparse.Namespace) -> dict | None:
     ``--particles``. Combinations that cannot mean anything are usage errors."""
     import os
 
-    companions = [f"--{o}" for o in PARTICLE_OPTIONS if getattr(args, o, None) is not None]
+    companions = [f"--{o}" for o in PARTICLE_KEYS if getattr(args, o, None) is not None]
     if getattr(args, "particles", None) is None:
         if companions:
             raise ConfigError(f"{', '.join(companions)} given without --particles STACK; they "
@@ -280,27 +278,10 @@ def _particle_spec(args: argparse.Namespace) -> dict | None:
         raise ConfigError(f"give either --data {args.data} or --particles {args.particles} "
                           "(with --poses, --ctf, --ind, --datadir), not both")
     spec = {"particles": os.path.abspath(args.particles)}
-    for name in PARTICLE_OPTIONS:
+    for name in PARTICLE_KEYS:
         value = getattr(args, name)
         spec[name] = None if value is None else os.path.abspath(value)
     return spec
-
-
-def _open_particles(spec: dict, source: str = "--particles"):
-    """The :class:`ParticleDataset` of a :func:`_particle_spec`, with poses (the decoder
-    renders each image at its pose, so training needs them); ``source`` names where the spec
-    came from, for messages."""
-    from .data.particles import ParticleDataset
-
-    data = ParticleDataset.from_files(spec["particles"], poses=spec.get("poses"),
-                                      ctf=spec.get("ctf"), ind=spec.get("ind"),
-                                      datadir=spec.get("datadir"))
-    if data.rot is None:
-        raise InputError(f"{spec['particles']}: no poses (a {Path(spec['particles']).suffix} "
-                         f"holds none); give --poses PKL, the pose of every image: training "
-                         f"renders each image at its pose" + (
-                             "" if source == "--particles" else f" (from {source})"))
-    return data
 
 
 def _describe(data) -> str:
@@ -310,58 +291,6 @@ def _describe(data) -> str:
             f"{data.apix if data.apix is not None else '?'} Å/px, with "
             f"{' and '.join(parts)}; ground truth: "
             f"{', '.join(sorted(data.truth)) if data.truth else 'none'}")
-
-
-def _load_data(spec: str | dict, model: str | None, source: str = "--data"):
-    """``(data, family)``: ``mnist`` (the offline digits or $AMPCHECK_MNIST), a data set
-    directory (``ampcheck synth``'s layout, or particles with poses and CTF), or a
-    :func:`_particle_spec` (a dict). ``source`` names where ``spec`` and ``model`` came from,
-    for messages."""
-    if isinstance(spec, dict):
-        data, family = _open_particles(spec, source), "cryoem"
-        shown, option = spec["particles"], "--particles"
-    elif spec == "mnist":
-        from .data.mnist import MnistDataset
-
-        data, family, shown, option = MnistDataset.load(), "mnist", spec, "--data"
-    else:
-        from .data.particles import ParticleDataset
-
-        data, family = ParticleDataset.from_dir(spec), "cryoem"
-        shown, option = spec, "--data"
-    if model is not None and model != family:
-        what = (f"--model {model} does not match {option} {shown}"
-                if source in ("--data", "--particles")
-                else f"{source} describes a {model} model trained on {shown}")
-        raise ConfigError(f"{what} (a {family} data set)")
-    return data, family
-
-
-def _read_run(path: Path) -> dict:
-    """A ``run.json`` of ``ampcheck train``, checked for the keys this module reads."""
-    from .files import read_json
-
-    meta = read_json(path, "no such file; --run expects a directory written by `ampcheck "
-                           "train`", "a run description of `ampcheck train`")
-    data = meta.get("data") if isinstance(meta, dict) else None
-    particles = isinstance(data, dict) and isinstance(data.get("particles"), str) and all(
-        isinstance(data.get(k), str | None) for k in PARTICLE_OPTIONS)
-    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)
-            and (isinstance(data, str) or particles)):
-        raise InputError(f"{path} is not a run description of `ampcheck train` (expected "
-                         "'data' and 'config')")
-    return meta
-
-
-def _train_meta(args: argparse.Namespace, cfg, run_id: str, status: str,
-                history=()) -> dict:
-    """``run.json``: ``data`` is ``mnist``, a data set folder, or the particle files of
-    :func:`_particle_spec` (a dict of absolute paths)."""
-    data = (args.particle_spec if args.particle_spec is not None
-            else args.data if args.data == "mnist" else str(Path(args.data).resolve()))
-    return {"data": data,
-            "budget": args.budget, "config": asdict(cfg), "run_id": run_id, "status": status,
-            "history": [asdict(r) for r in history]}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -378,62 +307,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     args.particle_spec = _particle_spec(args)
     main_rank = os.environ.get("RANK", "0") == "0"
     held = OutputDir(args.out, "ampcheck train") if main_rank else contextlib.nullcontext()
-    with held:
-        return _train_into(Path(os.path.abspath(args.out)), args, secrets.token_hex(8),
-                           main_rank)
-
-
-def _train_into(out: Path, args: argparse.Namespace, new_id: str, main_rank: bool) -> int:
-    """``run.json`` says ``training`` from the start and ``complete`` at the end, with the id
-    that every checkpoint of this training records: a run killed at any instant is either
-    complete and consistent, or seen to be unfinished by ``check --run``."""
-    from . import distributed
-    from .checks.subject import training_split
-    from .files import write_json_atomic
-    from .train import CHECKPOINT, budget_config, train
-
-    ckpt, meta_path = out / CHECKPOINT, out / RUN_JSON
-    if main_rank and not (args.resume or args.force):  # torchrun stops the others if it refuses
-        _refuse_existing(out, (CHECKPOINT, RUN_JSON), False,
-                         "" if not ckpt.exists() else " (after the first epoch), --resume to "
-                                                      "continue it")
-    run_id = new_id
-    if args.resume and meta_path.exists():
-        run_id = _read_run(meta_path).get("run_id") or new_id
-    elif args.resume and ckpt.exists():
-        run_id = None  # an older run: the checkpoint's own id, or a new one
-    data, family = _load_data(args.particle_spec or args.data, args.model,
-                              "--particles" if args.particle_spec else "--data")
-    overrides = {"model": family, "variant": args.variant, "seed": args.seed,
-                 "device": args.device, "amp": args.amp}
-    if args.encoder is not None:
-        overrides["encoder"] = args.encoder
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.batch_size is not None:  # the global batch, over all processes
-        overrides["batch_size"] = args.batch_size
+    settings = {"variant": args.variant, "seed": args.seed, "device": args.device,
+                "amp": args.amp}
+    for name in ("encoder", "epochs", "batch_size"):  # batch_size: over all processes
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
     if args.variant == "vlt" and args.table_init:
-        overrides["table_init"] = args.table_init
-    cfg = budget_config(args.budget, **overrides)
-    train_set, _ = training_split(cfg, data)
-    def started(run) -> None:  # checked and restored, about to train: unfinished from now
-        if distributed.is_main():
-            write_json_atomic(meta_path, _train_meta(args, cfg, run.run_id, "training",
-                                                     run.history))
-
-    try:
-        run = train(cfg, train_set, out=out, resume=args.resume, show_progress=not args.quiet,
-                    run_id=run_id, on_start=started)
-    finally:
-        distributed.teardown()  # leave torchrun's process group, if train() joined one
-    if not distributed.is_main():
+        settings["table_init"] = args.table_init
+    with held:
+        run = train_run(Path(os.path.abspath(args.out)), args.particle_spec or args.data,
+                             budget=args.budget, model=args.model, resume=args.resume,
+                             force=args.force, run_id=secrets.token_hex(8),
+                             show_progress=not args.quiet, **settings)
+    if run is None:  # a torchrun process other than rank 0
         return 0
-    write_json_atomic(meta_path, _train_meta(args, cfg, run.run_id, "complete", run.history))
     h = run.history[-1] if run.history else None
-    print(f"Trained {family} {cfg.variant} ({cfg.encoder}) on {len(run.data)} images: "
+    print(f"Trained {run.config.describe()} on {len(run.data)} images: "
           + (f"{len(run.history)} epoch(s), loss {h.loss:.5g}, "
              f"{np.mean([r.seconds for r in run.history]):.1f} s/epoch" if h else "no epochs")
-          + f"\nRun: {out}")
+          + f"\nRun: {os.path.abspath(args.out)}")
     return 0
 
 
@@ -448,7 +340,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if (args.run is None) == (args.cryodrgn is None):
         raise ConfigError("give either --run RUN (a run of `ampcheck train`) or --cryodrgn DIR "
                           "(a cryoDRGN train_vae directory)")
-    data_options = [f"--{o.replace('_', '-')}" for o in ("particles", *PARTICLE_OPTIONS,
+    data_options = [f"--{o.replace('_', '-')}" for o in ("particles", *PARTICLE_KEYS,
                                                         "truth", "heldout_ind", "epoch",
                                                         "retrain")
                     if getattr(args, o, None) is not None]
@@ -474,47 +366,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_run(run_dir: Path, device: str = "auto", *, vae_only: bool = False):
-    """``(meta, cfg, data, train_set, model)`` of a run of ``ampcheck train``: its
-    ``run.json``, config, whole data set, training split and trained model (on ``device``;
-    ``auto``: the run's own).
-
-    A run that is unfinished, whose ``run.json`` and ``checkpoint.pt`` describe different
-    trainings, or whose data set changed since it was trained, is refused with one line; so is
-    any run but a VAE's with ``vae_only`` (before anything is loaded).
-    """
-    from .checks.subject import training_split
-    from .train import CHECKPOINT, TrainConfig, TrainedModel
-
-    meta_path = run_dir / RUN_JSON
-    meta = _read_run(meta_path)
-    try:
-        cfg = TrainConfig.from_dict(meta["config"], str(meta_path))
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{meta_path} is not a run description of `ampcheck train` "
-                         f"({err})") from None
-    if meta.get("status", "complete") != "complete":
-        done = len(meta.get("history") or ())
-        raise InputError(f"{run_dir} is an unfinished training ({meta_path.name} says "
-                         f"{meta.get('status')!r}; {done} of {cfg.epochs} epochs recorded): "
-                         "finish it with `ampcheck train --resume` first")
-    if vae_only and cfg.variant != "vae":
-        raise ConfigError(f"{run_dir} is a {cfg.variant} run; the checks probe a VAE (`ampcheck "
-                          "train --variant vae`) and train the variants they need themselves")
-    device = cfg.device if device == "auto" else device
-    data, _ = _load_data(meta["data"], cfg.model, source=str(meta_path))
-    train_set, _ = training_split(cfg, data)
-    model = TrainedModel.load(run_dir / CHECKPOINT, train_set, device=device)
-    if (None not in (meta.get("run_id"), model.run_id) and model.run_id != meta["run_id"]) \
-            or replace(model.config, device=cfg.device) != cfg:  # an older run has no ids
-        raise InputError(f"{run_dir}: {CHECKPOINT} and {RUN_JSON} describe different trainings "
-                         "(an interrupted `ampcheck train --force`?); train it again with "
-                         "--force, or continue it with --resume")
-    return meta, replace(cfg, device=device), data, train_set, model
-
-
 def _check_run(run_dir: Path, args: argparse.Namespace, checks, thresholds):
-    """The checks on a run of ``ampcheck train`` (:func:`open_run`): its model is the
+    """The checks on a run of ``ampcheck train`` (:func:`~ampcheck.runs.open_run`): its model is the
     subject's (not trained again); the variants that checks need are trained at the run's own
     settings."""
     from .checks import TrainingCache, check_vae
@@ -550,7 +403,7 @@ def _check_cryodrgn(args: argparse.Namespace, checks, thresholds):
                           "CTF when the model was trained with one)")
     resolve_device(args.device)  # refused before anything is loaded
     files = {k: None if getattr(args, k) is None else os.path.abspath(getattr(args, k))
-             for k in ("particles", *PARTICLE_OPTIONS, "heldout_ind")}
+             for k in ("particles", *PARTICLE_KEYS, "heldout_ind")}
     model, data = open_cryodrgn_run(args.cryodrgn, args.particles, args.poses, args.ctf,
                                     truth=args.truth, ind=args.ind, datadir=args.datadir,
                                     epoch=args.epoch, device=args.device)
@@ -585,8 +438,6 @@ def _jsonable(value):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import BUDGETS
-
     parser = argparse.ArgumentParser(
         prog="ampcheck",
         description="Does your VAE's encoder really amortize inference? Checks from a cryo-EM "
@@ -644,10 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _encoder_presets() -> list[str]:
+    """Every encoder preset of the families ampcheck trains, in their order."""
+    return list(dict.fromkeys(e for f in trainable_families() for e in f.encoders))
+
+
 def _add_train_parser(sub) -> None:
-    from .models.encoders import ENCODER_PRESETS
+    from .kinds import VARIANTS
     from .models.table import TABLE_INITS
-    from .train import BUDGETS, VARIANTS, budget_help
+
+    measured = next(f for f in trainable_families() if f.throughput)
 
     p = sub.add_parser("train", help="train one harness variant into a run directory",
                        description="Train a cryo-EM (or MNIST) VAE, lookup table or evil twin on "
@@ -657,13 +514,14 @@ def _add_train_parser(sub) -> None:
                    help="a data set directory (e.g. from `ampcheck synth`), or 'mnist'; or give "
                         "--particles")
     p.add_argument("--out", required=True, metavar="RUN", help="the run directory")
-    p.add_argument("--model", choices=["cryoem", "mnist"],
+    p.add_argument("--model", choices=[f.name for f in trainable_families()],
                    help="model family (default: from the data)")
     p.add_argument("--variant", choices=VARIANTS, default="vae", help="default vae")
-    p.add_argument("--encoder", choices=list(ENCODER_PRESETS),
+    p.add_argument("--encoder", choices=_encoder_presets(),
                    help="cryo-EM encoder preset (default base)")
     p.add_argument("--budget", choices=list(BUDGETS), default=DEFAULT_BUDGET,
-                   help=f"named training budget (default {DEFAULT_BUDGET}): {budget_help()}")
+                   help=f"named training budget (default {DEFAULT_BUDGET}): "
+                        f"{training_help(measured)}")
     p.add_argument("--epochs", type=_non_negative_int, help="override the budget's epochs")
     p.add_argument("--batch-size", type=_positive_int,
                    help="images per step over all processes (default 8 for cryo-EM, 128 for "
@@ -687,8 +545,6 @@ def _retrain_epochs(text: str) -> int | str:
 
 
 def _add_check_parser(sub) -> None:
-    from .models.encoders import ENCODER_PRESETS
-
     p = sub.add_parser("check", help="run the checks on a trained model and write a report",
                        description="Run the amortization checks on a run of `ampcheck train` "
                                    "(--run) or on a model trained by cryoDRGN's train_vae "
@@ -723,7 +579,7 @@ def _add_check_parser(sub) -> None:
                                                    "applies)")
     p.add_argument("--threshold", type=argtypes.threshold, action="append", default=[],
                    metavar="NAME=VALUE", help="override a threshold (repeatable)")
-    p.add_argument("--twin-encoder", choices=list(ENCODER_PRESETS),
+    p.add_argument("--twin-encoder", choices=_encoder_presets(),
                    help="--run: the evil twins' encoder (the paper's finding is about large)")
     p.add_argument("--out", required=True, help="the report directory")
     p.add_argument("--device", type=argtypes.device, default="auto",
@@ -745,15 +601,11 @@ def _set_malloc(setting: str) -> None:
         keep_freed_memory()
 
 
-def _one_line(err) -> str:
-    return " ".join(str(err).split())
-
-
 def _show(caught) -> None:
     """Each distinct warning of a command, one line each, as ``ampcheck: warning: ...``."""
     seen = set()
     for w in caught:
-        line = f"ampcheck: warning: {_one_line(w.message)}"
+        line = f"ampcheck: warning: {one_line(w.message)}"
         if line not in seen:
             seen.add(line)
             print(line, file=sys.stderr)
@@ -803,11 +655,11 @@ def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
         _show(caught)  # after success only: an error is one line, nothing beside it
         return status
     except AmpcheckError as err:
-        print(f"ampcheck: error: {_one_line(err)}", file=sys.stderr)
+        print(f"ampcheck: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a folder that cannot be created, a full disk, no permission
         text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
-        print(f"ampcheck: error: {_one_line(text)}", file=sys.stderr)
+        print(f"ampcheck: error: {one_line(text)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ampcheck: interrupted", file=sys.stderr)

@@ -67,7 +67,8 @@ class Dataset(Protocol):
     * ``source``: which data the images are, in words (reports and caches name it).
 
     A class attribute ``family`` (``"cryoem"``, ``"mnist"``) says what kind of images these
-    are; it decides defaults such as which shifts the invariance check probes.
+    are (read by :func:`ampcheck.kinds.data_kind`); it decides defaults such as which shifts
+    the invariance check probes.
     """
 
     @property
@@ -110,22 +111,18 @@ class DataCapabilities:
     """What a data set can give beyond the :class:`Dataset` contract, read once.
 
     Attributes:
-        family: the kind of images (``"cryoem"``, ``"mnist"``; ``""`` when not declared).
         truth_volumes: ground-truth volumes exist (``data.has_truth_volumes()``), so decoded
             volumes can be compared with the truth.
     """
 
-    family: str = ""
     truth_volumes: bool = False
 
 
 def data_capabilities(data: Any) -> DataCapabilities:
-    """The :class:`DataCapabilities` of ``data``: its declared ``family``, and whether it
-    implements :class:`TruthVolumes` and has a volume (no volume is read to know it)."""
-    family = getattr(type(data), "family", "")
+    """The :class:`DataCapabilities` of ``data``: whether it implements :class:`TruthVolumes`
+    and has a volume (no volume is read to know it)."""
     volumes = isinstance(data, TruthVolumes) and data.has_truth_volumes()
-    return DataCapabilities(family=family if isinstance(family, str) else "",
-                            truth_volumes=bool(volumes))
+    return DataCapabilities(truth_volumes=bool(volumes))
 
 
 def missing_members(obj: Any, protocol: type) -> list[str]:

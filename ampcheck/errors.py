@@ -8,7 +8,7 @@ traceback. ``assert`` is kept for internal invariants only.
 from __future__ import annotations
 
 __all__ = ["AmpcheckError", "InputError", "ConfigError", "UnsafePickleError", "TrainingDiverged",
-           "OutputError", "BusyError", "first_line"]
+           "OutputError", "BusyError", "first_line", "one_line"]
 
 
 class AmpcheckError(Exception):
@@ -44,3 +44,10 @@ def first_line(err: BaseException) -> str:
     """The first line of a library's error message (torch's carry C++ backtraces after it),
     or the exception's type when it has no message."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def one_line(message: object) -> str:
+    """``message`` (an error or a warning) on one line, every word of it kept: how the command
+    line prints ampcheck's own messages, whose lines are wrapped text (:func:`first_line`
+    keeps the first line alone, for a library's message whose tail is a backtrace)."""
+    return " ".join(str(message).split())

@@ -1,11 +1,11 @@
-"""One source for the names ampcheck's parts share (torch-free).
+"""How ampcheck names models and what their kind decides (torch-free).
 
-Budgets, model families and encoder presets are named here once; the training loop, the
-checks' evaluation settings, the CLI and the pytest plugin import them. :func:`model_name`
-is the one name a model has in results, baselines (``<baseline_dir>/<name>/<check>.json``)
-and ``[tool.ampcheck.models."<name>"]``; :func:`kind_tags` the capabilities that the *kind*
-of model decides (the data adds ``truth``; a trained model given ``train_indices`` adds
-``heldout``).
+:func:`model_name` is the one name a model has in results, baselines
+(``<baseline_dir>/<name>/<check>.json``) and ``[tool.ampcheck.models."<name>"]``; presets name
+a registered model family (:mod:`ampcheck.families`) and, where it has several, its encoder.
+:func:`kind_tags` gives the capabilities that the *kind* of model decides (the data add
+``truth``; a trained model given ``train_indices`` adds ``heldout``); :func:`data_kind` the
+kind of images a data set declares; :data:`OPTIONS` the per-check options.
 """
 
 from __future__ import annotations
@@ -14,35 +14,33 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .families import get_family, trainable_families
 
-#: Named budgets, cheapest first (what each trains: ``ampcheck.train.BUDGETS``).
-BUDGETS = ("smoke", "standard", "medium", "full")
-#: The budget of every entry point that a person calls (``ampcheck run``, ``train``,
-#: ``check_vae``): its latents recover the conformation of the standard data set. ``smoke``
-#: learns none yet and is for test suites, asked for by name (the pytest plugin's default).
-DEFAULT_BUDGET = "standard"
-#: Model families ampcheck trains itself.
-FAMILIES = ("cryoem", "mnist")
-#: Encoder presets of the cryo-EM family (their sizes: ``ampcheck.models.encoders``).
-ENCODERS = ("base", "small", "large", "invariant")
-DEFAULT_ENCODER = "base"
+#: The training loop's variants: where a model's latent comes from (:mod:`ampcheck.train`).
+VARIANTS = ("vae", "vlt", "twin-perm", "twin-noise")
 
 
 def preset_name(family: str, encoder: str | None = None) -> str:
-    """``cryoem:<encoder>`` (``base`` when None) or ``mnist``."""
-    return f"{family}:{encoder or DEFAULT_ENCODER}" if family == "cryoem" else family
+    """The full preset of ``family`` with ``encoder`` (None: its default): ``cryoem:base``,
+    ``cryoem:large``, ``mnist`` (a family with one encoder is named without it)."""
+    return get_family(family).preset(encoder)
 
 
 def parse_preset(text: str) -> tuple[str, str | None]:
     """``"cryoem"`` → ``("cryoem", None)``, ``"cryoem:large"`` → ``("cryoem", "large")``,
-    ``"mnist"`` → ``("mnist", None)``; ConfigError naming what is expected otherwise."""
-    family, sep, encoder = text.partition(":")
-    expected = "expected 'cryoem', 'cryoem:<encoder>' (" + ", ".join(ENCODERS) + ") or 'mnist'"
-    if family not in FAMILIES or (sep and family != "cryoem"):
+    ``"mnist"`` → ``("mnist", None)``: a family that trains at the named budgets, and one of
+    its encoder presets; ConfigError naming what is expected otherwise."""
+    name, sep, encoder = text.partition(":")
+    families = {f.name: f for f in trainable_families()}
+    expected = "expected " + " or ".join(
+        f"'{f.name}', '{f.name}:<encoder>' ({', '.join(f.encoders)})" if len(f.encoders) > 1
+        else f"'{f.name}'" for f in families.values())
+    family = families.get(name)
+    if family is None or (sep and len(family.encoders) < 2):
         raise ConfigError(f"unknown model preset {text!r}; {expected}")
-    if sep and encoder not in ENCODERS:
+    if sep and encoder not in family.encoders:
         raise ConfigError(f"unknown encoder {encoder!r} in the model preset {text!r}; {expected}")
-    return family, (encoder or None)
+    return name, (encoder or None)
 
 
 def is_train_config(model: Any) -> bool:
@@ -60,17 +58,14 @@ def is_trained_vae(model: Any) -> bool:
 
 def model_name(model: Any) -> str:
     """The name of ``model``: a preset in its full form (``cryoem`` → ``cryoem:base``), a
-    ``TrainConfig``'s ``family:encoder`` (``mnist``; ``cryodrgn`` for a cryoDRGN
-    architecture), a factory's ``__name__``, else the
-    model's class name."""
+    ``TrainConfig``'s preset (``cryoem:large``, ``mnist``; a family described by an
+    architecture, by its name), a factory's ``__name__``, else the model's class name."""
     if isinstance(model, str):
         try:
             return preset_name(*parse_preset(model))
         except ConfigError:
             return model  # not a preset: the caller's own name, or refused where it is used
     if is_train_config(model):
-        if getattr(model, "architecture", None) is not None:
-            return "cryodrgn"  # a cryoDRGN run's network, retrained (adapters.cryodrgn_retrain)
         return preset_name(model.model, model.encoder)
     if callable(model) and hasattr(model, "__name__") and not is_trained_vae(model):
         return model.__name__
@@ -89,27 +84,27 @@ def kind_tags(model: Any) -> frozenset[str]:
 
 
 #: The data kinds, each the name of the pytest marker that selects its checks (``-m cryoem``).
-DATA_KINDS = FAMILIES
+DATA_KINDS = ("cryoem", "mnist")
 
 
 def data_kind(data: Any) -> str | None:
     """The kind of images ``data`` declares (its class attribute ``family``, the data-set
     contract of :mod:`ampcheck.contracts`: ``cryoem``, ``mnist``), None without data or when
-    it declares none."""
+    it declares none: the one place a data set's kind is read."""
     family = getattr(type(data), "family", None) if data is not None else None
     return family if family in DATA_KINDS else None
 
 
-def model_family(model: Any) -> str | None:
-    """The family of a model ampcheck trains (a preset or a ``TrainConfig``): ``cryoem`` or
-    ``mnist``; None for a factory or a trained VAE, whose family is their data's."""
+def model_kind(model: Any) -> str | None:
+    """The data kind of a model ampcheck trains (a preset or a ``TrainConfig``): its family's
+    ``data_kind``; None for a factory or a trained VAE, whose kind is their data's."""
     if isinstance(model, str):
         try:
-            return parse_preset(model)[0]
+            return get_family(parse_preset(model)[0]).data_kind
         except ConfigError:
             return None
     if is_train_config(model):
-        return model.model if model.model in FAMILIES else None
+        return model.family.data_kind
     return None
 
 
@@ -125,8 +120,8 @@ OPTIONS = {
     "vlt_init": "vlt_equivalence: the table's init, 'normal' (default), 'zero', or "
                 "'from_encoder' (frozen at the encoder's latents: a positive control)",
     "table_lr": "vlt_equivalence: the lookup table's learning rate (default: the training "
-                "config's, 100 x the networks' rate; for a cryoDRGN run's retrained table, "
-                "ampcheck's table rate, see ampcheck.adapters.cryodrgn_retrain.TABLE_LR)",
+                "config's, 100 x the networks' rate; an adapter may set its own, as the one "
+                "for runs of another program does)",
     "recovery_method": "heldout_generalisation: 'linear' (default) or 'knn' regression",
     "mnist_data": "mnist_control: the MNIST data set (default: MnistDataset.load())",
 }
@@ -134,8 +129,8 @@ OPTIONS = {
 OBJECT_OPTIONS = ("mnist_data",)
 
 
-def check_options(options: Mapping[str, Any] | None, where: str = "options", *,
-                  objects: bool = True) -> dict[str, Any]:
+def validate_options(options: Mapping[str, Any] | None, where: str = "options", *,
+                     objects: bool = True) -> dict[str, Any]:
     """``options`` as a dict whose names are all :data:`OPTIONS` (``objects=False``: none of
     :data:`OBJECT_OPTIONS`, for a source of plain values such as a TOML file); a ConfigError
     naming ``where``, the first unknown name and the known ones otherwise."""

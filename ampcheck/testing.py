@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .kinds import DATA_KINDS, check_options, data_kind, kind_tags, model_family, model_name
+from .kinds import DATA_KINDS, data_kind, kind_tags, model_kind, model_name, validate_options
 
 __all__ = ["Case", "model_name", "parametrize_with_checks"]
 
@@ -135,7 +135,7 @@ def _kind(kind: str | None, model: Any, data: Any) -> str | None:
         return kind
     if data is not None and not isinstance(data, _Lazy):
         return data_kind(data)
-    return model_family(model)
+    return model_kind(model)
 
 
 def parametrize_with_checks(
@@ -183,7 +183,7 @@ def parametrize_with_checks(
     names = resolve_checks(checks)
     xfail = _expected(expected_failed_checks, named, CHECKS)
     source = _Lazy(data) if callable(data) else data
-    opts = check_options(options, "parametrize_with_checks(options=...)")
+    opts = validate_options(options, "parametrize_with_checks(options=...)")
     params = []
     for name, model in named:
         case_kind = _kind(kind, model, source)

@@ -5,21 +5,20 @@
   image by a derangement, or matched noise) while the loss is still against the image;
 * ``vlt``: a Variational Lookup Table, ``index -> (mu, logvar)``, in place of the encoder.
 
-The model family (cryo-EM or MNIST) supplies ``prepare``, ``encode``, ``recon_loss`` and
-``kl_weight``; the loss is ``mean_i(recon_i) + beta * kl_weight * mean_i(KL_i)``, Adam for the
-networks and sparse Adam for a table. The loop reads top to bottom; randomness comes from one
-seeded generator, so the same seed on a CPU gives the same history, and a run resumed from a
-checkpoint continues exactly as if it had not stopped. (On CUDA, kernels are not forced to be
-deterministic: runs agree to rounding.) Under ``torchrun`` the processes train together with
-DistributedDataParallel and do the optimisation of one process on the same global batch (see
-:mod:`ampcheck.distributed`).
+The model family (:mod:`ampcheck.families`) builds the network, which supplies ``prepare``,
+``encode``, ``recon_loss`` and ``kl_weight``; the loss is ``mean_i(recon_i) + beta *
+kl_weight * mean_i(KL_i)``, Adam for the networks and sparse Adam for a table. The loop reads
+top to bottom; randomness comes from one seeded generator, so the same seed on a CPU gives the
+same history, and a run resumed from a checkpoint continues exactly as if it had not stopped.
+(On CUDA, kernels are not forced to be deterministic: runs agree to rounding.) Under
+``torchrun`` the processes train together with DistributedDataParallel and do the optimisation
+of one process on the same global batch (see :mod:`ampcheck.distributed`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import pickle
 import secrets
 import sys
 import time
@@ -33,45 +32,45 @@ import torch
 from torch import nn
 
 from ._progress import progress
+from .budgets import get_budget
+from .checkpoints import CHECKPOINT, FORMAT, check_moments, read_checkpoint, write_checkpoint
 from .contracts import ModelCapabilities, model_capabilities
 from .data.fingerprint import fingerprint
 from .data.twins import NoiseTwins, PermutationTwins
 from .distributed import World, setup
 from .errors import ConfigError, InputError, TrainingDiverged, first_line
-from .files import atomic_path, output_error
-from .kinds import BUDGETS as BUDGET_NAMES
-from .kinds import DEFAULT_ENCODER, FAMILIES
-from .models.encoders import ENCODER_PRESETS
+from .families import (
+    Family,
+    architecture_family,
+    get_family,
+    registered_families,
+    trainable_families,
+)
+from .kinds import VARIANTS
 from .models.table import TABLE_INITS, LatentTable
-
-VARIANTS = ("vae", "vlt", "twin-perm", "twin-noise")
-MODELS = FAMILIES  # the model families (named in ampcheck.kinds)
-CHECKPOINT = "checkpoint.pt"
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run. ``None`` means the model family's default.
+    """Everything that determines a training run. ``None`` means the model family's default
+    (:mod:`ampcheck.families`: learning rate, batch size, KL weight, encoder preset).
 
-    ``beta`` defaults to ``1/zdim`` for the cryo-EM VAE (cryoDRGN's) and 1 for the MNIST VAE
-    (the standard ELBO). ``table_lr`` defaults to 100 x ``lr``: a table row receives one update
-    per epoch, so with Adam it moves about ``table_lr`` per epoch; at the networks' 1e-4 it
-    would hardly leave its initial value within a budget (the paper trains its VLT with its own
-    optimiser settings). The ``invariant`` encoder trains on unwindowed images: a real-space
-    window is not shift invariant.
+    ``model`` names the family. ``table_lr`` defaults to 100 x ``lr``: a table row receives
+    one update per epoch, so with Adam it moves about ``table_lr`` per epoch; at the networks'
+    1e-4 it would hardly leave its initial value within a budget (the paper trains its VLT
+    with its own optimiser settings). The ``invariant`` encoder trains on unwindowed images: a
+    real-space window is not shift invariant.
 
-    ``architecture``: a cryoDRGN network to train in place of ampcheck's cryo-EM VAE (the
-    ``encoder`` preset then does not apply), the JSON that
-    :func:`ampcheck.adapters.cryodrgn_retrain.architecture_of` makes of a run's
-    ``config.yaml``; it needs the optional cryodrgn package. ``weight_decay`` is Adam's
-    (cryoDRGN's ``--wd``).
+    ``architecture``: the network of a family that is described by text of its own (a guest
+    family's, which its adapter writes and its ``build`` reads; the ``encoder`` preset then
+    does not apply); None for a family built from its presets. ``weight_decay`` is Adam's.
     """
 
     model: str = "cryoem"
     variant: str = "vae"
-    encoder: str = DEFAULT_ENCODER
+    encoder: str | None = None
     zdim: int | None = None
     epochs: int = 1
     batch_size: int | None = None
@@ -92,12 +91,26 @@ class TrainConfig:
         def bad(msg):
             raise ConfigError(f"training config: {msg}")
 
-        if self.model not in MODELS:
-            bad(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        try:
+            family = get_family(self.model)
+        except ConfigError:
+            bad(f"model must be one of {', '.join(f.name for f in registered_families())}, "
+                f"got {self.model!r}")
+        if self.encoder is None:
+            object.__setattr__(self, "encoder", family.default_encoder)
         if self.variant not in VARIANTS:
             bad(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.encoder not in ENCODER_PRESETS:
-            bad(f"encoder must be one of {', '.join(ENCODER_PRESETS)}, got {self.encoder!r}")
+        if self.encoder not in family.encoders and len(family.encoders) > 1:
+            bad(f"encoder must be one of {', '.join(family.encoders)}, got {self.encoder!r}")
+        if self.encoder not in family.encoders:
+            presets = [f.title for f in registered_families() if len(f.encoders) > 1]
+            bad(f"{family.title} has one encoder; encoder presets are for "
+                f"{' and '.join(presets) or 'no family'}")
+        if family.architecture and self.architecture is None:
+            bad(f"{family.title} is described by an architecture; give architecture")
+        if self.architecture is not None and not family.architecture:
+            bad(f"architecture describes the network of a family that has one; {family.title} "
+                "is built from its encoder preset and zdim and takes none")
         if not 0 <= self.seed < 2**63:
             bad(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
         if self.table_init not in TABLE_INITS:
@@ -105,12 +118,6 @@ class TrainConfig:
         if self.variant != "vlt" and (self.freeze_table or self.table_lr is not None
                                       or self.table_init != "normal"):
             bad("table_init, table_lr and freeze_table apply to the vlt variant only")
-        if self.model == "mnist" and self.encoder != "base":
-            bad("the MNIST VAE has one encoder; encoder presets are for the cryo-EM VAE")
-        if self.architecture is not None and (self.model != "cryoem"
-                                              or self.encoder != DEFAULT_ENCODER):
-            bad("architecture (a cryoDRGN network) is a cryo-EM model with its own encoder; "
-                "it takes neither model nor encoder")
         for name in ("zdim", "batch_size", "max_images"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
@@ -127,9 +134,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "a checkpoint") -> TrainConfig:
         """The config that :func:`dataclasses.asdict` wrote to ``source``; any unknown key,
-        value of the wrong type or out of range is an :class:`InputError` naming ``source``."""
+        value of the wrong type or out of range is an :class:`InputError` naming ``source``.
+
+        A config written before model families were registered gave a guest's network as the
+        ``architecture`` of the family of its kind of images: it is read as the registered
+        family of that kind that an architecture describes (:func:`architecture_family`)."""
         if not isinstance(values, dict):
             raise InputError(f"{source}: the training settings are not a mapping")
+        if values.get("architecture") is not None and isinstance(values.get("model"), str):
+            values = {**values, "model": architecture_family(values["model"])}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(map(str, values)) - known)
         if unknown:
@@ -144,16 +157,21 @@ class TrainConfig:
         except ConfigError as err:
             raise InputError(f"{source}: {err}") from None
 
+    @property
+    def family(self) -> Family:
+        """The model family this config trains (:mod:`ampcheck.families`)."""
+        return get_family(self.model)
+
     def describe(self) -> str:
         """``family variant (encoder)`` for log lines: ``cryoem vlt (base)``, ``mnist vae
-        (base)``; ``cryodrgn vlt`` for a cryoDRGN architecture."""
+        (base)``; ``family variant`` where an architecture describes the network."""
         if self.architecture is not None:
-            return f"cryodrgn {self.variant}"
+            return f"{self.model} {self.variant}"
         return f"{self.model} {self.variant} ({self.encoder})"
 
     @property
     def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else (1e-4 if self.model == "cryoem" else 1e-3)
+        return self.lr if self.lr is not None else self.family.lr
 
     @property
     def resolved_table_lr(self) -> float:
@@ -162,66 +180,7 @@ class TrainConfig:
 
     @property
     def resolved_batch_size(self) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return 8 if self.model == "cryoem" else 128
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A named amount of training: epochs, an optional cap on the number of images, and the
-    networks' learning rate (``None``: the model family's default, cryoDRGN's 1e-4 for cryo-EM).
-    A lookup table's learning rate follows from it (``TrainConfig.table_lr``)."""
-
-    epochs: int
-    max_images: int | None = None
-    lr: float | None = None
-
-
-# Named budgets per model family (the measurements behind each are in the README).
-# smoke: the test suite's, about half a minute per cryo-EM harness on the ci data set (the
-#   decoder learns the consensus; heterogeneity does not show yet: latent-to-truth R^2 ~ 0);
-# standard: the main job's (`ampcheck run`), informative in minutes on 2 CPU cores: each of at
-#   most 1,000 training images is seen 12 times at 10x cryoDRGN's learning rate, enough for
-#   the latents of every variant the battery trains (a lookup table's rows move once per
-#   epoch) to recover the hinge of the `standard` data set (24 px) at every seed tried;
-# medium: five epochs of the whole set at cryoDRGN's learning rate (for `slow` tests);
-# full: the paper's settings (cryoDRGN's defaults: 50 epochs, lr 1e-4, batch 8), for a GPU.
-_TRAINING: dict[str, dict[str, Budget]] = {
-    "smoke": {"cryoem": Budget(epochs=1, max_images=1000), "mnist": Budget(epochs=20)},
-    "standard": {"cryoem": Budget(epochs=12, max_images=1000, lr=1e-3),
-                 "mnist": Budget(epochs=50)},
-    "medium": {"cryoem": Budget(epochs=5), "mnist": Budget(epochs=50)},
-    "full": {"cryoem": Budget(epochs=50), "mnist": Budget(epochs=100)},
-}
-#: The training of each budget that ``ampcheck.kinds.BUDGETS`` names, per model family, in
-#: that order (a name without training here fails at import).
-BUDGETS: dict[str, dict[str, Budget]] = {name: _TRAINING[name] for name in BUDGET_NAMES}
-
-#: Training throughput of the base cryo-EM VAE on two CPU cores (images/s) on the two embedded
-#: data sets, as measured for the README (Performance, Training harnesses): what the expected
-#: wall times of :func:`budget_help` are computed from.
-THROUGHPUT_2CPU = {"standard": (24, 1000, 364.0), "ci": (64, 1600, 48.0)}  # D, training images
-
-
-def budget_help() -> str:
-    """Each cryo-EM budget's epochs, learning rate and expected time per model on two CPU
-    cores for the ``standard`` and ``ci`` data sets (``ampcheck train --help``)."""
-    parts = []
-    for name, families in BUDGETS.items():
-        b, cfg = families["cryoem"], budget_config(name)
-        times = []
-        for size, (box, n_train, rate) in THROUGHPUT_2CPU.items():
-            seconds = b.epochs * min(n_train, b.max_images or n_train) / rate
-            times.append(f"{_about(seconds)} on the {size} set ({box} px)")
-        parts.append(f"{name} = {b.epochs} epoch(s) at lr {cfg.resolved_lr:g}"
-                     + (f" of at most {b.max_images:,} images" if b.max_images else "")
-                     + f", about {' or '.join(times)}")
-    return "; ".join(parts)
-
-
-def _about(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+        return self.batch_size if self.batch_size is not None else self.family.batch_size
 
 
 # The types TrainConfig.from_dict accepts for each setting (JSON gives ints for whole floats).
@@ -237,13 +196,14 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def budget_config(budget: str, **overrides: Any) -> TrainConfig:
-    """A :class:`TrainConfig` at the named budget, with any other field overridden."""
+    """A :class:`TrainConfig` at the named budget (:mod:`ampcheck.budgets`: the family's
+    epochs, image cap and learning rate there), with any other field overridden."""
     model = overrides.get("model", "cryoem")
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; expected one of {', '.join(BUDGETS)}")
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    b = BUDGETS[budget][model]
+    named = get_budget(budget)
+    families = {f.name: f for f in trainable_families()}
+    if model not in families:
+        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(families)}")
+    b = named.training(families[model])
     return TrainConfig(**{"epochs": b.epochs, "max_images": b.max_images, "lr": b.lr,
                           **overrides})
 
@@ -290,23 +250,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: TrainConfig, data, device: torch.device | None = None) -> torch.nn.Module:
-    """The network of the config's model family, sized for ``data`` (a cryoDRGN
-    ``architecture`` is built on ``device``: its lattice is not a module's buffer)."""
-    if cfg.architecture is not None:
-        from .adapters.cryodrgn_retrain import build_net
-
-        net = build_net(cfg.architecture, cfg.seed, device or torch.device("cpu"))
-        if net.D != data.D:
-            raise ConfigError(f"the cryoDRGN architecture is for {net.D}-pixel images; the "
-                              f"data set's are {data.D} pixels")
-        return net
-    if cfg.model == "cryoem":
-        from .models.cryoem import CryoVAE
-
-        return CryoVAE(data.D, cfg.encoder, cfg.zdim, seed=cfg.seed)
-    from .models.mnist import MnistVAE
-
-    return MnistVAE(zdim=cfg.zdim or 2, seed=cfg.seed)
+    """The network of the config's model family, sized for ``data`` (built on ``device`` by a
+    family that needs it there, else on the CPU)."""
+    return cfg.family.network(cfg, data, device or torch.device("cpu"))
 
 
 def model_view(cfg: TrainConfig, data):
@@ -314,6 +260,20 @@ def model_view(cfg: TrainConfig, data):
     if cfg.encoder == "invariant" and getattr(data, "windowed", False):
         return data.without_window()
     return data
+
+
+def training_split(cfg: TrainConfig, data, heldout_fraction: float = 0.2, split_seed: int = 0):
+    """``(train_set, heldout)``: the views of ``data`` that ampcheck trains ``cfg`` on and
+    holds out. ``ampcheck train`` and the checks share it, so that a run trained by one is the
+    run the other would train."""
+    train_set, heldout = data.split(heldout_fraction, seed=split_seed)
+    if cfg.max_images is not None and cfg.max_images < len(train_set):
+        # what the budget trains on: a seeded random subset (real stacks are often ordered
+        # by micrograph, so the first images would not be like the held-out ones)
+        keep = np.random.default_rng(split_seed).choice(len(train_set), cfg.max_images,
+                                                        replace=False)
+        train_set = train_set.subset(np.sort(keep))
+    return train_set, heldout
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -348,7 +308,7 @@ class TrainedModel:
     def beta(self) -> float:
         if self.config.beta is not None:
             return self.config.beta
-        return 1.0 / self.model.zdim if self.config.model == "cryoem" else 1.0
+        return self.config.family.default_beta(self.model.zdim)
 
     def _latent(self, idx: torch.Tensor, batch: dict, prep: dict):
         """``(mu, logvar)`` of training images ``idx`` from the run's latent source."""
@@ -472,8 +432,9 @@ class TrainedModel:
 
     def state(self, optimizers: dict | None = None, generator: torch.Generator | None = None
               ) -> dict:
+        """The checkpoint of this run (:mod:`ampcheck.checkpoints`)."""
         return {
-            "format": 1,
+            "format": FORMAT,
             "config": asdict(self.config),
             "data": {"n": len(self.data), "D": int(self.data.D),
                      "fingerprint": self.data_fingerprint()},
@@ -490,85 +451,25 @@ class TrainedModel:
              generator: torch.Generator | None = None) -> None:
         """Write a checkpoint atomically (readable with ``weights_only=True``); a failed write
         (a full disk) raises :class:`~ampcheck.errors.OutputError` and leaves the old one."""
-        state = self.state(optimizers, generator)
-        try:
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
-        except RuntimeError as err:  # torch's writer: "[enforce fail at inline_container.cc]"
-            raise output_error(path, err) from None
+        write_checkpoint(path, self.state(optimizers, generator))
 
     @classmethod
     def load(cls, path, data, device: str | None = None) -> TrainedModel:
         """A model saved by :meth:`save` with the training set it was trained on (``device``
         overrides the one it was trained on, e.g. ``"cpu"`` for a GPU run)."""
-        state = _read_checkpoint(path)
+        state = read_checkpoint(path)
         cfg = TrainConfig.from_dict(state["config"], str(path))
         if device is not None:
             cfg = replace(cfg, device=device)
         run = _assemble(cfg, data, state, str(path))
-        run.model.eval()  # as train() leaves it (cryoDRGN's decoder asserts it to decode volumes)
+        run.model.eval()  # as train() leaves it (a decoder may decode volumes in eval mode only)
         return run
-
-
-_CHECKPOINT_KEYS = {"config": dict, "data": dict, "model": dict, "history": list}
-
-
-def _read_checkpoint(path) -> dict:
-    """The state in ``path``, loaded with ``weights_only=True`` and its layout checked; every
-    problem is one :class:`~ampcheck.errors.InputError` line that names the file."""
-    path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path}: an empty file, not an ampcheck checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such checkpoint") from None
-    except pickle.UnpicklingError as err:  # never pass on torch's advice to load it unsafely
-        if "Unsupported global" in str(err):
-            raise InputError(f"{path}: refused, it asks for objects other than tensors and "
-                             "plain data (not an ampcheck checkpoint)") from None
-        raise InputError(f"{path}: not an ampcheck checkpoint (not a torch checkpoint "
-                         "file)") from None
-    except (RuntimeError, OSError, ValueError, EOFError, AttributeError, KeyError,
-            IndexError, TypeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not an ampcheck checkpoint ({first_line(err)[:160]})") \
-            from None
-    if not isinstance(state, dict) or type(state.get("format")) is not int \
-            or state["format"] != 1:
-        raise InputError(f"{path}: not an ampcheck checkpoint (format 1 expected)")
-    for key, kind in _CHECKPOINT_KEYS.items():
-        if not isinstance(state.get(key), kind):
-            raise InputError(f"{path}: not a complete ampcheck checkpoint ('{key}' missing or "
-                             f"not a {kind.__name__})")
-    data = state["data"]
-    if not (type(data.get("n")) is int and type(data.get("D")) is int
-            and isinstance(data.get("fingerprint"), str | None)
-            and isinstance(state.get("run_id"), str | None)):
-        raise InputError(f"{path}: not a complete ampcheck checkpoint ('data' needs the "
-                         "integers n and D; the fingerprint and run id are text)")
-    return state
 
 
 def _capped(cfg: TrainConfig, data):
     if cfg.max_images is not None and cfg.max_images < len(data):
         return data.subset(np.arange(cfg.max_images))
     return data
-
-
-def _check_moments(saved: dict, params: list[torch.Tensor]) -> None:
-    """Refuse an optimiser state whose moments do not match the parameters' shapes: fused Adam
-    would read past them (a crash, not an exception)."""
-    ids = [i for g in saved["param_groups"] for i in g["params"]]
-    if len(ids) != len(params):
-        raise ValueError(f"{len(ids)} parameters saved for {len(params)}")
-    for i, p in zip(ids, params, strict=True):
-        for name, value in saved["state"].get(i, {}).items():
-            if name == "step":
-                continue
-            if not (torch.is_tensor(value) and value.is_floating_point()
-                    and value.shape == p.shape):
-                raise ValueError(f"{name} of parameter {i} does not match its shape "
-                                 f"{tuple(p.shape)}")
 
 
 class _RawImages:
@@ -626,8 +527,8 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
             # "Error(s) in loading state_dict for CryoVAE:" then one line per problem
             lines = [x.strip() for x in str(err).splitlines() if x.strip()] or [repr(err)]
             why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-            raise InputError(f"{source}: its weights do not fit a {cfg.model} {cfg.variant} "
-                             f"({cfg.encoder}) model ({why[:200]})") from None
+            raise InputError(f"{source}: its weights do not fit a {cfg.describe()} model "
+                             f"({why[:200]})") from None
         bad = [k for k, v in state["model"].items()
                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
@@ -674,13 +575,13 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
         raise ConfigError("resume=True needs out=<the run's directory>")
     world = World.current()  # one process unless launched by torchrun
     world.check_batch(cfg.resolved_batch_size)
-    if cfg.model == "cryoem" and getattr(data, "rot", None) is None:
+    if cfg.family.needs_poses and getattr(data, "rot", None) is None:
         raise ConfigError(f"{data!r} has no poses: a cryo-EM model is trained on images with "
                           "their poses (give poses= or a poses.pkl)")
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     state = None
     if resume and ckpt.exists():
-        state = _read_checkpoint(ckpt)
+        state = read_checkpoint(ckpt)
         if not state.get("optimizers") or state.get("generator") is None:
             raise InputError(f"{ckpt}: a saved model, not a resumable training checkpoint")
         if replace(TrainConfig.from_dict(state["config"], str(ckpt)), epochs=cfg.epochs) != cfg:
@@ -724,7 +625,7 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                 if k == "model":  # a checkpoint from before fused Adam resumes fused all the same
                     saved = {**saved, "param_groups": [{**g, "fused": True}
                                                        for g in saved["param_groups"]]}
-                _check_moments(saved, [p for g in o.param_groups for p in g["params"]])
+                check_moments(saved, [p for g in o.param_groups for p in g["params"]])
                 o.load_state_dict(saved)
             gen.set_state(state["generator"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:

@@ -205,7 +205,7 @@ def test_subjects_take_names_tags_and_presets_from_kinds(digits):
         subject = subject_from(model, digits, budget="smoke")
         assert subject.name == kinds.model_name(model) == name
         assert subject.tags == kinds.kind_tags(model) | {"truth"}
-        assert subject.capabilities.family == "mnist"  # the data's, declared by the data set
+        assert kinds.data_kind(subject.data) == "mnist"  # the data's, declared by the data set
     with pytest.raises(ConfigError, match="unknown encoder 'huge' in the model preset"):
         subject_from("cryoem:huge", digits, budget="smoke")
     with pytest.raises(ConfigError, match="unknown model preset 'mnist:base'"):
@@ -332,7 +332,7 @@ class _LinearGaussian(torch.nn.Module):
 
 
 def test_amortization_gap_controls_against_the_exact_posterior(digits):
-    from ampcheck.checks import SETTINGS
+    from ampcheck.checks import settings_for
     from ampcheck.checks.generalisation import local_elbos
     from ampcheck.checks.subject import ProtocolModel
 
@@ -348,7 +348,7 @@ def test_amortization_gap_controls_against_the_exact_posterior(digits):
     # independently: local optimisation from the prior reaches the analytic optimum of the
     # mean-field ELBO (mean m, variances 1 / diag(Σ⁻¹)) up to Monte Carlo noise
     vae, idx = _LinearGaussian(images, exact=False), np.arange(8)
-    e = local_elbos(ProtocolModel(vae), digits, idx, SETTINGS["smoke"])
+    e = local_elbos(ProtocolModel(vae), digits, idx, settings_for("smoke"))
     x = torch.from_numpy(digits.images(idx)).flatten(1).double()
     m, var = x @ vae.W @ vae.cov / vae.s2, 1 / vae.prec.diagonal()
     recon = ((x - m @ vae.W.T).square().sum(1) + (vae.W.square().sum(0) * var).sum()) / (

@@ -257,14 +257,13 @@ def test_an_interrupted_checkpoint_write_keeps_the_old_checkpoint(tiny_run, tmp_
     import shutil
 
     import ampcheck.train as T
-    from ampcheck.checks.subject import training_split
     from ampcheck.data.particles import ParticleDataset
 
     shutil.copytree(tiny_run / "run", tmp_path / "r")
     ckpt = tmp_path / "r" / "checkpoint.pt"
     before = ckpt.read_bytes()
     cfg = T.TrainConfig.from_dict(json.loads((tmp_path / "r" / "run.json").read_text())["config"])
-    train_set, _ = training_split(cfg, ParticleDataset.from_dir(tiny_run / "data"))
+    train_set, _ = T.training_split(cfg, ParticleDataset.from_dir(tiny_run / "data"))
     run = T.TrainedModel.load(ckpt, train_set)
 
     def half_written(obj, f):

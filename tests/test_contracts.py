@@ -30,6 +30,7 @@ from ampcheck.cryoem.mrc import read_mrc
 from ampcheck.data.mnist import MnistDataset
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.errors import ConfigError
+from ampcheck.kinds import data_kind
 from ampcheck.train import TrainConfig, train
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny"  # 48 images of 32 px
@@ -70,7 +71,8 @@ def test_the_contracts_import_without_torch():
 def test_data_sets_follow_the_contract_and_declare_their_family():
     digits = MnistDataset.load(limit=50)
     assert isinstance(digits, Dataset)
-    assert data_capabilities(digits) == DataCapabilities(family="mnist", truth_volumes=False)
+    assert data_capabilities(digits) == DataCapabilities(truth_volumes=False)
+    assert data_kind(digits) == "mnist"
     assert not isinstance(object(), Dataset)
 
 
@@ -87,7 +89,8 @@ def test_a_synthetic_set_serves_its_own_truth_volumes(tiny):
         assert (got.z_continuous, got.z_class) == (entry["z_continuous"], entry["z_class"])
         np.testing.assert_array_equal(got.volume, read_mrc(TINY / entry["file"])[0])
         assert got.volume.shape == (tiny.D,) * 3
-    assert data_capabilities(tiny) == DataCapabilities(family="cryoem", truth_volumes=True)
+    assert data_capabilities(tiny) == DataCapabilities(truth_volumes=True)
+    assert data_kind(tiny) == "cryoem"
     train_view, _ = tiny.split(0.25, seed=0)  # views share them
     assert data_capabilities(train_view).truth_volumes
 
@@ -115,7 +118,7 @@ def test_the_truth_volumes_capability_is_read_from_the_manifest_without_reading_
 
 def test_a_stack_without_a_manifest_has_no_truth_volumes(no_volumes):
     assert no_volumes.truth_volumes() == ()
-    assert data_capabilities(no_volumes) == DataCapabilities("cryoem", truth_volumes=False)
+    assert data_capabilities(no_volumes) == DataCapabilities(truth_volumes=False)
 
 
 def test_data_that_break_the_contract_are_refused_naming_what_is_missing():

@@ -115,10 +115,10 @@ def test_check_cryodrgns_default_battery_skips_what_it_cannot_run(monkeypatch, t
 
 def _need_cryodrgn() -> None:
     """Skip unless cryodrgn imports; imported as the adapter does (logging kept)."""
-    from ampcheck.adapters.cryodrgn import _import_cryodrgn
+    from ampcheck.adapters.cryodrgn_lib import import_cryodrgn
 
     try:
-        _import_cryodrgn()
+        import_cryodrgn()
     except ConfigError:
         pytest.skip(NEEDS)
 
@@ -131,12 +131,12 @@ def test_importing_cryodrgn_keeps_ampchecks_logging():
     code = """if True:
         import io, logging
         import ampcheck.train
-        from ampcheck.adapters.cryodrgn import _import_cryodrgn
+        from ampcheck.adapters.cryodrgn_lib import import_cryodrgn
         seen = io.StringIO()
         handler = logging.StreamHandler(seen)
         logging.getLogger().addHandler(handler)
         logging.getLogger("ampcheck").setLevel(logging.INFO)
-        _import_cryodrgn()
+        import_cryodrgn()
         logging.getLogger("ampcheck.train").info("still here")
         assert logging.getLogger().handlers == [handler], logging.getLogger().handlers
         print(repr(seen.getvalue()))
@@ -304,12 +304,13 @@ def test_check_cryodrgn_runs_the_checks(run):
     # ... and the report its volumes: each row the central sections of the volumes decoded at
     # one sampled image's latent and at its transformed copy's (recomputed here)
     from ampcheck.adapters.cryodrgn import load_cryodrgn
-    from ampcheck.checks._common import SETTINGS, central_slices, sample
+    from ampcheck.checks import settings_for
+    from ampcheck.checks._common import central_slices, sample
 
     model = load_cryodrgn(run.out, device="cpu")
     a = by_name["shift_invariance"].arrays
     image, moved = a["slices[image]"], a["slices[moved]"]
-    assert image.shape == moved.shape == (SETTINGS["smoke"].n_volumes, 3, D, D)
+    assert image.shape == moved.shape == (settings_for("smoke").n_volumes, 3, D, D)
     for row, j in enumerate(sample(len(a["mu"]), len(image), 0 + 7)):  # the check's volumes
         np.testing.assert_allclose(image[row], central_slices(model.decode_volume(a["mu"][j])),
                                    atol=1e-6)
@@ -365,16 +366,16 @@ def test_check_cli_report_names_the_run_and_keeps_the_gap_per_image(run, tmp_pat
 
     import yaml
 
-    from ampcheck import kinds
+    from ampcheck import budgets
     from ampcheck.adapters.cryodrgn import describe_run, load_cryodrgn
-    from ampcheck.checks import _common
     from ampcheck.cli import main
     from ampcheck.report import load_report
 
     # a lighter gap optimisation: this test is about what the report records, not the gap
-    default = kinds.DEFAULT_BUDGET  # what the command line checks at
-    small = dataclasses.replace(_common.SETTINGS[default], n_gap=8, gap_steps=5, n_boot=50)
-    monkeypatch.setitem(_common.SETTINGS, default, small)
+    default = budgets.BUDGETS[budgets.DEFAULT_BUDGET]  # what the command line checks at
+    small = dataclasses.replace(default.evaluation, n_gap=8, gap_steps=5, n_boot=50)
+    monkeypatch.setitem(budgets.BUDGETS, default.name,
+                        dataclasses.replace(default, evaluation=small))
     out = tmp_path / "report"
     assert main(["check", "--cryodrgn", str(run.out), "--particles", str(run.particles),
                  "--poses", str(run.poses), "--ctf", str(run.ctf), "--ind", str(run.train_ind),

@@ -105,14 +105,14 @@ def test_the_variants_network_is_cryodrgns_own(runs, tmp_path):
     """The retrained network is cryoDRGN's HetOnlyVAE: its weights load into one built by
     cryoDRGN from the run's config, which then encodes as the variant does; a saved variant
     loads back from its checkpoint."""
-    from ampcheck.adapters.cryodrgn import _import_cryodrgn
+    from ampcheck.adapters.cryodrgn_lib import import_cryodrgn
     from ampcheck.adapters.cryodrgn_retrain import retrain_config
     from ampcheck.train import TrainedModel, train
 
     model, _, train_set = _open(runs)
     cfg = replace(retrain_config(model, device="cpu"), epochs=1, variant="twin-perm")
     run = train(cfg, train_set, out=tmp_path / "twin", show_progress=False)
-    cd = _import_cryodrgn()
+    cd = import_cryodrgn()
     net, _ = cd.HetOnlyVAE.load(cd.config.update_config_v1(dict(model.config)), device="cpu")
     net.load_state_dict(run.model.state_dict())  # strict: the same names and shapes
     prep = run.model.prepare(train_set.get_batch(np.arange(5)))
@@ -247,23 +247,27 @@ def test_retraining_refuses_what_it_cannot_reproduce(runs, tmp_path):
     with pytest.raises(ConfigError, match="architecture must be the JSON"):
         from ampcheck.train import build_model
 
-        build_model(TrainConfig(architecture="{}"), None)
-    with pytest.raises(ConfigError, match="takes neither model nor encoder"):
-        TrainConfig(architecture="{}", encoder="large")
+        build_model(TrainConfig(model="cryodrgn", architecture="{}"), None)
+    with pytest.raises(ConfigError, match="HetOnlyVAE has one encoder"):
+        TrainConfig(model="cryodrgn", architecture="{}", encoder="large")
+    with pytest.raises(ConfigError, match="HetOnlyVAE is described by an architecture"):
+        TrainConfig(model="cryodrgn")
+    with pytest.raises(ConfigError, match="cryo-EM VAE is built from its encoder preset"):
+        TrainConfig(architecture="{}")
 
 
 @pytest.mark.cryoem
 def test_check_cli_retrains_and_reports_the_variants(runs, tmp_path, monkeypatch):
     import dataclasses
 
-    from ampcheck import kinds
-    from ampcheck.checks import _common
+    from ampcheck import budgets
     from ampcheck.cli import main
     from ampcheck.report import load_report
 
-    default = kinds.DEFAULT_BUDGET  # what the command line checks at
-    small = dataclasses.replace(_common.SETTINGS[default], n_boot=50)
-    monkeypatch.setitem(_common.SETTINGS, default, small)
+    default = budgets.BUDGETS[budgets.DEFAULT_BUDGET]  # what the command line checks at
+    small = dataclasses.replace(default.evaluation, n_boot=50)
+    monkeypatch.setitem(budgets.BUDGETS, default.name,
+                        dataclasses.replace(default, evaluation=small))
     out = tmp_path / "report"
     assert main(["check", "--cryodrgn", str(runs.out), "--particles", str(runs.particles),
                  "--poses", str(runs.poses), "--ctf", str(runs.ctf), "--ind",

@@ -26,11 +26,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ampcheck.checks.subject import training_split
+from ampcheck.checkpoints import CHECKPOINT
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.data.synthetic import SynthConfig, generate
 from ampcheck.errors import ConfigError, TrainingDiverged
-from ampcheck.train import CHECKPOINT, TrainConfig, TrainedModel, budget_config, train
+from ampcheck.train import (
+    TrainConfig,
+    TrainedModel,
+    budget_config,
+    train,
+    training_split,
+)
 
 RTOL = 1e-6  # losses, reconstruction losses and curve points, relative
 KL_RTOL = 1e-4  # the KL of near-prior posteriors is a difference of near-equal terms

@@ -179,7 +179,7 @@ def _instants(n: int, every: int = 4) -> list[int]:
 
 def test_a_training_killed_at_any_instant_is_refused_or_consistent_and_resumes_exactly(
         tmp_path, trained):
-    from ampcheck.cli import open_run
+    from ampcheck.runs import open_run
 
     data, old, reference, n = trained
     ref = _weights(reference)

@@ -372,8 +372,9 @@ def trained_run(tmp_path_factory):
     """A one-epoch VAE on a tiny data set: its checkpoint's state and the training set."""
     import torch
 
+    from ampcheck.checkpoints import CHECKPOINT
     from ampcheck.data.synthetic import SynthConfig, generate
-    from ampcheck.train import CHECKPOINT, budget_config, train
+    from ampcheck.train import budget_config, train
 
     d = tmp_path_factory.mktemp("ckpt")
     data = ParticleDataset.from_dir(generate(d / "data", SynthConfig.preset("tiny"),

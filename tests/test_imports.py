@@ -12,7 +12,9 @@ import pytest
 
 TORCH_FREE = ["ampcheck.results", "ampcheck.thresholds", "ampcheck.report", "ampcheck.display",
               "ampcheck.baselines", "ampcheck.kinds", "ampcheck.files", "ampcheck.outdir",
-              "ampcheck.plugin", "ampcheck._plugin_config", "ampcheck.testing"]
+              "ampcheck.plugin", "ampcheck._plugin_config", "ampcheck.testing",
+              "ampcheck.families", "ampcheck.budgets", "ampcheck.runs", "ampcheck.cli",
+              "ampcheck.checkpoints"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)

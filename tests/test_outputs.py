@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from ampcheck import outdir
-from ampcheck.cli import main, open_run
+from ampcheck.cli import main
 from ampcheck.errors import BusyError, InputError
 from ampcheck.outdir import LOCK, OutputDir, reading, staged
+from ampcheck.runs import open_run
 
 
 def one_error(capsys, *words: str) -> str:

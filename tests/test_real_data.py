@@ -270,7 +270,7 @@ def test_train_records_the_particle_files_and_check_reopens_them(real, tmp_path,
     data = json.loads((run / "run.json").read_text())["data"]
     assert data == {"particles": str(real["star"]), "poses": None, "ctf": None,
                     "ind": str(real["ind"]), "datadir": str(real["datadir"])}
-    from ampcheck.cli import open_run
+    from ampcheck.runs import open_run
 
     _, _, ds, _, _ = open_run(run, "cpu")
     assert len(ds) == 40
@@ -432,13 +432,13 @@ def test_full_battery_end_to_end_on_real_shaped_data(real, tmp_path, capsys, mon
                  "--budget", "smoke", "--device", "cpu", "--quiet"]) == 0
     assert main(["check", "--run", str(run), "--out", str(rep), "--quiet"]) == 0
     report = json.loads((rep / "report.json").read_text())
-    from ampcheck.checks import DEFAULT_CHECKS, NEEDS
+    from ampcheck.checks import DEFAULT_CHECKS, missing_reason
 
     results = {r["check"]: r for r in report["checks"]}
     assert list(results) == list(DEFAULT_CHECKS)
     skipped = {k for k, r in results.items() if r["verdict"] == "SKIP"}
     assert skipped == {"heldout_generalisation"}
-    assert results["heldout_generalisation"]["explanation"] == NEEDS["truth"]
+    assert results["heldout_generalisation"]["explanation"] == missing_reason("truth")
     for name in set(results) - skipped:
         governed = results[name]["threshold"]["metric"]
         assert np.isfinite(results[name]["metrics"][governed]["value"]), name

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from ampcheck.checkpoints import CHECKPOINT
 from ampcheck.data.particles import ParticleDataset
 from ampcheck.data.synthetic import SynthConfig, generate
 from ampcheck.data.twins import empirical_moments
 from ampcheck.errors import ConfigError, InputError, TrainingDiverged
-from ampcheck.train import CHECKPOINT, TrainConfig, TrainedModel, budget_config, train
+from ampcheck.train import TrainConfig, TrainedModel, budget_config, train
 
 TINY = dict(D=32, volume_grid=1)
 
@@ -316,24 +317,26 @@ def test_importing_ampcheck_configures_no_logging():
 
 
 def test_every_budget_name_has_training_and_evaluation_settings():
-    # one source for the names (ampcheck.kinds): each budget trains every model family and
-    # has the checks' evaluation sizes; the families and encoder presets are the same names
-    from ampcheck import kinds
-    from ampcheck import train as train_module
-    from ampcheck.checks._common import SETTINGS
+    # one source for each fact: a budget (ampcheck.budgets) has the checks' evaluation sizes
+    # and each family that trains at budgets its training there (ampcheck.families); the
+    # cryo-EM encoder presets are the names the models size
+    from ampcheck import budgets, families
+    from ampcheck.checks import settings_for
     from ampcheck.models.encoders import ENCODER_PRESETS
 
-    assert tuple(train_module.BUDGETS) == kinds.BUDGETS
-    for name in kinds.BUDGETS:
-        assert set(train_module.BUDGETS[name]) == set(kinds.FAMILIES), name
-        assert name in SETTINGS and SETTINGS[name].budget == name
-        for family in kinds.FAMILIES:
-            cfg = budget_config(name, model=family)
-            assert cfg.epochs == train_module.BUDGETS[name][family].epochs
-    assert set(SETTINGS) == set(kinds.BUDGETS)
-    assert train_module.MODELS == kinds.FAMILIES
-    assert tuple(ENCODER_PRESETS) == kinds.ENCODERS
-    assert TrainConfig().encoder == kinds.DEFAULT_ENCODER
+    assert list(budgets.BUDGETS) == ["smoke", "standard", "medium", "full"]  # cheapest first
+    assert budgets.DEFAULT_BUDGET in budgets.BUDGETS
+    trainable = families.trainable_families()
+    assert [f.name for f in trainable][:2] == ["cryoem", "mnist"]
+    for name, budget in budgets.BUDGETS.items():
+        assert budget.name == name and settings_for(name).budget == name
+        for family in trainable:
+            assert set(family.training) == set(budgets.BUDGETS), family.name
+            cfg = budget_config(name, model=family.name)
+            assert cfg.epochs == budget.training(family).epochs
+    assert tuple(ENCODER_PRESETS) == families.CRYOEM_ENCODERS
+    assert TrainConfig().encoder == families.get_family("cryoem").default_encoder == "base"
+    assert TrainConfig(model="mnist").encoder == "base"
 
 
 @pytest.mark.gpu

@@ -1,11 +1,15 @@
 """Adapters: models trained by other programs, behind ampcheck's :class:`~ampcheck.checks.VAE`
-protocol.
+protocol, and the model families they register (:mod:`ampcheck.families`; importing this
+package registers them, and the registry imports it when a config names a family no one has
+registered yet).
 
 * :mod:`ampcheck.adapters.cryodrgn`: a ``cryodrgn train_vae`` output directory (needs the
   optional ``cryodrgn`` package: ``pip install "ampcheck[cryodrgn]"``; importing this module
   does not);
-* :mod:`ampcheck.adapters.cryodrgn_retrain`: such a run's network, retrained by ampcheck's
-  loop with the run's settings (its evil twins and lookup table);
+* :mod:`ampcheck.adapters.cryodrgn_retrain`: such a run's network as the model family
+  ``cryodrgn``, retrained by ampcheck's loop with the run's settings (its evil twins and
+  lookup table);
+* :mod:`ampcheck.adapters.cryodrgn_lib`: the cryodrgn package as both use it;
 * :mod:`ampcheck.adapters.cryodrgn_facts`: what the report page says of such a run.
 """
 

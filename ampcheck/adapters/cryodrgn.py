@@ -41,13 +41,11 @@ same code that retrains the run's network for ``evil_twin`` and ``vlt_equivalenc
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,69 +53,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError, UnsafePickleError
-from ..kinds import DEFAULT_BUDGET
+from ..budgets import DEFAULT_BUDGET
+from ..errors import ConfigError, InputError, UnsafePickleError, first_line
+from .cryodrgn_lib import checkpoint_epoch, import_cryodrgn
+from .cryodrgn_retrain import TABLE_LR, CryoDRGNNet, recorded_seed, retrain_config
 
 __all__ = ["CryoDRGNVAE", "RETRAIN_HINT", "check_cryodrgn", "check_cryodrgn_run",
-           "cryodrgn_dataset",
-           "cryodrgn_latents", "open_cryodrgn_run",
-           "describe_run", "load_cryodrgn", "read_indices", "INSTALL_HINT"]
+           "cryodrgn_dataset", "cryodrgn_latents", "open_cryodrgn_run", "describe_run",
+           "load_cryodrgn", "read_indices"]
 
 PathLike = str | os.PathLike
 
-INSTALL_HINT = 'pip install "ampcheck[cryodrgn]" (or pip install cryodrgn)'
 #: cryoDRGN commands whose output directories are not train_vae's (other models or layouts).
 _OTHER_COMMANDS = frozenset({"train_nn", "train_dec", "abinit", "abinit_het", "abinit_homo",
                              "abinit_het_old", "abinit_homo_old", "backproject_voxel"})
 _MODEL_KEYS = ("qlayers", "qdim", "players", "pdim", "zdim", "encode_mode", "enc_mask",
                "pe_type", "pe_dim", "domain")
-
-
-@contextlib.contextmanager
-def _logging_kept() -> Iterator[None]:
-    """Keep the process's logging configuration across an import of cryodrgn.
-
-    cryoDRGN 4.3's ``__init__`` calls ``logging.config.dictConfig``: it replaces the root
-    logger's handlers (INFO to stdout, its own format) and disables every logger that already
-    exists, ampcheck's included, so that a program that checks a cryoDRGN run would lose its
-    own status lines and print cryoDRGN's records. The root's handlers and level and each
-    logger's ``disabled`` flag are put back as they were (loggers cryoDRGN creates stay on)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    loggers = logging.Logger.manager.loggerDict
-    disabled = {name: lg.disabled for name, lg in loggers.items()
-                if isinstance(lg, logging.Logger)}
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        for name, lg in list(loggers.items()):
-            if isinstance(lg, logging.Logger):
-                lg.disabled = disabled.get(name, False)
-
-
-def _import_cryodrgn() -> SimpleNamespace:
-    """cryoDRGN's modules the adapter uses, or a :class:`ConfigError` saying how to install
-    (imported with the process's logging configuration kept: :func:`_logging_kept`)."""
-    try:
-        with _logging_kept():
-            import cryodrgn
-    except ImportError as e:
-        raise ConfigError(f"the cryoDRGN adapter needs the cryodrgn package, which cannot be "
-                          f"imported here ({e}); install it with {INSTALL_HINT}") from None
-    try:
-        with _logging_kept():
-            from cryodrgn import config, ctf, fft
-            from cryodrgn.masking import spherical_window_mask
-            from cryodrgn.models import HetOnlyVAE
-    except ImportError as e:
-        version = getattr(cryodrgn, "__version__", "?")
-        raise ConfigError(f"cryodrgn {version} lacks what the adapter uses ({e}); it targets "
-                          "cryodrgn 4.3: pip install cryodrgn==4.3.1") from None
-    return SimpleNamespace(config=config, ctf=ctf, fft=fft, HetOnlyVAE=HetOnlyVAE,
-                           window_mask=spherical_window_mask,
-                           version=getattr(cryodrgn, "__version__", "?"))
 
 
 # ----------------------------------------------------------------------------- the run directory
@@ -159,8 +110,7 @@ def _read_config(run: Path) -> dict[str, Any]:
     try:
         cfg = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: not readable as YAML ({first})") from None
+        raise InputError(f"{path}: not readable as YAML ({first_line(e)})") from None
     if not isinstance(cfg, dict):
         raise InputError(f"{path}: holds a {type(cfg).__name__}; expected a mapping with "
                          "dataset_args, lattice_args and model_args (cryodrgn train_vae)")
@@ -238,8 +188,6 @@ class CryoDRGNVAE(torch.nn.Module):
                  cd: SimpleNamespace, beta: float, run_dir: Path, weights: Path,
                  epoch: int | None, device: torch.device):
         super().__init__()
-        from .cryodrgn_retrain import CryoDRGNNet
-
         ds = cfg["dataset_args"]
         self.uses_ctf = ds.get("ctf") is not None
         # cryoDRGN's steps from the Hartley image on (translation, CTF, encoder, decoder),
@@ -341,7 +289,7 @@ def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = 
     :class:`ConfigError` without cryodrgn, :class:`InputError` for a missing or unreadable
     directory, config or weights, and for a config that is not train_vae's.
     """
-    cd = _import_cryodrgn()
+    cd = import_cryodrgn()
     from ..train import resolve_device
 
     run = Path(run_dir)
@@ -364,7 +312,7 @@ def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = 
             raise UnsafePickleError(f"{weights}: refusing to load it (it holds more than "
                                     "tensors and plain data)") from None
         raise InputError(f"{weights}: not a readable torch checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                         f"{first_line(e)})") from None
     state = ckpt.get("model_state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"{weights}: no model_state_dict; expected a cryodrgn train_vae "
@@ -373,7 +321,7 @@ def load_cryodrgn(run_dir: PathLike, *, epoch: int | None = None, device: str = 
         net.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(f"{weights}: the weights do not fit the model in config.yaml "
-                         f"({str(e).splitlines()[0]})") from None
+                         f"({first_line(e)})") from None
     net.requires_grad_(False)  # checks optimise latents only
     beta = _beta(cfg, run / "config.yaml") if beta is None else float(beta)
     model = CryoDRGNVAE(net, lattice, cfg, cd=cd, beta=beta, run_dir=run, weights=weights,
@@ -506,11 +454,8 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     for a report that lists them)."""
     from dataclasses import replace
 
-    from ..checks import TrainingCache, resolve_checks, run_checks, subject_from
-    from ..checks._common import settings_for
-    from ..kinds import check_options
-    from ..thresholds import resolve_thresholds
-    from .cryodrgn_retrain import TABLE_LR, recorded_seed, retrain_config
+    from ..checks import TrainingCache, check_vae, resolve_checks
+    from ..kinds import validate_options
 
     train_idx, in_stack, n = None, None, len(data)
     held = None if heldout_ind is None else read_indices(heldout_ind, n)
@@ -532,8 +477,7 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
             raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
                              "the held-out ones")
     names = resolve_checks(checks)
-    settings = settings_for(budget, resolve_thresholds(thresholds))
-    options = check_options(options)
+    options = validate_options(options)
     if table_lr is not None and options.get("table_lr") not in (None, table_lr):
         raise ConfigError(f"table_lr {table_lr} and the option table_lr "
                           f"{options['table_lr']} disagree; give one")
@@ -559,17 +503,15 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
         _same_training_images(model, in_stack, n)
         cfg = retrain_config(model, epochs=None if retrain == "run" else int(retrain),
                              device=str(model.device), seed=seed)
-    subject = subject_from(model, data, train_indices=train_idx, name="cryodrgn", cache=cache,
-                           seeds=[seed])
-    subject.options.update(options)
-    if cfg is not None:
-        same = retrain == "run" or cfg.epochs == _checkpoint_epoch(model.weights_path,
-                                                                    model.epoch)
-        subject = replace(subject, config=cfg, tags=subject.tags | {"trainable"},
-                          model_is_variant=same)
+    # the run itself is the variants' reference when they train as long as it did
+    same = cfg is None or retrain == "run" or cfg.epochs == checkpoint_epoch(
+        model.weights_path, model.epoch)
     skip = None if checks is not None else _left_out(data, train_idx is not None,
                                                      retrain is not None)
-    results = run_checks(subject, names, settings, strict=checks is not None, skip=skip)
+    results = check_vae(model, data, checks=checks, budget=budget, seeds=[seed],
+                        thresholds=thresholds, train_indices=train_idx, name="cryodrgn",
+                        cache=cache, options=options, skip=skip, variant_config=cfg,
+                        model_is_variant=same)
     source = ("given (table_lr, --table-lr)" if given_lr is not None else
               "ampcheck's rate for a cryoDRGN run's table (cryodrgn_retrain.TABLE_LR), not the "
               "run's learning rate: a table row moves once per epoch")
@@ -611,38 +553,30 @@ RETRAIN_HINT = ("trains the run's network three more times (two evil twins and a
                 "(its vae is then retrained at E epochs too, as their reference)")
 
 
+#: How a cryoDRGN run's checks get held-out images, and ground truth, in the adapter's own
+#: arguments (what a ``SKIP`` result says in place of ``check_vae``'s).
+GIVE_HELDOUT = ("give ind (--ind), the indices the run was trained on (cryoDRGN's --ind), or "
+                "heldout_ind (--heldout-ind), those it did not train on")
+GIVE_TRUTH = "give truth= (--truth), an .npz with z_continuous and/or z_class"
+
+
 def _left_out(data, heldout: bool, retrain: bool = False) -> dict[str, str]:
     """The default battery's checks that a cryoDRGN run cannot take, each with the reason
-    its ``SKIP`` result gives (said in the adapter's own arguments)."""
-    from ..checks._common import truth_problem, usable_truth
+    its ``SKIP`` result gives (:func:`~ampcheck.checks.missing_reason`, said in the adapter's
+    own arguments)."""
+    from ..checks import missing_reason, usable_truth
 
-    give_heldout = ("needs held-out images: give ind (--ind), the indices the run was "
-                    "trained on (cryoDRGN's --ind), or heldout_ind (--heldout-ind), those it "
-                    "did not train on")
-    no_truth = None if usable_truth(data.truth) else truth_problem(data.truth) or (
-        "needs ground truth: give truth= (--truth), an .npz with z_continuous and/or z_class")
+    give_heldout = missing_reason("heldout", how=GIVE_HELDOUT)
+    no_truth = None if usable_truth(data.truth) else missing_reason("truth", data.truth,
+                                                                     how=GIVE_TRUTH)
     skip = {} if retrain else {"evil_twin": RETRAIN_HINT, "vlt_equivalence": RETRAIN_HINT}
     if not heldout:
-        skip["amortization_gap"] = give_heldout.replace(
-            "needs held-out images", "compares training with held-out images, so it needs them")
+        skip["amortization_gap"] = ("compares training with held-out images, so it needs them: "
+                                    + GIVE_HELDOUT)
     if not heldout or no_truth:
         skip["heldout_generalisation"] = "; ".join(
             r for r in (None if heldout else give_heldout, no_truth) if r)
     return skip
-
-
-def _checkpoint_epoch(weights: Path, fallback: int | None) -> int | None:
-    """The epoch a ``train_vae`` checkpoint records (``save_checkpoint`` stores its 1-based
-    ``epoch``, so ``weights.pkl`` says which epoch the final weights are), read without
-    loading its tensors (``mmap``); ``fallback`` (the file name's) for a checkpoint that
-    cannot be read so (an old, non-zip format)."""
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # the weights themselves were loaded: only the mmap read failed
-        return fallback
-    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
-    ok = isinstance(epoch, int | np.integer) and not isinstance(epoch, bool) and epoch >= 0
-    return int(epoch) if ok else fallback
 
 
 def describe_run(model: CryoDRGNVAE, data=None) -> dict[str, Any]:
@@ -670,7 +604,7 @@ def describe_run(model: CryoDRGNVAE, data=None) -> dict[str, Any]:
     return {
         "run_dir": str(Path(model.run_dir).resolve()),
         "weights": str(Path(model.weights_path).resolve()),
-        "epoch": _checkpoint_epoch(Path(model.weights_path), model.epoch),
+        "epoch": checkpoint_epoch(Path(model.weights_path), model.epoch),
         "cryodrgn_version": None if cfg.get("version") is None else str(cfg["version"]),
         "command": [str(a) for a in cmd] if isinstance(cmd, list) else None,
         "architecture": {
@@ -695,7 +629,7 @@ def cryodrgn_latents(run_dir: PathLike, particles: PathLike, poses: PathLike | N
                      device: str = "auto", batch_size: int = 256) -> np.ndarray:
     """The adapter's ``mu (N, zdim)`` float32 for every image of the stack (untransformed), in
     stack order: for comparison with the run's ``z.pkl`` (``epoch=None``) or ``z.N.pkl``."""
-    from ..checks.subject import ProtocolModel
+    from ..checks import ProtocolModel
 
     model = load_cryodrgn(run_dir, epoch=epoch, device=device)
     data = cryodrgn_dataset(model, particles, poses, ctf)

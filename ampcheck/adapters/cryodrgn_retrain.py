@@ -1,10 +1,12 @@
 """Retraining a cryoDRGN run's model in ampcheck's training loop: its evil twins and its lookup
 table (paper §3.2-3.3, which modified cryoDRGN to train them).
 
-:class:`CryoDRGNNet` is cryoDRGN's own ``HetOnlyVAE``, built from the run's ``config.yaml``
-by ``HetOnlyVAE.load``, behind the interface of a model family of :mod:`ampcheck.train`
-(``prepare``, ``encode``, ``recon_loss``, ``kl_weight``, ``decode_volume``); each step of a
-batch is cryoDRGN's ``train_vae.train_batch``:
+Importing this module registers the model family ``cryodrgn`` (:data:`FAMILY`,
+:mod:`ampcheck.families`): a ``TrainConfig(model="cryodrgn", architecture=...)`` trains
+cryoDRGN's network as any of ampcheck's families trains. :class:`CryoDRGNNet` is cryoDRGN's
+own ``HetOnlyVAE``, built from the run's ``config.yaml`` by ``HetOnlyVAE.load``, behind the
+training loop's model interface (``prepare``, ``encode``, ``recon_loss``, ``kl_weight``,
+``decode_volume``); each step of a batch is cryoDRGN's ``train_vae.train_batch``:
 
 1. ``y``: the data set's symmetrised, normalised centred Hartley image ``(B, D+1, D+1)``
    (windowed and inverted as the run's ``dataset_args`` say; :func:`cryodrgn_dataset`
@@ -42,8 +44,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..families import Family, register_family
+from .cryodrgn_lib import checkpoint_epoch, import_cryodrgn, logging_kept
 
-__all__ = ["TABLE_LR", "CryoDRGNNet", "RunSettings", "architecture_of", "build_net",
+__all__ = ["FAMILY", "TABLE_LR", "CryoDRGNNet", "RunSettings", "architecture_of", "build_net",
            "recorded_seed", "retrain_config", "run_settings"]
 
 #: The retrained lookup table's learning rate (sparse Adam, N(0, 1) rows), whatever the run's.
@@ -51,9 +55,8 @@ __all__ = ["TABLE_LR", "CryoDRGNNet", "RunSettings", "architecture_of", "build_n
 #: default 1e-4 it barely leaves its initial value, and 100 x that rate (ampcheck's default for
 #: its own models) moves it too little in a run's few epochs. 0.1 is the rate of ampcheck's
 #: ``standard`` budget, where the table learns the conformation; the paper allows the table "a
-#: separate optimization scheme or learning rate" (§3.2). Measured on a run at lr 1e-4 (8
-#: epochs, 1,000 training images of 24 px), the table's latent use against the run's encoder's
-#: 0.011: 0.0044 at 1e-4, 0.0058 at 1e-2, 0.022 at 0.1.
+#: separate optimization scheme or learning rate" (§3.2). The measurements: README, "A cryoDRGN
+#: model".
 TABLE_LR = 0.1
 
 
@@ -153,9 +156,7 @@ def architecture_of(cfg: Mapping[str, Any]) -> str:
     """The ``TrainConfig.architecture`` of a run's ``config.yaml``: JSON of its
     ``lattice_args`` and ``model_args`` (defaults of old configs filled in as cryoDRGN's
     analysis does) and whether it used a CTF; what :func:`build_net` builds."""
-    from .cryodrgn import _import_cryodrgn
-
-    cd = _import_cryodrgn()
+    cd = import_cryodrgn()
     full = cd.config.update_config_v1({k: json.loads(json.dumps(cfg[k]))
                                        for k in ("lattice_args", "model_args")})
     return json.dumps({"lattice_args": full["lattice_args"], "model_args": full["model_args"],
@@ -166,9 +167,7 @@ def build_net(architecture: str, seed: int, device: torch.device) -> CryoDRGNNet
     """A :class:`CryoDRGNNet` of ``architecture`` (:func:`architecture_of`), its weights
     initialised as ``train_vae`` initialises them after ``torch.manual_seed(seed)`` (the
     CPU random state is left as it was; CUDA generators are reseeded, as ``train_vae`` does)."""
-    from .cryodrgn import _import_cryodrgn
-
-    cd = _import_cryodrgn()
+    cd = import_cryodrgn()
     arch = parse_architecture(architecture)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -221,11 +220,9 @@ def recorded_seed(cfg: Mapping[str, Any]) -> int | None:
 def run_settings(cfg: Mapping[str, Any]) -> RunSettings:
     """The training settings of a run (:class:`RunSettings`); cryoDRGN's defaults with a
     warning when its command line is missing or cannot be parsed."""
-    from .cryodrgn import _import_cryodrgn, _logging_kept
-
-    cd = _import_cryodrgn()
+    cd = import_cryodrgn()
     try:
-        with _logging_kept():
+        with logging_kept():
             from cryodrgn.commands import train_vae
     except ImportError as e:
         raise ConfigError(f"cryodrgn {cd.version}'s train_vae cannot be imported ({e}); it is "
@@ -270,7 +267,6 @@ def retrain_config(model, *, epochs: int | None = None, device: str = "auto", se
     would train on poses the run did not end with) and runs with a beta schedule or
     ``--beta-control`` (a KL weight that is not one number)."""
     from ..train import TrainConfig
-    from .cryodrgn import _checkpoint_epoch
 
     cfg = model.config
     where = model.run_dir / "config.yaml"
@@ -287,13 +283,32 @@ def retrain_config(model, *, epochs: int | None = None, device: str = "auto", se
                       "number of GPUs; the variants train with -b "
                       f"{settings.batch_size}", stacklevel=2)
     if epochs is None:
-        epochs = _checkpoint_epoch(model.weights_path, model.epoch)
+        epochs = checkpoint_epoch(model.weights_path, model.epoch)
         if epochs is None:
             raise ConfigError(f"{model.weights_path}: records no epoch; give the number of "
                               "epochs to retrain for")
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 1:
         raise ConfigError(f"retrain epochs must be a positive integer, got {epochs!r}")
-    return TrainConfig(model="cryoem", architecture=architecture_of(cfg), epochs=int(epochs),
+    return TrainConfig(model=FAMILY.name, architecture=architecture_of(cfg), epochs=int(epochs),
                        batch_size=settings.batch_size, lr=settings.lr,
                        weight_decay=settings.weight_decay, beta=model.beta, seed=int(seed),
                        device=device)
+
+
+def _build(config: Any, data: Any, device: torch.device) -> CryoDRGNNet:
+    """The family's ``build``: the network of ``config.architecture`` on ``device`` (its
+    lattice is not a module's buffer), for ``data`` of the size it was made for."""
+    net = build_net(config.architecture, config.seed, device)
+    if net.D != data.D:
+        raise ConfigError(f"the cryoDRGN architecture is for {net.D}-pixel images; the data "
+                          f"set's are {data.D} pixels")
+    return net
+
+
+#: cryoDRGN's ``HetOnlyVAE`` as a model family: its defaults are ``train_vae``'s (learning
+#: rate 1e-4, batch 8, beta 1/zdim), and it trains at no named budget (:func:`retrain_config`
+#: gives a run's own settings).
+FAMILY = register_family(Family(
+    "cryodrgn", "cryoDRGN's HetOnlyVAE", data_kind="cryoem", build=_build, lr=1e-4,
+    batch_size=8, beta=None, architecture=True, needs_poses=True,
+    encoder_name="the cryoDRGN run's"))

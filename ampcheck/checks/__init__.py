@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..budgets import DEFAULT_BUDGET
 from ..display import FigureSpec
 from ..errors import ConfigError
-from ..kinds import DEFAULT_BUDGET, OPTIONS, check_options
+from ..kinds import OPTIONS, validate_options
 from ..results import CheckResult, Metric, Threshold, decide
 from ..thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
-from ._common import SETTINGS, Settings, settings_for, truth_problem
+from ._common import NEEDS, Settings, missing_reason, settings_for, usable_truth
 from .fits import VLT_FIGURES, evil_twin, vlt_equivalence
 from .generalisation import (
     GAP_FIGURES,
@@ -52,9 +53,11 @@ class CheckSpec:
 
     def skip_reason(self, subject: Subject) -> str:
         """Why the check does not apply to ``subject``, as a ``SKIP`` result says it: what it
-        needs and how to give it, e.g. ``needs ground truth: use data with z_continuous or
-        z_class`` (or ``the ground truth is constant: z_continuous has one value``)."""
-        return "; ".join(_need(tag, subject) for tag in sorted(self.needs - subject.tags))
+        needs and how to give it (:func:`~ampcheck.checks._common.missing_reason`), e.g.
+        ``needs ground truth: use data with z_continuous or z_class`` (or ``the ground truth
+        is constant: z_continuous has one value``)."""
+        return "; ".join(missing_reason(tag, subject.data.truth)
+                         for tag in sorted(self.needs - subject.tags))
 
 
 def mnist_control(subject: Subject, settings: Settings) -> CheckResult:
@@ -111,39 +114,6 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
               "the battery on the classic MNIST VAE", (FigureSpec("inner"),)),
 )}
 
-#: How a subject gets each tag, for error messages.
-HOW = {
-    "trainable": "give a preset or a TrainConfig, so that ampcheck can train its variants",
-    "heldout": "give train_indices, or a factory or preset, so that held-out images exist",
-    "truth": "use data with ground truth: z_continuous or z_class",
-    "encoder": "give a model with encode()",
-}
-
-#: What each tag stands for, and how to get it, for the reason of a ``SKIP`` result.
-NEEDS = {
-    "trainable": "needs a model that ampcheck trains (its variants are trained at the same "
-                 "budget): give a preset or a TrainConfig",
-    "heldout": "needs held-out images: give train_indices, or a factory or preset",
-    "truth": "needs ground truth: use data with z_continuous or z_class",
-    "encoder": "needs an encoder: give a model with encode()",
-}
-
-
-def _truth_problem(subject: Subject) -> str | None:
-    """Why the subject's data have no usable ground truth, when they have a constant one."""
-    return truth_problem(subject.data.truth)
-
-
-def _need(tag: str, subject: Subject) -> str:
-    """The reason a subject lacking ``tag`` gives (a constant truth says so)."""
-    return (tag == "truth" and _truth_problem(subject)) or NEEDS[tag]
-
-
-def _hint(tag: str, subject: Subject) -> str:
-    """The hint of an error about a subject lacking ``tag`` (a constant truth says so)."""
-    return (tag == "truth" and _truth_problem(subject)) or HOW[tag]
-
-
 #: What ``check_vae`` runs by default: every per-model check (the MNIST control is asked for
 #: by name, or by ``ampcheck run``).
 DEFAULT_CHECKS: tuple[str, ...] = tuple(n for n in CHECKS if n != "mnist_control")
@@ -187,9 +157,9 @@ def run_checks(subject: Subject, checks: Iterable[str] | None = None,
     A check that does not apply is a ``SKIP`` result whose explanation says what it needs
     (``strict``: an error naming what is missing, before anything runs). ``skip`` maps checks
     to a reason to report them as ``SKIP`` without running them (for a caller that knows more
-    than the subject's tags, as the cryoDRGN adapter does).
+    than the subject's tags, as an adapter does).
     """
-    settings = settings or SETTINGS["smoke"]
+    settings = settings or settings_for("smoke")
     names = resolve_checks(checks)
     skip = dict(skip or {})
     unknown = sorted(set(skip) - set(CHECKS))
@@ -200,8 +170,8 @@ def run_checks(subject: Subject, checks: Iterable[str] | None = None,
         for name in names:
             spec = CHECKS[name]
             if name not in skip and not spec.applies_to(subject):
-                hints = "; ".join(_hint(t, subject) for t in sorted(spec.needs - subject.tags))
-                raise ConfigError(f"{spec.why_not(subject)}; {subject.name} is not ({hints})")
+                raise ConfigError(f"{spec.why_not(subject)}; {subject.name} is not "
+                                  f"({spec.skip_reason(subject)})")
     results = []
     for name in names:
         spec = CHECKS[name]
@@ -225,7 +195,8 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None,
               train_indices: Sequence[int] | None = None, name: str | None = None,
               cache: TrainingCache | None = None, options: Mapping[str, Any] | None = None,
               show_progress: bool = False, strict: bool | None = None,
-              skip: Mapping[str, str] | None = None) -> list[CheckResult]:
+              skip: Mapping[str, str] | None = None, variant_config: Any = None,
+              model_is_variant: bool = True) -> list[CheckResult]:
     """Run the amortization checks on ``model`` and return one :class:`CheckResult` each.
 
     Args:
@@ -246,14 +217,19 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None,
         strict: whether a check that does not apply is an error (default: when ``checks``
             names them) rather than a ``SKIP`` result.
         skip: checks to report as ``SKIP`` with the given reason, without running them.
+        variant_config, model_is_variant: for a trained VAE, the ``TrainConfig`` that trains
+            its variants (its own network and settings: the checks that retrain then apply),
+            and whether that config trains the model itself (see
+            :func:`~ampcheck.checks.subject.subject_from`).
     """
     names = resolve_checks(checks)
-    options = check_options(options)
+    options = validate_options(options)
     settings = settings_for(budget, resolve_thresholds(thresholds))
     cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
     subject = subject_from(model, data, budget=budget, seeds=seeds, device=device,
                            heldout_fraction=heldout_fraction, train_indices=train_indices,
-                           name=name, cache=cache)
+                           name=name, cache=cache, variant_config=variant_config,
+                           model_is_variant=model_is_variant)
     subject.options.update(options or {})
     strict = checks is not None if strict is None else strict
     return run_checks(subject, names, settings, strict=strict, skip=skip)
@@ -268,7 +244,7 @@ INVARIANT_CONTROL = ("shift_invariance", "rotation_invariance", "heldout_general
 def main_battery(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[int] = 1,
                  device: str = "auto", cache: TrainingCache | None = None,
                  meanwhile: Callable[[], Any] | None = None) -> list[CheckResult]:
-    """The main job (``ampcheck run``): every check on the cryoDRGN-style VAE (evil twins
+    """The main job (``ampcheck run``): every check on the cryo-EM VAE (evil twins
     with the paper's large encoder, measured against that VAE as the paper compares its
     Figs 8-9 with Fig. 3), the invariant encoder as the positive control of the
     invariance checks (:data:`INVARIANT_CONTROL`), and the MNIST control, on one cache;
@@ -308,7 +284,8 @@ def battery_jobs(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[in
 
 __all__ = ["CHECKS", "DEFAULT_CHECKS", "DEFAULT_THRESHOLDS", "INVARIANT_CONTROL", "OPTIONS",
            "CheckResult", "CheckSpec",
-           "Metric", "NEEDS", "ProtocolModel", "SETTINGS", "Settings", "Subject", "Threshold",
-           "TrainingCache", "VAE", "battery_jobs", "check_vae", "resolve_checks",
-           "resolve_thresholds",
-           "main_battery", "run_checks", "settings_for", "subject_from", "validate_vae"]
+           "Metric", "NEEDS", "ProtocolModel", "Settings", "Subject", "Threshold",
+           "TrainingCache", "VAE", "battery_jobs", "check_vae", "missing_reason",
+           "resolve_checks", "resolve_thresholds",
+           "main_battery", "run_checks", "settings_for", "subject_from", "usable_truth",
+           "validate_vae"]

@@ -1,64 +1,58 @@
-"""Pieces every check shares: settings per budget, sampling, seeds, informativeness, truth."""
+"""Pieces every check shares: settings per budget, sampling, seeds, informativeness, truth,
+and the one wording of what a check needs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .. import metrics as M
+from ..budgets import Evaluation, get_budget
 from ..data.twins import derangement
-from ..errors import ConfigError
 from ..results import Metric, Threshold, decide, interval
 from ..thresholds import DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True)
-class Settings:
-    """How much evaluation a check does (training sizes are the budget's ``TrainConfig``).
-
-    Attributes:
-        n_eval: images (at most) on which latents are compared (invariance, VLT, held-out).
-        n_loss: images (at most) on which reconstruction losses are evaluated.
-        n_gap: images per set (training, held-out) whose local posterior is optimised.
-        gap_steps: Adam steps of that optimisation; gap_lr its learning rate.
-        gap_samples: reparameterised draws per image per step and for the final ELBO.
-        n_volumes: images whose decoded volumes are compared (cryo-EM invariance checks).
-        n_boot: bootstrap replicates; level: the interval's coverage.
-    """
+class Settings(Evaluation):
+    """What a check runs with: the evaluation sizes of the budget called ``budget``
+    (:class:`~ampcheck.budgets.Evaluation`; training sizes are the budget's ``TrainConfig``)
+    and the thresholds verdicts are decided by."""
 
     budget: str = "smoke"
-    n_eval: int = 500
-    n_loss: int = 400
-    n_gap: int = 24
-    gap_steps: int = 60
-    gap_lr: float = 0.05
-    gap_samples: int = 4
-    n_volumes: int = 3
-    n_boot: int = 500
-    level: float = 0.95
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
 
-SETTINGS = {
-    "smoke": Settings("smoke"),
-    "standard": Settings("standard", n_eval=500, n_loss=500, n_gap=24, gap_steps=100,
-                         n_volumes=4),
-    "medium": Settings("medium", n_eval=1000, n_loss=1000, n_gap=48, gap_steps=150,
-                       n_volumes=8),
-    "full": Settings("full", n_eval=5000, n_loss=5000, n_gap=128, gap_steps=300,
-                     n_volumes=32, n_boot=1000),
+def settings_for(budget: str, thresholds: Mapping[str, Threshold] | None = None) -> Settings:
+    """The :class:`Settings` of the named budget (:mod:`ampcheck.budgets`), with
+    ``thresholds`` (default: :data:`~ampcheck.thresholds.DEFAULT_THRESHOLDS`)."""
+    named = get_budget(budget)
+    extra = {} if thresholds is None else {"thresholds": dict(thresholds)}
+    return Settings(**asdict(named.evaluation), budget=named.name, **extra)
+
+
+# ---------------------------------------------------------------------------- what checks need
+#: What a check needs, per subject tag (:mod:`ampcheck.checks.subject`): the need, and how a
+#: caller of ``check_vae`` meets it. A ``SKIP`` result and an error say it in these words.
+NEEDS: dict[str, tuple[str, str]] = {
+    "trainable": ("needs a model that ampcheck trains (its variants are trained at the same "
+                  "budget)", "give a preset or a TrainConfig"),
+    "heldout": ("needs held-out images", "give train_indices, or a factory or preset"),
+    "truth": ("needs ground truth", "use data with z_continuous or z_class"),
+    "encoder": ("needs an encoder", "give a model with encode()"),
 }
 
 
-def settings_for(budget: str, thresholds: Mapping[str, Threshold] | None = None) -> Settings:
-    if budget not in SETTINGS:
-        raise ConfigError(f"unknown budget {budget!r}; expected one of {', '.join(SETTINGS)}")
-    base = SETTINGS[budget]
-    if thresholds is None:
-        return base
-    return replace(base, thresholds=dict(thresholds))
+def missing_reason(tag: str, *truths: Mapping[str, np.ndarray], how: str | None = None) -> str:
+    """Why a check that needs ``tag`` does not apply: ``"needs ground truth: use data with
+    z_continuous or z_class"``, with ``how`` in place of the way to meet it (an adapter says
+    it in its own arguments); for ``truth``, a constant ground truth among ``truths`` says so
+    instead (:func:`truth_problem`)."""
+    problem = truth_problem(*truths) if tag == "truth" and truths else None
+    need, default = NEEDS[tag]
+    return problem or f"{need}: {how or default}"
 
 
 def sample(n: int, k: int, seed: int = 0) -> np.ndarray:

@@ -9,10 +9,9 @@ model's latents tell its own decoder about *this* image:
 with ``z`` the model's posterior means and "another image" a fixed derangement of the
 sample. This is the SPEC's ``L_null - L`` with ``L_null`` read as "the same decoder, a latent
 that carries no per-image information": each model is its own null, so differences in how
-the variants' decoders happened to train do not pass for information. (A separately trained
-homogeneous model was tried first: at the smoke budget its decoder differed from the
-variants' by more than the latents' whole contribution, and the twins' "memorisation" of
-0.89 measured that difference, not memorisation.)
+the variants' decoders happened to train do not pass for information (a separately trained
+homogeneous model's decoder differs from the variants' by more than the latents' whole
+contribution at a small budget).
 
 * ``evil_twin`` (paper §3.3): ``memorisation = mean use(twin) / mean use(baseline)`` for the
   permutation twin and the noise twin; about 1 when an encoder fed a fixed *other* image (or
@@ -34,13 +33,11 @@ and the check then says so and gives WARN, never PASS or FAIL:
   than 80% of what the encoder gives, where a table that has learned gives at least about
   as much) and ``informative_baseline`` for memorisation (2: the baseline gives less than
   half of what the twins give, where a perfect memoriser is at best a table). This guard
-  needs no ground truth: a lookup table trained at its networks' rate of 1e-4 barely leaves
-  its initial rows, and its fit ratio of 18 would otherwise pass the encoder;
+  needs no ground truth (a lookup table that barely left its initial rows would otherwise
+  pass the encoder by a large fit ratio);
 * they are collapsed (spread below its floor) or, with ground truth known, carry no more of
   the truth than chance (flag ``uninformative``: the ratio would compare one small,
-  non-conformational effect with another). (Measured on the ci set at the smoke budget: the
-  large encoder's twins reached a memorisation of 0.70 [0.65, 0.77] with every latent's truth
-  R² below 0.)
+  non-conformational effect with another).
 """
 
 from __future__ import annotations
@@ -166,11 +163,14 @@ def _reference_info(mu: np.ndarray, logvar: np.ndarray, subject: Subject, idx: n
 
 
 def _own_encoder(subject: Subject) -> str | None:
-    """The encoder the subject's variants train with, as the details name it."""
-    if subject.config is None:
+    """The encoder the subject's variants train with, as the details name it: its family's
+    name for an encoder that an architecture describes, else the preset."""
+    cfg = subject.config
+    if cfg is None:
         return None
-    return "the cryoDRGN run's" if subject.config.architecture is not None \
-        else subject.config.encoder
+    if cfg.architecture is not None:
+        return cfg.family.encoder_name or f"{cfg.family.title}'s own"
+    return cfg.encoder
 
 
 def _reference(subject: Subject) -> str:
@@ -214,8 +214,8 @@ def evil_twin(subject: Subject, settings: Settings) -> CheckResult:
     threshold = settings.thresholds["evil_twin"]
     enc = subject.options.get("twin_encoder")
     if enc and subject.config is not None and subject.config.architecture is not None:
-        raise ConfigError("twin_encoder names one of ampcheck's encoder presets; the evil twins "
-                          "of a cryoDRGN run are trained with the run's own architecture")
+        raise ConfigError(f"twin_encoder names one of ampcheck's encoder presets; the evil twins "
+                          f"of {subject.name} are trained with its own architecture")
     extra = {"encoder": enc} if enc else {}
     baseline = subject.options.get("twin_baseline", "same")
     if baseline not in ("same", "subject"):

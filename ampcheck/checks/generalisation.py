@@ -48,13 +48,13 @@ from ._common import (
     least_informative,
     mean_of,
     mean_ratio,
+    missing_reason,
     percent,
     plain,
     pooled,
     sample,
     spread_to_width,
     truth_of,
-    truth_problem,
     unused,
     usable_truth,
     verdict_with_guard,
@@ -211,8 +211,7 @@ def heldout_generalisation(subject: Subject, settings: Settings) -> CheckResult:
               truth_of(subject.heldout, np.arange(len(subject.heldout))))
     usable = usable_truth(*splits)
     if not usable:
-        reason = truth_problem(*splits) or ("needs ground truth: use data with z_continuous "
-                                            "or z_class")
+        reason = missing_reason("truth", *splits)
         if usable_truth(truth_of(subject.data, np.arange(len(subject.data)))):
             reason += " on the training or on the held-out images"  # only one side varies
         return CheckResult.skipped("heldout_generalisation", subject.name, reason,

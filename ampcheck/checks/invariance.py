@@ -10,8 +10,7 @@ For each transform ``T`` of the check, on a sample of training images: the encod
 * ``displacement[T]``: the same under each *other* transform ``T`` (a 5-px shift on MNIST),
   context with its own interval; the governing transform's is ``displacement`` alone, so a
   drift is one metric. A verdict governed by the worst transform would answer another
-  question (on MNIST the 5-px shift then decided, and a convolutional encoder, 0.33 at 1 px,
-  scored worse than a per-image lookup);
+  question than the paper's;
 * ``retrieval@k``: the share of ``T x_i`` whose nearest latents include ``x_i``'s own
   (``k = 1, 10``; chance ``k / n``);
 * for cryo-EM models that decode volumes, ``volume_displacement``: the mean ``1 - AUC-FSC``
@@ -69,7 +68,7 @@ ROTATIONS = ("rot90:1",)
 def _transforms(subject: Subject, kind: str) -> tuple[Transform, ...]:
     given = subject.options.get(f"{kind}_transforms")
     if given is None:
-        given = SHIFTS.get(subject.family, SHIFTS["cryoem"]) if kind == "shift" else ROTATIONS
+        given = SHIFTS.get(subject.data_kind, SHIFTS["cryoem"]) if kind == "shift" else ROTATIONS
     if isinstance(given, str) or not given:
         raise ConfigError(f"the option {kind}_transforms must be a non-empty list of transforms "
                           f"such as ['roll:1'], got {given!r} (the first one governs)")

@@ -13,8 +13,8 @@ scikit-learn estimator-tags pattern), and each check declares the tags it needs:
 
 The tags a model's kind decides come from :func:`ampcheck.kinds.kind_tags`, and its name
 from :func:`ampcheck.kinds.model_name`, so that results, baselines and configuration name a
-model alike. What the data can give beyond the contract (ground-truth volumes, the family of
-images) is read once into the subject's :class:`~ampcheck.contracts.DataCapabilities`.
+model alike. What the data can give beyond the contract (ground-truth volumes) is read once
+into the subject's :class:`~ampcheck.contracts.DataCapabilities`.
 
 Any VAE enters through the small structural protocol :class:`~ampcheck.contracts.VAE`;
 ampcheck's own trained models (:class:`~ampcheck.train.TrainedModel`) already speak the
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .. import kinds
+from ..budgets import DEFAULT_BUDGET
 from ..contracts import (
     VAE,
     CheckableModel,
@@ -52,11 +53,18 @@ from ..contracts import (
     model_capabilities,
 )
 from ..errors import ConfigError
-from ..train import TrainConfig, TrainedModel, budget_config, resolve_device, train
+from ..train import (
+    TrainConfig,
+    TrainedModel,
+    budget_config,
+    resolve_device,
+    train,
+    training_split,
+)
 from ._common import usable_truth
 
 __all__ = ["VAE", "CheckableModel", "ProtocolModel", "Subject", "TrainingCache", "data_key",
-           "subject_from", "training_split", "validate_data", "validate_vae"]
+           "subject_from", "validate_data", "validate_vae"]
 
 logger = logging.getLogger(__name__)
 
@@ -271,11 +279,11 @@ class TrainingCache:
     @staticmethod
     def label(cfg: TrainConfig) -> str:
         """``model/variant/encoder/seedN`` (a table's init too, when not the default);
-        ``cryodrgn/variant/seedN`` for a cryoDRGN run's network."""
+        ``model/variant/seedN`` where an architecture describes the network."""
         init = f"/{cfg.table_init}" if cfg.variant == "vlt" and cfg.table_init != "normal" \
             else ""
         if cfg.architecture is not None:
-            return f"cryodrgn/{cfg.variant}{init}/seed{cfg.seed}"
+            return f"{cfg.model}/{cfg.variant}{init}/seed{cfg.seed}"
         return f"{cfg.model}/{cfg.variant}{init}/{cfg.encoder}/seed{cfg.seed}"
 
     @property
@@ -371,9 +379,12 @@ class Subject:
         return self._memo[key]
 
     @property
-    def family(self) -> str:
-        """The model family ampcheck trains, else the data's declared family."""
-        return self.config.model if self.config is not None else self.capabilities.family
+    def data_kind(self) -> str | None:
+        """The kind of images: that of the family ampcheck trains, else the data's declared
+        kind (:func:`ampcheck.kinds.data_kind`)."""
+        if self.config is not None:
+            return self.config.family.data_kind
+        return kinds.data_kind(self.data)
 
     def reference(self, seed: int) -> CheckableModel:
         """The model that ``evil_twin`` and ``vlt_equivalence`` compare the variants they
@@ -407,11 +418,12 @@ def _truth_tags(data) -> set[str]:
     return {"truth"} if usable_truth(data.truth) else set()
 
 
-def subject_from(model: Any, data, *, budget: str = kinds.DEFAULT_BUDGET,
+def subject_from(model: Any, data, *, budget: str = DEFAULT_BUDGET,
                  seeds: int | Sequence[int] = 1, device: str = "auto",
                  heldout_fraction: float = 0.2, split_seed: int = 0,
                  train_indices: Sequence[int] | None = None, name: str | None = None,
-                 cache: TrainingCache | None = None) -> Subject:
+                 cache: TrainingCache | None = None, variant_config: TrainConfig | None = None,
+                 model_is_variant: bool = True) -> Subject:
     """Make a :class:`Subject` of ``model`` on ``data``.
 
     ``model`` may be:
@@ -422,7 +434,11 @@ def subject_from(model: Any, data, *, budget: str = kinds.DEFAULT_BUDGET,
     * a callable ``factory(train_data, seed) -> VAE``: trained by the user's code on the
       training split, once per seed;
     * a trained :class:`VAE` (or a ``TrainedModel``): used as it is; pass ``train_indices``
-      (positions in ``data`` it trained on) to enable the held-out checks.
+      (positions in ``data`` it trained on) to enable the held-out checks, and
+      ``variant_config``, a ``TrainConfig`` of its own network and settings, to make it
+      ``trainable`` (its variants train on its training images; ``model_is_variant``: that
+      config trains the model itself, so the variants compare with it, else with the ``vae``
+      variant trained as they are).
 
     ``seeds``: a number of seeds (``0 .. n-1``) or the seeds themselves.
     """
@@ -433,6 +449,9 @@ def subject_from(model: Any, data, *, budget: str = kinds.DEFAULT_BUDGET,
     cache = cache if cache is not None else TrainingCache()
     tags = set(kinds.kind_tags(model)) | _truth_tags(data)
     caps = data_capabilities(data)
+    if variant_config is not None and not isinstance(model, TrainedModel | VAE):
+        raise ConfigError("variant_config is for a trained VAE; a preset, a TrainConfig or a "
+                          "factory trains its variants from its own config")
 
     if isinstance(model, str | TrainConfig):
         cfg = _config_from(model, budget, device)
@@ -479,23 +498,12 @@ def subject_from(model: Any, data, *, budget: str = kinds.DEFAULT_BUDGET,
     if len(seed_list) > 1:
         raise ConfigError("a model trained elsewhere is one seed; pass a factory to check "
                           "several training seeds")
+    if variant_config is not None:
+        tags.add("trainable")
     label = name or kinds.model_name(model)
     return Subject(label, data, train_set, heldout, seed_list, lambda seed: vae_like,
-                   frozenset(tags), cache=cache, capabilities=caps)
-
-
-def training_split(cfg: TrainConfig, data, heldout_fraction: float = 0.2, split_seed: int = 0):
-    """``(train_set, heldout)``: the views of ``data`` that ampcheck trains ``cfg`` on and
-    holds out. ``ampcheck train`` and the checks share it, so that a run trained by one is the
-    run the other would train."""
-    train_set, heldout = data.split(heldout_fraction, seed=split_seed)
-    if cfg.max_images is not None and cfg.max_images < len(train_set):
-        # what the budget trains on: a seeded random subset (real stacks are often ordered
-        # by micrograph, so the first images would not be like the held-out ones)
-        keep = np.random.default_rng(split_seed).choice(len(train_set), cfg.max_images,
-                                                        replace=False)
-        train_set = train_set.subset(np.sort(keep))
-    return train_set, heldout
+                   frozenset(tags), config=variant_config, cache=cache, capabilities=caps,
+                   model_is_variant=model_is_variant)
 
 
 def _config_from(model: str | TrainConfig, budget: str, device: str) -> TrainConfig:

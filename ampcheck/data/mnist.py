@@ -326,7 +326,7 @@ class MnistDataset(IndexedView):
     full data set), ``label``; :meth:`get_batch` returns the same with a leading batch axis.
     """
 
-    family = "mnist"  # the kind of images (ampcheck.contracts.DataCapabilities)
+    family = "mnist"  # the kind of images (ampcheck.kinds.data_kind)
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, *,
                  source: str = "arrays", seed: int = 0):

@@ -96,7 +96,7 @@ class ParticleDataset(IndexedView):
     parts not given are omitted. :meth:`get_batch` returns the same with a leading batch axis.
     """
 
-    family = "cryoem"  # the kind of images (ampcheck.contracts.DataCapabilities)
+    family = "cryoem"  # the kind of images (ampcheck.kinds.data_kind)
 
     def __init__(self, stack: ImageStack, rot: np.ndarray | None = None,
                  trans: np.ndarray | None = None, ctf: np.ndarray | None = None,

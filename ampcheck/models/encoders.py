@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..kinds import ENCODERS
+from ..families import CRYOEM_ENCODERS
 from .mlp import ResidMLP
 
 
@@ -31,9 +31,9 @@ _SIZES: dict[str, EncoderPreset] = {
     "large": EncoderPreset(5, 1024, 8),  # the evil-twin "larger network" (§3.3)
     "invariant": EncoderPreset(3, 256, 8, invariant=True),  # the control the paper suggests
 }
-#: The size of each encoder that ``ampcheck.kinds.ENCODERS`` names, in that order (a name
-#: without a size here fails at import).
-ENCODER_PRESETS: dict[str, EncoderPreset] = {name: _SIZES[name] for name in ENCODERS}
+#: The size of each encoder that ``ampcheck.families.CRYOEM_ENCODERS`` names, in that order (a
+#: name without a size here fails at import).
+ENCODER_PRESETS: dict[str, EncoderPreset] = {name: _SIZES[name] for name in CRYOEM_ENCODERS}
 
 
 def encoder_preset(name: str) -> EncoderPreset:
