@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Test workers: one per core (pytest-xdist), each with one torch thread, so that two workers
 # on two cores do not oversubscribe them; TEST_WORKERS=0 runs the suite in one process.
+# worksteal: an idle worker takes queued tests from a busy one (the suite ends with long ones).
 TEST_WORKERS ?= auto
 
 .PHONY: run test lint clean
@@ -20,7 +21,7 @@ run: $(VENV)/.installed
 	$(BIN)/ampcheck run --force
 
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ampcheck tests benchmarks
