@@ -37,9 +37,13 @@ CALIBRATION = (
 INFORMATIVE_R2 = DEFAULT_THRESHOLDS["informative_recovery"].value
 
 
-def budget_hint(budget: str, box: int | None) -> str:
+def budget_hint(budget: str | None, box: int | None) -> str:
     """One sentence for a profile with flagged verdicts at ``budget`` on images of ``box`` px:
-    the measured budgets above it that gave informative latents, nearest in box size first."""
+    the measured budgets above it that gave informative latents, nearest in box size first.
+    ``budget`` None: a model trained elsewhere (a cryoDRGN run), which no budget names."""
+    if budget is None:
+        return ("Flagged verdicts: the latents had not learned enough to judge. The model was "
+                "trained elsewhere: train it for more epochs and check it again.")
     order = list(BUDGETS)
     rank = order.index(budget) if budget in order else -1
     better = [c for c in CALIBRATION

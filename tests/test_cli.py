@@ -373,5 +373,7 @@ def test_the_budget_hint_names_measured_budgets_nearest_in_box_size():
     assert "try --budget medium" in large and "ci set" in large  # measured at 64 px
     # nothing above full was measured: the hint says to train longer, naming no budget
     assert "--budget" not in budget_hint("full", 64) and "--epochs" in budget_hint("full", 64)
+    elsewhere = budget_hint(None, 64)  # a cryoDRGN run: no budget to name or raise
+    assert "None" not in elsewhere and "--budget" not in elsewhere and "epochs" in elsewhere
     # every budget it can name is one that recovered the truth in the table
     assert all(c.truth_r2 >= 0.1 for c in CALIBRATION if f"--budget {c.budget}" in small + large)
