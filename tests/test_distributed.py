@@ -13,8 +13,6 @@ against one in a single process differ as much: this is rounding, amplified by A
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -25,6 +23,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from launch import torchrun
 
 from ampcheck.checkpoints import CHECKPOINT
 from ampcheck.data.particles import ParticleDataset
@@ -95,13 +94,10 @@ def test_torchrun_trains_a_vlt_as_one_process_does(tiny_dir, tmp_path):
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items()
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={WORLD}", "-m", "ampcheck", "train", "--data", str(tiny_dir),
-           "--out", str(run_dir), "--variant", "vlt", "--epochs", "3", "--device", "cpu",
-           "--budget", "smoke"]
-    done = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["--standalone", f"--nproc_per_node={WORLD}", "-m", "ampcheck", "train", "--data",
+            str(tiny_dir), "--out", str(run_dir), "--variant", "vlt", "--epochs", "3",
+            "--device", "cpu", "--budget", "smoke"]
+    done = torchrun(args, env={**env, "OMP_NUM_THREADS": "1"}, timeout=180)
     assert done.stdout.count("Trained cryoem vlt") == 1  # rank 0 alone reports
     assert done.stderr.count("epoch 3/3:") == 1
     assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT, "run.json"]
