@@ -458,3 +458,19 @@ def test_a_threshold_reads_the_same_in_the_summary_the_plugin_and_the_page(tmp_p
     record = {"result": r.to_dict(), "options": {}, "notes": []}
     assert "  threshold: fit_ratio >= 0.8" in section([record])
     assert "pass when ≥ 0.8" in render(tmp_path, [r], run_info={})
+
+
+def test_jitted_functions_of_a_package_are_kept_compiled_on_disk(tmp_path, monkeypatch):
+    # a package of its own, as UMAP's: numba writes its code beside the source once compiled
+    (tmp_path / "jit_probe.py").write_text(
+        "import numba\n\n@numba.njit\ndef plus_one(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import jit_probe
+
+    from ampcheck.render.plotting import keep_compiled
+
+    assert keep_compiled("jit_probe") == 1
+    assert keep_compiled("jit_probe") == 0  # once is enough
+    assert jit_probe.plus_one(1) == 2
+    kept = {p.suffix for p in (tmp_path / "__pycache__").iterdir()}
+    assert {".nbi", ".nbc"} <= kept

@@ -10,6 +10,7 @@ import base64
 import io
 import math
 import re
+import sys
 import warnings
 from typing import Any
 
@@ -67,12 +68,37 @@ def embed(blocks: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
         with warnings.catch_warnings():  # "Tensorflow not installed": we use no ParametricUMAP
             warnings.simplefilter("ignore")
             import umap  # numba's import and first JIT cost seconds: only when needed
-
+        keep_compiled("umap", "pynndescent")
         fit = umap.UMAP(n_neighbors=min(15, int(ok.sum()) - 1), random_state=SEED, n_jobs=1)
         with warnings.catch_warnings():  # small or collapsed latents make UMAP chatty
             warnings.simplefilter("ignore")
             y[ok], method = fit.fit_transform(x[ok]), "UMAP"
     return np.split(y, np.cumsum([len(b) for b in blocks])[:-1]), method
+
+
+def keep_compiled(*packages: str) -> int:
+    """Have numba keep the compiled code of the loaded ``packages``' jitted functions on disk,
+    as ``@njit(cache=True)`` does; returns how many functions it newly applies to.
+
+    UMAP compiles about a hundred functions on its first fit in every process (20 s or so of
+    one core, most of a small report's rendering); pynndescent caches only some of its own.
+    numba stores the code beside each package's sources (``__pycache__``), or in its user-wide
+    cache where that is read-only, keyed by the source file and the machine, so that every
+    later process loads it in a second or two. The same machine code either way: the
+    embedding, and so the report, are identical.
+    """
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    n = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for f in list(vars(module).values()):
+            if isinstance(f, Dispatcher) and isinstance(f._cache, NullCache):  # no cache=True
+                f.enable_caching()
+                n += 1
+    return n
 
 
 def warm_up_embedding() -> None:
