@@ -154,6 +154,22 @@ def test_a_preference_of_states_for_views_is_not_reported_as_leakage(preferred_v
     assert leaky.verdict == "FAIL", leaky.summary()
 
 
+def test_a_view_preference_changes_the_poses_alone():
+    from ampcheck.data.synthetic import draw_parameters
+
+    plain = draw_parameters(SynthConfig(n=N, D=D))
+    preferring = draw_parameters(SynthConfig(n=N, D=D, view_preference=0.8))
+    for name in ("shift_px", "ctf", "z_continuous", "z_class"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(preferring, name))
+    moved = ~np.all(np.isclose(plain.rot, preferring.rot), axis=(1, 2))
+    assert 0.7 < moved.mean() < 0.9
+    np.testing.assert_allclose(np.linalg.det(preferring.rot), 1.0)  # still rotations
+    np.testing.assert_allclose(preferring.rot @ preferring.rot.transpose(0, 2, 1),
+                               np.broadcast_to(np.eye(3), (N, 3, 3)), atol=1e-12)
+    with pytest.raises(ConfigError, match="view_preference must be in"):
+        SynthConfig(view_preference=1.5)
+
+
 def test_pose_leakage_without_usable_poses_is_a_skip_that_says_why(uniform_views, digits_like):
     stack = uniform_views.stack
     n = len(uniform_views)

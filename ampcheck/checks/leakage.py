@@ -56,7 +56,7 @@ from .subject import Subject
 
 N_PERMUTATIONS = 5
 RIDGE = 1.0
-MIN_IMAGES = 30  # below this, two dozen features over five folds fit noise alone
+MIN_IMAGES = 100  # fewer, and two dozen features over five folds fit mostly noise
 K_NEIGHBOURS = 10
 FOLDS = 5
 METHODS = ("linear", "knn")
@@ -147,7 +147,7 @@ def pose_leakage(subject: Subject, settings: Settings) -> CheckResult:
         if len(idx) < MIN_IMAGES:
             return CheckResult.skipped("pose_leakage", subject.name, f"needs at least "
                                        f"{MIN_IMAGES} training images to cross-validate a "
-                                       f"prediction from the pose; the data have {len(idx)}",
+                                       f"prediction from the pose; there are {len(idx)}",
                                        subject.seeds)
         batch = subject.train.get_batch(idx)
         meta = {k: np.asarray(batch[k], dtype=np.float64) for k in ("rot", "trans", "ctf")
