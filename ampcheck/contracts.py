@@ -9,7 +9,8 @@ do.
 
 * :class:`Dataset`: what every data set serves (``len``, raw ``images``, model-ready
   ``get_batch``, ``truth``, views); optional :class:`TruthVolumes` (ground-truth maps at known
-  conformations); :func:`data_capabilities` reads both.
+  conformations) and :class:`NoiseResampling` (its clean images under fresh noise);
+  :func:`data_capabilities` reads them.
 * :class:`VAE`: any VAE, tensors in and out (``encode``, ``recon_loss``); optional
   :class:`VolumeDecoder` (``decode_volume``); :func:`model_capabilities` reads both.
 * :class:`CheckableModel`: the data-level interface the checks call, which ampcheck's trained
@@ -31,7 +32,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CheckableModel", "DataCapabilities", "Dataset", "ModelCapabilities", "TruthVolume",
+__all__ = ["CheckableModel", "DataCapabilities", "Dataset", "ModelCapabilities",
+           "NoiseResampling", "TruthVolume",
            "TruthVolumes", "VAE", "VolumeDecoder", "data_capabilities", "missing_members",
            "model_capabilities"]
 
@@ -106,6 +108,20 @@ class TruthVolumes(Protocol):
     def truth_volumes(self) -> tuple[TruthVolume, ...]: ...
 
 
+@runtime_checkable
+class NoiseResampling(Protocol):
+    """Optional: the data set can show a model the same clean particle (same pose, CTF and
+    conformation) under fresh noise at its own noise level. ``noise_draw(draw)`` is a view of
+    the same images whose ``images`` and ``get_batch`` serve the clean images plus the noise of
+    draw ``draw`` (reproducible: the same draw gives the same images, whatever the batch);
+    ``resample_noise_problem()`` is None where it can, else why not, in one line (an ampcheck
+    synthetic data set can; real data cannot)."""
+
+    def resample_noise_problem(self) -> str | None: ...
+
+    def noise_draw(self, draw: int) -> Dataset: ...
+
+
 @dataclass(frozen=True)
 class DataCapabilities:
     """What a data set can give beyond the :class:`Dataset` contract, read once.
@@ -113,16 +129,24 @@ class DataCapabilities:
     Attributes:
         truth_volumes: ground-truth volumes exist (``data.has_truth_volumes()``), so decoded
             volumes can be compared with the truth.
+        poses: its batches carry poses (``rot``), so latents can be compared with them.
+        noise_resampling: it re-noises its clean images (:class:`NoiseResampling`).
     """
 
     truth_volumes: bool = False
+    poses: bool = False
+    noise_resampling: bool = False
 
 
 def data_capabilities(data: Any) -> DataCapabilities:
     """The :class:`DataCapabilities` of ``data``: whether it implements :class:`TruthVolumes`
-    and has a volume (no volume is read to know it)."""
+    and has a volume (no volume is read to know it), whether its first batch carries poses,
+    and whether it implements :class:`NoiseResampling` and can."""
     volumes = isinstance(data, TruthVolumes) and data.has_truth_volumes()
-    return DataCapabilities(truth_volumes=bool(volumes))
+    poses = len(data) > 0 and "rot" in data.get_batch([0])
+    renoise = isinstance(data, NoiseResampling) and data.resample_noise_problem() is None
+    return DataCapabilities(truth_volumes=bool(volumes), poses=bool(poses),
+                            noise_resampling=bool(renoise))
 
 
 def missing_members(obj: Any, protocol: type) -> list[str]:

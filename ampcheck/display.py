@@ -34,6 +34,13 @@ KINDS: dict[str, str] = {
            "'gap[train]' is divided by the mean of 'gain[train]'), labelled by the labels; "
            "metrics[0] names the fraction the caption quotes per side, and the threshold's "
            "line when it governs",
+    "coloured": "one latent map (arrays[0], (n, d)) drawn once per per-image variable "
+                "(arrays[1], a pattern such as 'nuisance[*]', * the variable's name), each "
+                "panel coloured by its variable and titled by metrics[0] as M[variable]; "
+                "caption fields {embedding} and {n}",
+    "draws": "groups of latents (arrays[0], (n, k, d): k draws of each of n items), each "
+             "draw joined to its item's mean in one embedding, coloured by truth[...] (n,); "
+             "caption fields {embedding}, {n}, {k} and the metrics, by name",
     "inner": "the figures of an inner battery's checks, from arrays named 'check/array', as "
              "each of those checks declares them",
 }

@@ -52,6 +52,21 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
         "truth recovery on training images minus on held-out images (R² of the continuous "
         "coordinate, else AMI of the classes). A drop above 0.2 means held-out images are not "
         "placed on the map the training images built (the cryoDRGN probe: 0.9 vs 0.1)."),
+    "pose_leakage": Threshold(
+        "leakage", 0.1, False,
+        "the share of the latents' variance that the pose and CTF the decoder is given (in-plane "
+        "angle, viewing direction, shifts, defocus) predict beyond chance (cross-validated, "
+        "less a permutation null), beyond what the ground truth explains where it is known. "
+        "Latents meant for the conformation should carry none of it; above a tenth, the pose "
+        "is a visible axis of the latent space (the paper: a 90-degree rotation moves a "
+        "particle as far as another particle)."),
+    "noise_resampling": Threshold(
+        "miscalibration", 1.0, False,
+        "|log2| of the spread of the posterior mean across noise draws of one clean particle "
+        "over what the posterior's own width predicts for it (sigma² - sigma⁴ per dimension "
+        "under a standard-normal prior; exactly 1 for a linear-Gaussian model's exact "
+        "posterior). Above 1 the posterior is off by more than a factor 2 in variance, either "
+        "way: overconfident (narrower than the noise moves it) or underconfident."),
     "mnist_control": Threshold(
         "recovery_drop", 0.2, False,
         "the classic MLP VAE on digits must generalise to held-out digits (the held-out "

@@ -188,8 +188,11 @@ def test_checks_that_need_training_do_not_apply_to_a_model_trained_elsewhere(dig
     ran = [r.check for r in results if r.verdict != "SKIP"]
     assert ran == ["shift_invariance", "rotation_invariance", "amortization_gap"]
     skipped = {r.check: r.explanation for r in results if r.verdict == "SKIP"}
-    assert list(skipped) == ["evil_twin", "vlt_equivalence", "heldout_generalisation"]
+    assert list(skipped) == ["evil_twin", "vlt_equivalence", "heldout_generalisation",
+                             "pose_leakage", "noise_resampling"]
     assert skipped["evil_twin"].startswith("needs a model that ampcheck trains")
+    assert skipped["pose_leakage"].startswith("needs poses")  # digits have none
+    assert skipped["noise_resampling"].startswith("needs clean images to re-noise")
     assert skipped["heldout_generalisation"].startswith("needs held-out images")
 
 
@@ -454,7 +457,7 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
     verdicts = {r.check: r.verdict for r in results}
     assert verdicts["heldout_generalisation"] == "SKIP" and verdicts["evil_twin"] == "SKIP"
     assert verdicts["shift_invariance"] == "PASS"
-    held = results[-1]
+    held = next(r for r in results if r.check == "heldout_generalisation")
     reason = "needs ground truth: use data with z_continuous or z_class"
     assert held.explanation == reason
     assert held.metrics == {} and held.threshold is None and held.model == "_ByIndex"
@@ -462,10 +465,12 @@ def test_checks_that_do_not_apply_are_skip_results_in_the_battery_order(digits, 
     path = write_report(tmp_path, results, {"n": len(unlabelled)}, {}, render=render_html)
     report = json.loads(path.read_text())
     assert report["profile"] == verdicts
-    assert report["checks"][-1]["explanation"] == reason
+    by_check = {c["check"]: c for c in report["checks"]}
+    assert by_check["heldout_generalisation"]["explanation"] == reason
     assert not (tmp_path / "arrays" / "heldout_generalisation.npz").exists()
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert f"Skipped: {reason}" in page and page.count(">SKIP</span>") == 2 * 3  # row, section
+    # evil_twin, vlt_equivalence, heldout_generalisation, pose_leakage, noise_resampling
+    assert f"Skipped: {reason}" in page and page.count(">SKIP</span>") == 2 * 5  # row, section
     # named explicitly, a check that does not apply is an error, as it always was
     with pytest.raises(ConfigError, match="heldout_generalisation needs a subject that is "
                                           "truth.*z_continuous or z_class"):
@@ -495,8 +500,11 @@ def test_the_main_battery_reports_skips_on_data_without_truth(digits, monkeypatc
     unlabelled = MnistDataset(digits.images(np.arange(len(digits))), None, source="no labels")
     results = C.main_battery(unlabelled, budget="smoke")
     skipped = [(r.model, r.check) for r in results if r.verdict == "SKIP"]
+    no_cryoem = ("pose_leakage", "noise_resampling")  # digits: no poses, no clean images
     assert skipped == [("cryoem:base", "heldout_generalisation"),
-                       ("cryoem:invariant", "heldout_generalisation")]
+                       *(("cryoem:base", c) for c in no_cryoem),
+                       ("cryoem:invariant", "heldout_generalisation"),
+                       *(("cryoem:invariant", c) for c in no_cryoem)]
     assert len(results) == len(DEFAULT_CHECKS) + len(C.INVARIANT_CONTROL) + 1
 
 

@@ -77,7 +77,14 @@ def test_run_checks_everything_prints_the_profile_and_writes_the_report(tmp_path
     # every check (the MNIST control included) and the invariant encoder's positive controls
     control = {f"{c}[cryoem:invariant]" for c in INVARIANT_CONTROL}
     assert set(report["profile"]) == set(CHECKS) | control
-    assert all(v in ("PASS", "WARN", "FAIL") for v in report["profile"].values())
+    # every check runs, but pose_leakage: 38 training images are too few to cross-validate
+    from ampcheck.checks.leakage import MIN_IMAGES
+
+    ran = {k: v for k, v in report["profile"].items() if not k.startswith("pose_leakage")}
+    assert all(v in ("PASS", "WARN", "FAIL") for v in ran.values())
+    leak = [c for c in report["checks"] if c["check"] == "pose_leakage"]
+    assert [c["verdict"] for c in leak] == ["SKIP", "SKIP"]
+    assert leak[0]["explanation"].startswith(f"needs at least {MIN_IMAGES} training images")
     assert report["dataset"]["n"] == 48 and len(report["checks"]) == len(CHECKS) + len(control)
     trained = report["runs"]["trained"]
     assert {"cryoem/twin-perm/large/seed0", "cryoem/vae/invariant/seed0"} <= set(trained)

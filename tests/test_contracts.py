@@ -89,7 +89,9 @@ def test_a_synthetic_set_serves_its_own_truth_volumes(tiny):
         assert (got.z_continuous, got.z_class) == (entry["z_continuous"], entry["z_class"])
         np.testing.assert_array_equal(got.volume, read_mrc(TINY / entry["file"])[0])
         assert got.volume.shape == (tiny.D,) * 3
-    assert data_capabilities(tiny) == DataCapabilities(truth_volumes=True)
+    # ... and, being ampcheck's own, carries poses and re-noises its clean images
+    assert data_capabilities(tiny) == DataCapabilities(truth_volumes=True, poses=True,
+                                                       noise_resampling=True)
     assert data_kind(tiny) == "cryoem"
     train_view, _ = tiny.split(0.25, seed=0)  # views share them
     assert data_capabilities(train_view).truth_volumes
@@ -118,7 +120,8 @@ def test_the_truth_volumes_capability_is_read_from_the_manifest_without_reading_
 
 def test_a_stack_without_a_manifest_has_no_truth_volumes(no_volumes):
     assert no_volumes.truth_volumes() == ()
-    assert data_capabilities(no_volumes) == DataCapabilities(truth_volumes=False)
+    # nor clean images to re-noise (its poses it has)
+    assert data_capabilities(no_volumes) == DataCapabilities(truth_volumes=False, poses=True)
 
 
 def test_data_that_break_the_contract_are_refused_naming_what_is_missing():

@@ -87,8 +87,10 @@ def test_a_registered_family_is_checked_at_the_smoke_budget(linear, digits):
     cache = TrainingCache()
     results = check_vae("linear", digits, budget="smoke", cache=cache)
     assert [r.check for r in results] == list(DEFAULT_CHECKS)
-    assert all(r.model == "linear" and r.verdict in ("PASS", "FAIL", "WARN") for r in results), \
-        [r.summary() for r in results]
+    cryoem_only = {"pose_leakage", "noise_resampling"}  # digits have no poses, no clean images
+    assert all(r.model == "linear" and r.verdict in ("PASS", "FAIL", "WARN") for r in results
+               if r.check not in cryoem_only), [r.summary() for r in results]
+    assert [r.verdict for r in results if r.check in cryoem_only] == ["SKIP", "SKIP"]
     assert sorted(cache.trained) == ["linear/twin-noise/base/seed0",
                                      "linear/twin-perm/base/seed0", "linear/vae/base/seed0",
                                      "linear/vlt/base/seed0"]

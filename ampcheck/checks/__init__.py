@@ -30,6 +30,8 @@ from .generalisation import (
     heldout_generalisation,
 )
 from .invariance import INVARIANCE_FIGURES, rotation_invariance, shift_invariance
+from .leakage import LEAKAGE_FIGURES, pose_leakage
+from .resampling import RESAMPLING_FIGURES, noise_resampling
 from .subject import VAE, ProtocolModel, Subject, TrainingCache, subject_from, validate_vae
 
 
@@ -110,6 +112,11 @@ CHECKS: dict[str, CheckSpec] = {s.name: s for s in (
     CheckSpec("heldout_generalisation", heldout_generalisation,
               frozenset({"heldout", "truth"}), "truth recovery on held-out images",
               HELDOUT_FIGURES),
+    CheckSpec("pose_leakage", pose_leakage, frozenset({"encoder", "poses"}),
+              "latents predicted from the pose and CTF the decoder is given", LEAKAGE_FIGURES),
+    CheckSpec("noise_resampling", noise_resampling, frozenset({"encoder", "clean"}),
+              "one clean particle under fresh noise draws: movement and calibration",
+              RESAMPLING_FIGURES),
     CheckSpec("mnist_control", mnist_control, frozenset(),
               "the battery on the classic MNIST VAE", (FigureSpec("inner"),)),
 )}
@@ -236,9 +243,11 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None,
 
 
 #: What the main job runs on the invariant encoder, the positive control of the invariance
-#: checks that the paper suggests (§4): its shift and rotation verdicts, and whether exact
-#: invariance makes held-out images land on the map (the paper doubts that it must).
-INVARIANT_CONTROL = ("shift_invariance", "rotation_invariance", "heldout_generalisation")
+#: checks that the paper suggests (§4): its shift and rotation verdicts, whether exact
+#: invariance makes held-out images land on the map (the paper doubts that it must), and
+#: whether its latents leak the in-plane angle and shifts and follow the noise.
+INVARIANT_CONTROL = ("shift_invariance", "rotation_invariance", "heldout_generalisation",
+                     "pose_leakage", "noise_resampling")
 
 
 def main_battery(data, *, budget: str = DEFAULT_BUDGET, seeds: int | Sequence[int] = 1,

@@ -42,6 +42,10 @@ NEEDS: dict[str, tuple[str, str]] = {
     "heldout": ("needs held-out images", "give train_indices, or a factory or preset"),
     "truth": ("needs ground truth", "use data with z_continuous or z_class"),
     "encoder": ("needs an encoder", "give a model with encode()"),
+    "poses": ("needs poses", "give data whose batches carry rot (and trans, ctf)"),
+    "clean": ("needs clean images to re-noise", "use a data set that ampcheck generated, "
+              "read whole with its manifest.json, or one that gives noise_draw() "
+              "(ampcheck.contracts.NoiseResampling)"),
 }
 
 
@@ -60,6 +64,13 @@ def sample(n: int, k: int, seed: int = 0) -> np.ndarray:
     if k >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def encoded(subject, seed: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, logvar)`` of training images ``idx`` by the model of ``seed``, computed once per
+    subject (the invariance, leakage and resampling checks share their sample)."""
+    return subject.memo(("encode", seed, np.asarray(idx).tobytes()),
+                        lambda: subject.model(seed).encode(subject.train, idx))
 
 
 def boot(stat: Callable[[np.ndarray], float], n: int, settings: Settings, seed: int = 0):

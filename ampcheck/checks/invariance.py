@@ -48,6 +48,7 @@ from ._common import (
     boot,
     central_slices,
     decoder_use,
+    encoded,
     floors_missed,
     informativeness,
     least_informative,
@@ -126,7 +127,7 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
     for seed in subject.seeds:
         model = subject.model(seed)
         idx = sample(len(subject.train), settings.n_eval, seed)
-        mu, logvar = model.encode(subject.train, idx)
+        mu, logvar = encoded(subject, seed, idx)
         moved = {t.name: model.encode(subject.train, idx, transform=t)[0] for t in transforms}
         truth = truth_of(subject.train, idx)
         info.append(informativeness(mu, logvar, truth, seed))

@@ -9,7 +9,9 @@ scikit-learn estimator-tags pattern), and each check declares the tags it needs:
   :class:`~ampcheck.train.TrainConfig`;
 * ``heldout``: images the model did not train on are known;
 * ``truth``: the data carry ground truth (``z_continuous`` and/or ``z_class``) that is not
-  constant (a constant truth carries no information to recover).
+  constant (a constant truth carries no information to recover);
+* ``poses``: the data's batches carry poses; ``clean``: the data re-noise their clean images
+  (:class:`~ampcheck.contracts.NoiseResampling`).
 
 The tags a model's kind decides come from :func:`ampcheck.kinds.kind_tags`, and its name
 from :func:`ampcheck.kinds.model_name`, so that results, baselines and configuration name a
@@ -449,6 +451,7 @@ def subject_from(model: Any, data, *, budget: str = DEFAULT_BUDGET,
     cache = cache if cache is not None else TrainingCache()
     tags = set(kinds.kind_tags(model)) | _truth_tags(data)
     caps = data_capabilities(data)
+    tags |= {t for t, has in (("poses", caps.poses), ("clean", caps.noise_resampling)) if has}
     if variant_config is not None and not isinstance(model, TrainedModel | VAE):
         raise ConfigError("variant_config is for a trained VAE; a preset, a TrainConfig or a "
                           "factory trains its variants from its own config")

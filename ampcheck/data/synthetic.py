@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,9 @@ class SynthConfig:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
     volume_grid: int = 5  # ground-truth volumes per class, at evenly spaced z_continuous
+    # the share of images whose viewing direction is drawn near their state's preferred view
+    # (class 1 near +x, class 0 near +y): a genuine correlation of conformation with pose
+    view_preference: float = 0.0
 
     def __post_init__(self):
         def bad(msg: str):
@@ -130,6 +133,8 @@ class SynthConfig:
                 f"{2 * half_box:g} Å (D = {self.D} at {self.pixel_size:g} Å/px); raise apix or D")
         if self.volume_grid < 1:
             bad(f"volume_grid must be >= 1, got {self.volume_grid}")
+        if not 0 <= self.view_preference <= 1:
+            bad(f"view_preference must be in [0, 1], got {self.view_preference}")
 
     @classmethod
     def preset(cls, size: str = "standard", **overrides) -> SynthConfig:
@@ -243,7 +248,38 @@ def draw_parameters(cfg: SynthConfig) -> ImageParameters:
     z = conf_rng.uniform(size=n)
     z_class = (conf_rng.uniform(size=n) < cfg.p_subunit).astype(np.int64)
     lo, hi = cfg.hinge_range_deg
+    if cfg.view_preference > 0:  # its own stream: the other draws stay as they were
+        rot = _prefer_views(rot, z_class, cfg.view_preference,
+                            np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(6)[5]))
     return ImageParameters(rot, shift, ctf, z, z_class, lo + z * (hi - lo))
+
+
+#: The preferred viewing direction of each class (``view_preference``): away from the poles,
+#: where the in-plane angle is well defined.
+PREFERRED_VIEWS = {1: np.array([1.0, 0.0, 0.0]), 0: np.array([0.0, 1.0, 0.0])}
+_VIEW_SPREAD = 0.25  # the spread of a preferred view's directions about it (about 14°)
+
+
+def _prefer_views(rot: np.ndarray, z_class: np.ndarray, share: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``rot`` with a ``share`` of the images re-posed near their class's preferred viewing
+    direction (the third row of the pose, :mod:`ampcheck.cryoem.nuisance`), each with a
+    uniform in-plane angle."""
+    from ..cryoem.rotations import inplane_rotation
+
+    n = len(rot)
+    chosen = rng.uniform(size=n) < share
+    pref = np.stack([PREFERRED_VIEWS[int(c)] for c in z_class])
+    v = pref + _VIEW_SPREAD * rng.normal(size=(n, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    helper = np.where(np.abs(v[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
+    e1 = np.cross(helper, v)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    base = np.stack([e1, np.cross(v, e1), v], axis=1)  # rows: a right-handed frame, third v
+    posed = inplane_rotation(rng.uniform(0, 360, size=n)) @ base
+    out = rot.copy()
+    out[chosen] = posed[chosen]
+    return out
 
 
 def render_clean(assembly: Assembly, params: ImageParameters, idx: slice,
@@ -281,13 +317,98 @@ class SynthResult:
             f"(signal variance in the mask / noise variance)",
             f"  hetero    continuous: hinge {lo:g}..{hi:g}°"
             f"; discrete: subunit present in {100 * cls:.1f}% of images",
-            f"  poses     uniform on SO(3); shifts up to ±{m['max_shift_px']:.2f} px; "
+            f"  poses     {_pose_text(m)}; shifts up to ±{m['max_shift_px']:.2f} px; "
             f"defocus {m['defocus_range_angstroms'][0] / 1e4:g}–"
             f"{m['defocus_range_angstroms'][1] / 1e4:g} µm, {m['voltage_kv']:g} kV",
             f"  volumes   {len(m['volumes'])} ground-truth maps in volumes/",
             f"  took      {self.seconds:.1f} s ({m['n'] / self.seconds:,.0f} images/s)",
         ]
         return "\n".join(lines)
+
+
+def _pose_text(manifest: dict) -> str:
+    share = manifest.get("view_preference", 0.0)
+    if not share:
+        return "uniform on SO(3)"
+    return f"{100 * share:.0f}% near their class's preferred view, the rest uniform on SO(3)"
+
+
+# ---------------------------------------------------------------------------- re-noising
+@dataclass(frozen=True)
+class Renoiser:
+    """A written data set's clean images under fresh noise at its own level (its SNR).
+
+    Rebuilt from the ``manifest.json`` that :func:`generate` wrote: the same config draws the
+    same poses, CTFs and conformations, so :meth:`clean` renders image ``k``'s noiseless
+    signal exactly (the stack holds it plus noise); :meth:`noisy` adds the noise of draw
+    ``draw``, seeded by ``(seed, draw, k)`` alone (the same whatever the batch), independent of
+    the stack's own noise.
+    """
+
+    cfg: SynthConfig
+    params: ImageParameters
+    assembly: Assembly
+    noise_std: float
+    _clean: dict = field(default_factory=dict, compare=False, repr=False)  # the last few
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> Renoiser:
+        """From a manifest's ``config`` and ``noise_std``; an InputError for one not ours."""
+        if not isinstance(manifest, dict) or manifest.get("generator") != \
+                "ampcheck.data.synthetic" or not isinstance(manifest.get("config"), dict):
+            raise InputError("not a manifest of an ampcheck synthetic data set")
+        if manifest.get("generator_version") != GENERATOR_VERSION:
+            raise InputError(f"written by generator version {manifest.get('generator_version')}"
+                             f", not {GENERATOR_VERSION}: its images cannot be re-rendered")
+        fields = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in manifest["config"].items()}
+        try:
+            cfg = SynthConfig(**fields)
+            noise_std = float(manifest["noise_std"])
+        except (TypeError, KeyError, ValueError, ConfigError) as err:
+            raise InputError(f"its manifest's config cannot be read back ({err})") from None
+        return cls(cfg, draw_parameters(cfg), Assembly.default(cfg.molecule_seed), noise_std)
+
+    def clean(self, index: np.ndarray) -> np.ndarray:
+        """Noiseless images ``(B, D, D)`` float64 of images ``index`` of the full set."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        key = index.tobytes()
+        if key in self._clean:  # a model asked for images and batch of the same particles
+            return self._clean[key]
+        p = self.params
+        parts = []
+        for s in range(0, len(index), _CHUNK):
+            i = index[s:s + _CHUNK]
+            sub = ImageParameters(p.rot[i], p.shift_px[i], p.ctf[i], p.z_continuous[i],
+                                  p.z_class[i], p.hinge_deg[i])
+            parts.append(render_clean(self.assembly, sub, slice(None), self.cfg))
+        out = np.concatenate(parts) if parts else np.zeros((0, self.cfg.D, self.cfg.D))
+        if len(self._clean) >= 8:
+            self._clean.pop(next(iter(self._clean)))
+        self._clean[key] = out
+        return out
+
+    def reproduces(self, first: np.ndarray) -> bool:
+        """Whether ``first`` ``(k, D, D)``, the first ``k <= 256`` images of a stack, are
+        this set's first images as :func:`generate` wrote them (clean signal plus the
+        generator's own noise stream, to float32 rounding)."""
+        k = len(first)
+        if not 0 < k <= _CHUNK or first.shape[1:] != (self.cfg.D, self.cfg.D):
+            return False
+        rng = np.random.default_rng(np.random.SeedSequence(self.cfg.seed).spawn(5)[4])
+        noise = rng.standard_normal((k, self.cfg.D, self.cfg.D))  # the stream's start
+        expected = (self.clean(np.arange(k)) + self.noise_std * noise).astype(np.float32)
+        scale = float(np.abs(expected).max()) or 1.0
+        return bool(np.allclose(first, expected, rtol=0, atol=1e-5 * scale))
+
+    def noisy(self, index: np.ndarray, draw: int) -> np.ndarray:
+        """Images ``index`` ``(B, D, D)`` float32 under noise draw ``draw``."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        clean = self.clean(index)
+        shape = (self.cfg.D, self.cfg.D)
+        noise = np.stack([np.random.default_rng([self.cfg.seed, 0x5EED, int(draw), int(k)])
+                          .standard_normal(shape) for k in index]) if len(index) else 0.0
+        return (clean + self.noise_std * noise).astype(np.float32)
 
 
 def _ours(name: str) -> bool:

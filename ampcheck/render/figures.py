@@ -111,6 +111,64 @@ def pairs(spec: FigureSpec, a: Arrays, c: Json) -> Plot:
     return png(fig), fill(spec.caption, metrics, embedding=joint, n=len(idx))
 
 
+def coloured(spec: FigureSpec, a: Arrays, c: Json) -> Plot:
+    """One latent map, a panel per per-image variable, each coloured by its variable."""
+    metrics = as_dict(c.get("metrics"))
+    head, _, tail = spec.arrays[1].partition("*")
+    mu = latents(a.get(spec.arrays[0]))
+    values = {k[len(head):len(k) - len(tail)]: w for k, v in a.items()
+              if mu is not None and k.startswith(head) and k.endswith(tail)
+              and len(k) >= len(head) + len(tail) and (w := vector(v)) is not None
+              and len(w) == len(mu)}
+    if not values:
+        return None
+    idx = subsample(len(mu))
+    (xy,), method = embed([mu[idx]])
+    fig, axes = panels(len(values))
+    metric = spec.metrics[0] if spec.metrics else None
+    for ax, (name, v) in zip(axes, values.items(), strict=True):
+        points = ax.scatter(*xy.T, s=10, c=v[idx], cmap="twilight" if name == "in_plane"
+                            else "viridis")
+        fig.colorbar(points, ax=ax, shrink=0.85, pad=0.02)
+        key = f"{metric}[{name}]"
+        title = name if metric is None or key not in metrics else \
+            f"{name}: {metric} {metric_text(metrics, key)}"
+        style(ax, method, title)
+    return png(fig), fill(spec.caption, metrics, embedding=what(method, mu.shape[1]),
+                          n=len(idx))
+
+
+def draws(spec: FigureSpec, a: Arrays, c: Json) -> Plot:
+    """Each item's draws joined to their mean, in one embedding (the noise draws of one
+    particle, as the invariance figures join an image to its copy)."""
+    metrics, model = as_dict(c.get("metrics")), str(c.get("model"))
+    x = a.get(spec.arrays[0])
+    if x is None or np.ndim(x) != 3 or not np.size(x):
+        return None
+    x = np.asarray(x, dtype=float)
+    n, k, d = x.shape
+    centre = x.mean(axis=1)
+    emb, method = embed([x.reshape(n * k, d), centre])
+    pts, mid = emb[0].reshape(n, k, 2), emb[1]
+    colour = Colour([truth(a, "", np.arange(n), n)], model)
+    fig, (ax,) = panels(1)
+    segments = np.stack([np.repeat(mid, k, axis=0), pts.reshape(n * k, 2)], axis=1)
+    ax.add_collection(LineCollection(segments, colors=LINK, linewidths=0.5, alpha=0.4))
+    kw = colour.kw(0)
+    if "c" in kw:
+        ax.scatter(*pts.reshape(n * k, 2).T, s=12, marker="x", linewidths=0.7,
+                   **{**kw, "c": np.repeat(kw["c"], k)})
+    else:
+        ax.scatter(*pts.reshape(n * k, 2).T, s=12, marker="x", linewidths=0.7, **kw)
+    points = ax.scatter(*mid.T, s=30, marker="o", edgecolors="black", linewidths=0.5, **kw)
+    style(ax, method, what(method, d, ", fitted jointly on the draws and their means"))
+    legend(fig, [("noise draw", {"marker": "x", "ls": "", "color": GREY}),
+                 ("the particle's mean", {"marker": "o", "ls": "", "color": GREY}),
+                 ("draw ↔ mean", {"color": LINK})])
+    colour.colourbar(fig, points, ax)
+    return png(fig), fill(spec.caption, metrics, embedding=what(method, d), n=n, k=k)
+
+
 def maps(spec: FigureSpec, a: Arrays, c: Json) -> Plot:
     """Latent sets side by side (the encoder's beside the lookup table's), each embedded on
     its own."""
@@ -295,7 +353,8 @@ def inner(spec: FigureSpec, a: Arrays, c: Json) -> list[tuple[str, str]]:
 
 #: How each kind of figure is drawn (``inner`` is drawn by :func:`inner`, figure by figure).
 DRAW: dict[str, Callable[[FigureSpec, Arrays, Json], Plot]] = {
-    "pairs": pairs, "maps": maps, "slices": slices, "joint_map": joint_map, "gap": gap}
+    "pairs": pairs, "maps": maps, "slices": slices, "joint_map": joint_map, "gap": gap,
+    "coloured": coloured, "draws": draws}
 
 
 # ----------------------------------------------------------------------------- training

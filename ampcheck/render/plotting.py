@@ -166,7 +166,10 @@ def panels(n: int, width: float = 4.6, height: float = 4.1) -> tuple[Figure, lis
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(width * cols + 1.0, height * rows + 0.5), layout="constrained")
-    return fig, list(np.ravel(fig.subplots(rows, cols, squeeze=False)))[:n]
+    axes = list(np.ravel(fig.subplots(rows, cols, squeeze=False)))
+    for ax in axes[n:]:  # a last row that is not full leaves no empty frames
+        ax.remove()
+    return fig, axes[:n]
 
 
 def style(ax: Any, method: str, title: str) -> None:
