@@ -98,18 +98,18 @@ def parse_epochs(text: str) -> EpochSelection:
     if t == "all":
         return EpochSelection(t, every=True)
     try:
-        if ":" in t:
-            parts = [int(p) for p in t.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            first, last, step = (*parts, 1) if len(parts) == 2 else parts
-            if first < 1 or last < first or step < 1:
-                raise ConfigError(f"--epoch {text}: a stride runs from a first epoch >= 1 to a "
-                                  f"last >= it, in steps >= 1; {forms}")
-            return EpochSelection(t, stride=(first, last, step))
-        listed = tuple(int(p) for p in t.split(","))
+        parts = [int(p) for p in t.split(":" if ":" in t else ",")]
     except ValueError:
         raise ConfigError(f"--epoch {text!r}: {forms}") from None
+    if ":" in t:
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"--epoch {text!r}: {forms}")
+        first, last, step = (*parts, 1) if len(parts) == 2 else parts
+        if first < 1 or last < first or step < 1:
+            raise ConfigError(f"--epoch {text}: a stride runs from a first epoch >= 1 to a "
+                              f"last >= it, in steps >= 1; {forms}")
+        return EpochSelection(t, stride=(first, last, step))
+    listed = tuple(parts)
     if any(e < 1 for e in listed):
         raise ConfigError(f"--epoch {text}: epochs count from 1; {forms}")
     return EpochSelection(t, listed=listed)

@@ -47,7 +47,7 @@ from ..results import CheckResult, Metric
 from ._common import Settings, boot, sample
 from .fits import volume_agreement
 
-__all__ = ["EPOCH_CHECKS", "EpochProfile", "measure_epochs"]
+__all__ = ["EPOCH_CHECKS", "EpochProfile", "check_epochs", "epoch_checks", "measure_epochs"]
 
 logger = logging.getLogger(__name__)
 
@@ -263,3 +263,67 @@ def epoch_checks(checks: Sequence[str] | None, truth: bool) -> list[str]:
         raise ConfigError(f"{', '.join(other)} cannot be measured over epochs (it retrains the "
                           f"model, or needs no epoch); over epochs: {', '.join(EPOCH_CHECKS)}")
     return list(checks)
+
+
+def check_epochs(models, data, *, train_indices, epochs: Sequence[int] | None = None,
+                 checks: Sequence[str] | None = None, budget: str = "standard",
+                 thresholds: Mapping[str, float] | None = None, seed: int = 0,
+                 name: str | None = None, processes: int = 1) -> EpochProfile:
+    """The profile over epochs of a model given epoch by epoch (``check_vae`` for several
+    epochs: a CI regression test can then assert "the held-out gap at the final epoch is no
+    worse than at epoch K" with :meth:`EpochProfile.metric`).
+
+    Args:
+        models: ``{epoch: model}``, each a trained :class:`~ampcheck.contracts.VAE` (or a
+            ``TrainedModel``, or a callable ``() -> VAE`` that loads it when measured), or a
+            callable ``epoch -> VAE`` with ``epochs``.
+        data, train_indices: the whole data set and the positions in it of the images the
+            model trained on (the others are held out; required).
+        checks: a subset of :data:`EPOCH_CHECKS` (default: those that apply).
+        budget: whose per-epoch sizes measure each epoch (``Budget.per_epoch``).
+    """
+    from ..errors import ConfigError
+    from ..thresholds import resolve_thresholds
+    from . import check_vae, settings_for, usable_truth
+    from .subject import ProtocolModel, subject_from
+
+    if isinstance(models, Mapping):
+        table = dict(models)
+        chosen = sorted(table) if epochs is None else list(epochs)
+        missing = [e for e in chosen if e not in table]
+        if missing:
+            raise ConfigError(f"no model for epoch(s) {', '.join(map(str, missing))}; given: "
+                              f"{', '.join(map(str, sorted(table)))}")
+
+        def get(epoch: int):
+            m = table[epoch]
+            return m() if callable(m) and not hasattr(m, "encode") else m
+    elif callable(models) and epochs is not None:
+        chosen, get = list(epochs), models
+    else:
+        raise ConfigError("models must be {epoch: model} or a callable epoch -> model with "
+                          "epochs=[...]")
+    if train_indices is None or not len(chosen):
+        raise ConfigError("check_epochs needs train_indices (the others are the held-out "
+                          "images it compares with) and at least one epoch")
+    names = epoch_checks(checks, bool(usable_truth(data.truth)))
+    settings = settings_for(budget, resolve_thresholds(thresholds), per_epoch=True)
+    first = get(chosen[0])
+    views = subject_from(first, data, train_indices=train_indices, seeds=[seed])
+    if views.heldout is None:
+        raise ConfigError("train_indices names every image: none is held out")
+    cached = {chosen[0]: first}
+
+    def load(epoch: int):
+        return cached.pop(epoch) if epoch in cached else get(epoch)
+
+    def check(model):
+        return check_vae(model, data, checks=names, train_indices=train_indices, seeds=[seed],
+                         settings=settings, name=name)
+
+    def checkable(model):
+        return model if hasattr(model, "recon_closure") else ProtocolModel(model)
+
+    return measure_epochs(chosen, load, check, data=data, train=views.train,
+                          heldout=views.heldout, settings=settings, seed=seed,
+                          checkable=checkable, processes=processes)
