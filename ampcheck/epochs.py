@@ -31,8 +31,8 @@ from typing import Any
 from .errors import ConfigError, InputError
 from .results import Metric
 
-__all__ = ["DAMAGE", "EpochSelection", "RULE", "over_epochs_document", "parse_epochs",
-           "recommend_epoch"]
+__all__ = ["COLUMNS", "DAMAGE", "RULE", "EpochSelection", "epoch_table_text", "metric_columns",
+           "over_epochs_document", "parse_epochs", "recommend_epoch"]
 
 #: The metrics whose significant rise marks damage (worse held-out inference), and the
 #: training-side metric that must not rise with it.
@@ -197,12 +197,6 @@ def over_epochs_document(epochs: Sequence[tuple[int, Mapping[str, Metric], Mappi
             "recommended_epoch": recommended, "reason": reason, "rule": RULE,
             "skipped": [{"epoch": int(e), "reason": r} for e, r in (skipped or {}).items()],
             **dict(extra or {})}
-
-
-def metrics_from_document(block: Mapping[str, Any]) -> list[tuple[int, dict[str, Metric]]]:
-    """The per-epoch metrics of an ``over_epochs`` block, as :class:`Metric` objects."""
-    return [(int(ep["epoch"]), {k: Metric.from_dict(v) for k, v in ep["metrics"].items()})
-            for ep in block.get("epochs", [])]
 
 
 #: The per-epoch metrics in the order tables and figures show them: ``(name, short label)``;
