@@ -256,6 +256,11 @@ def test_bad_epochs_of_a_run_are_one_line_and_a_truncated_epoch_is_skipped(
     assert main(["check", "--run", str(run), "--epoch", "1,5", "--out", out]) == 2
     assert "no weights for epoch(s) 5 of --epoch 1,5; epochs saved: 1-3" in \
         capsys.readouterr().err
+    # a plain N checks that epoch's weights by the single-epoch path
+    assert main(["check", "--run", str(run), "--epoch", "2", "--out", str(tmp_path / "one"),
+                 "--quiet", "--checks", "amortization_gap"]) == 0
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert one["runs"]["epoch"] == 2 and "over_epochs" not in one
     data = (run / "checkpoint.2.pt").read_bytes()
     (run / "checkpoint.2.pt").write_bytes(data[:len(data) // 3])  # truncated
     assert main(["check", "--run", str(run), "--epoch", "all", "--out", out, "--quiet",
