@@ -148,7 +148,8 @@ def test_the_rule_recommends_an_epoch_before_the_encoder_memorises():
                            epochs=range(1, 9), budget="smoke",
                            checks=["amortization_gap"])
     held = [profile.metric("gap_fraction[heldout]", e).value for e in range(1, 9)]
-    print("held-out gap fraction by epoch:", np.round(held, 3), profile.reason)
+    print("held-out gap fraction by epoch:", np.round(held, 3), profile.recommended_epoch,
+          profile.reason)
     assert held[-1] > held[3]  # the construction: new images are served worse after epoch 4
     assert 2 <= profile.recommended_epoch <= 4  # before the damage, not the first epoch
     # the same run without the turn is recommended its last epoch
