@@ -140,9 +140,11 @@ def epochs_section(block: Any, checks: list[Json], figure_html) -> str:
     skipped = "".join(f"<li>epoch {escape(s.get('epoch'))}: {escape(s.get('reason'))}</li>"
                       for s in as_list(block.get("skipped")) if isinstance(s, dict))
     last = as_list(block.get("epochs"))[-1].get("epoch")
+    reason = str(block.get("reason", ""))
+    reason = reason[:1].upper() + reason[1:]
     return ("<section id='over-epochs'><h2>Over training epochs</h2>"
             f"<p class='explanation'>Recommended epoch: <b>{escape(rec)}</b>. "
-            f"{escape(block.get('reason', ''))}</p>"
+            f"{escape(reason)}</p>"
             f"<p class='meta'>The rule: {escape(block.get('rule', ''))}. The checks below are "
             f"those of epoch {escape(last)}, the last measured.</p>{fig}"
             + table(["Epoch", *(escape(label) for _, label in cols)], rows, "epochs")
