@@ -77,7 +77,9 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
 
 #: The keys of a report document, each with the type its value must have.
 REPORT_KEYS: dict[str, type] = {"profile": dict, "checks": list, "dataset": dict, "runs": dict,
-                                "arrays": dict, "over_epochs": dict}
+                                "arrays": dict}
+#: The keys only some reports have (``check --epoch all``, a list or a stride), and their types.
+OPTIONAL_KEYS: dict[str, type] = {"over_epochs": dict}
 
 
 def report_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
@@ -133,7 +135,7 @@ def read_report_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(report, dict) or not {"profile", "checks"} <= set(report):
         raise InputError(f"{path} is not an ampcheck report (expected the keys 'profile' and "
                          "'checks')")
-    for key, kind in REPORT_KEYS.items():
+    for key, kind in {**REPORT_KEYS, **OPTIONAL_KEYS}.items():
         if key in report and report[key] is not None and not isinstance(report[key], kind):
             raise InputError(f"{path}: {key!r} must be a JSON "
                              f"{'object' if kind is dict else 'array'}, got "
