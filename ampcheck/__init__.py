@@ -26,6 +26,7 @@ _EXPORTS = {
     "compute_ctf": "ampcheck.cryoem.ctf",
     "TrainConfig": "ampcheck.train",
     "check_vae": "ampcheck.checks",
+    "check_epochs": "ampcheck.checks.over_epochs",
     "CheckResult": "ampcheck.checks",
     "CHECKS": "ampcheck.checks",
     "VAE": "ampcheck.contracts",

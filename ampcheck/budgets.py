@@ -56,10 +56,13 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Budget:
-    """A named budget: its evaluation sizes, and each family's training at it."""
+    """A named budget: its evaluation sizes, each family's training at it, and ``per_epoch``:
+    the sizes each epoch is measured at in a profile over epochs (smaller: a run has many
+    epochs; None: ``evaluation``'s)."""
 
     name: str
     evaluation: Evaluation
+    per_epoch: Evaluation | None = None
 
     def training(self, family: Any) -> Training:
         """The training of ``family`` (a :class:`~ampcheck.families.Family`) at this budget;
@@ -78,9 +81,14 @@ class Budget:
 #: each trains per family: :mod:`ampcheck.families`; what each was measured to learn: the
 #: README and :mod:`ampcheck.calibration`.
 BUDGETS: dict[str, Budget] = {b.name: b for b in (
-    Budget("smoke", Evaluation()),
+    Budget("smoke", Evaluation(),
+           Evaluation(n_eval=100, n_loss=100, n_gap=8, gap_steps=30, n_volumes=2, n_boot=200)),
+    # per epoch: the gap's optimisation is most of an epoch's cost (n_gap x gap_steps), the
+    # encoder passes of the invariance checks the rest (n_eval); see the README's "Which epoch"
     Budget("standard", Evaluation(n_eval=500, n_loss=500, n_gap=24, gap_steps=100,
-                                  n_volumes=4)),
+                                  n_volumes=4),
+           Evaluation(n_eval=250, n_loss=250, n_gap=16, gap_steps=60, n_volumes=4,
+                      n_boot=300)),
     Budget("medium", Evaluation(n_eval=1000, n_loss=1000, n_gap=48, gap_steps=150,
                                 n_volumes=8)),
     Budget("full", Evaluation(n_eval=5000, n_loss=5000, n_gap=128, gap_steps=300,

@@ -13,15 +13,34 @@ Importing it loads no torch.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 from .errors import InputError, first_line
 from .files import atomic_path, output_error
 
-__all__ = ["CHECKPOINT", "FORMAT", "check_moments", "read_checkpoint", "write_checkpoint"]
+__all__ = ["CHECKPOINT", "FORMAT", "check_moments", "epoch_checkpoint", "epoch_checkpoints",
+           "read_checkpoint", "write_checkpoint"]
 
 CHECKPOINT = "checkpoint.pt"  # what ampcheck.train.train(out=...) writes in its directory
 FORMAT = 1
+_NUMBERED = re.compile(r"checkpoint\.(\d+)\.pt")
+
+
+def epoch_checkpoint(run_dir, epoch: int) -> Path:
+    """``run_dir/checkpoint.<epoch>.pt``: the weights after ``epoch`` that ``ampcheck train
+    --checkpoint-every`` keeps (a checkpoint without optimiser state, read as any other)."""
+    return Path(run_dir) / f"checkpoint.{int(epoch)}.pt"
+
+
+def epoch_checkpoints(run_dir) -> dict[int, Path]:
+    """The numbered checkpoints of a run directory, ``{epoch: path}`` in epoch order."""
+    found = {}
+    for p in Path(run_dir).iterdir():
+        m = _NUMBERED.fullmatch(p.name)
+        if m and p.is_file():
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
 
 
 def write_checkpoint(path, state: dict) -> None:

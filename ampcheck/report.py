@@ -34,7 +34,7 @@ import numpy as np
 from .errors import InputError
 from .files import atomic_path, read_json, write_json_atomic
 from .outdir import staged
-from .results import CheckResult, result_keys
+from .results import CheckResult, jsonable, result_keys
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -43,7 +43,8 @@ REPORT_PARTS = (REPORT_JSON, REPORT_HTML, ARRAYS)  # what a new report replaces 
 
 
 def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[str, Any],
-                 runs: dict[str, Any], *, render: Callable[[Path], Any] | None = None) -> Path:
+                 runs: dict[str, Any], *, render: Callable[[Path], Any] | None = None,
+                 over_epochs: dict[str, Any] | None = None) -> Path:
     """Write ``report.json`` and ``arrays/*.npz`` to ``out``, and ``render(folder)`` the
     page from them (:func:`ampcheck.render.render_html`; None: no page); return the path of
     ``report.json``.
@@ -52,6 +53,8 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
     step (:func:`ampcheck.outdir.staged`): a failure or a kill leaves the old report whole. Other
     entries of ``out`` (a data set, the user's files) are kept. ``report.json`` records the
     SHA-256 of every array file, so that :func:`load_report` can refuse a mix of two reports.
+    ``over_epochs``: the profile over epochs (:func:`ampcheck.epochs.over_epochs_document`),
+    written under that top-level key.
     """
     out = Path(out)
     keys = report_keys([(r.check, r.model) for r in results])
@@ -65,7 +68,8 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
                     np.savez_compressed(f, **{k: np.asarray(v) for k, v in r.arrays.items()})
                 digests[key] = _sha256(path)
         write_json_atomic(stage / REPORT_JSON,
-                          report_document(results, dataset, runs, arrays=digests))
+                          report_document(results, dataset, runs, arrays=digests,
+                                          over_epochs=over_epochs))
         if render is not None:
             render(stage)
     return out / REPORT_JSON
@@ -74,6 +78,8 @@ def write_report(out: str | Path, results: Sequence[CheckResult], dataset: dict[
 #: The keys of a report document, each with the type its value must have.
 REPORT_KEYS: dict[str, type] = {"profile": dict, "checks": list, "dataset": dict, "runs": dict,
                                 "arrays": dict}
+#: The keys only some reports have (``check --epoch all``, a list or a stride), and their types.
+OPTIONAL_KEYS: dict[str, type] = {"over_epochs": dict}
 
 
 def report_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
@@ -92,9 +98,11 @@ def report_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def report_document(checks: Sequence[CheckResult | dict[str, Any]], dataset: dict[str, Any],
-                    runs: dict[str, Any], *, arrays: dict[str, str] | None = None
-                    ) -> dict[str, Any]:
-    """The ``report.json`` document: ``{"profile", "checks", "dataset", "runs", "arrays"}``.
+                    runs: dict[str, Any], *, arrays: dict[str, str] | None = None,
+                    over_epochs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``report.json`` document: ``{"profile", "checks", "dataset", "runs", "arrays"}``,
+    and ``over_epochs`` when given (the profile over training epochs:
+    :func:`ampcheck.epochs.over_epochs_document`).
 
     Args:
         checks: results, as :class:`CheckResult` or as their ``to_dict()`` (which may carry
@@ -108,9 +116,12 @@ def report_document(checks: Sequence[CheckResult | dict[str, Any]], dataset: dic
     """
     dicts = [c.to_dict() if isinstance(c, CheckResult) else dict(c) for c in checks]
     keys = report_keys([(str(c.get("check")), str(c.get("model"))) for c in dicts])
-    return {"profile": {k: c.get("verdict") for k, c in zip(keys, dicts, strict=True)},
-            "checks": dicts, "dataset": dict(dataset), "runs": dict(runs),
-            "arrays": dict(arrays or {})}
+    doc = {"profile": {k: c.get("verdict") for k, c in zip(keys, dicts, strict=True)},
+           "checks": dicts, "dataset": dict(dataset), "runs": dict(runs),
+           "arrays": dict(arrays or {})}
+    if over_epochs is not None:
+        doc["over_epochs"] = jsonable(over_epochs)
+    return doc
 
 
 def read_report_json(path: str | Path) -> dict[str, Any]:
@@ -124,7 +135,7 @@ def read_report_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(report, dict) or not {"profile", "checks"} <= set(report):
         raise InputError(f"{path} is not an ampcheck report (expected the keys 'profile' and "
                          "'checks')")
-    for key, kind in REPORT_KEYS.items():
+    for key, kind in {**REPORT_KEYS, **OPTIONAL_KEYS}.items():
         if key in report and report[key] is not None and not isinstance(report[key], kind):
             raise InputError(f"{path}: {key!r} must be a JSON "
                              f"{'object' if kind is dict else 'array'}, got "

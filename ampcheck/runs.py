@@ -105,14 +105,17 @@ def run_meta(data: str | dict, budget: str, cfg, run_id: str, status: str,
 
 def train_run(out: Path, data: str | dict, *, budget: str, model: str | None = None,
               resume: bool = False, force: bool = False, run_id: str,
-              show_progress: bool = True, **settings: Any):
+              show_progress: bool = True, checkpoint_every: int | None = None,
+              **settings: Any):
     """Train ``budget_config(budget, model=<family>, **settings)`` on the training split of
     ``data`` (``mnist``, a data set folder or a particle spec) into the run directory ``out``;
     the trained run, or None in a torchrun process other than rank 0 (which alone writes).
 
     Refused before anything trains: a directory that holds a run already, unless ``resume``
     (continue its checkpoint, keeping its id) or ``force`` (train again over it). ``run_id``:
-    the id of a new training.
+    the id of a new training. ``checkpoint_every``: keep the weights of every N-th epoch
+    (and the last) as ``checkpoint.<epoch>.pt`` (:func:`ampcheck.train.train`), for
+    ``ampcheck check --run RUN --epoch all``.
     """
     import os
 
@@ -144,7 +147,7 @@ def train_run(out: Path, data: str | dict, *, budget: str, model: str | None = N
 
     try:
         run = train(cfg, train_set, out=out, resume=resume, show_progress=show_progress,
-                    run_id=run_id, on_start=started)
+                    run_id=run_id, on_start=started, checkpoint_every=checkpoint_every)
     finally:
         distributed.teardown()  # leave torchrun's process group, if train() joined one
     if not distributed.is_main():

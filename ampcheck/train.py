@@ -33,7 +33,14 @@ from torch import nn
 
 from ._progress import progress
 from .budgets import get_budget
-from .checkpoints import CHECKPOINT, FORMAT, check_moments, read_checkpoint, write_checkpoint
+from .checkpoints import (
+    CHECKPOINT,
+    FORMAT,
+    check_moments,
+    epoch_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .contracts import ModelCapabilities, model_capabilities
 from .data.fingerprint import fingerprint
 from .data.twins import NoiseTwins, PermutationTwins
@@ -551,7 +558,8 @@ def _assemble(cfg: TrainConfig, data, state: dict | None = None, source: str = "
 def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool = False,
           encoder_from: TrainedModel | None = None, show_progress: bool = True,
           run_id: str | None = None,
-          on_start: Callable[[TrainedModel], None] | None = None) -> TrainedModel:
+          on_start: Callable[[TrainedModel], None] | None = None,
+          checkpoint_every: int | None = None) -> TrainedModel:
     """Train ``cfg`` on ``data`` (a ParticleDataset or an MnistDataset).
 
     Args:
@@ -563,6 +571,10 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
             the resumed checkpoint's); a resumed checkpoint of another id is refused.
         on_start: called with the run once everything is checked and restored, before the
             first epoch (``ampcheck train`` marks its run unfinished there).
+        checkpoint_every: with ``out``, also keep the weights of every epoch that this number
+            divides, and of the last, as ``checkpoint.<epoch>.pt``
+            (:func:`~ampcheck.checkpoints.epoch_checkpoint`: the model alone, no optimiser
+            state), for the profile over epochs; None: none kept.
         show_progress: a progress bar over each epoch's batches where stderr is a terminal,
             and one INFO record per epoch (loss, seconds, images/s) on the
             ``ampcheck.train`` logger; the application decides where records go.
@@ -573,6 +585,11 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
     """
     if resume and out is None:
         raise ConfigError("resume=True needs out=<the run's directory>")
+    if checkpoint_every is not None and (out is None or isinstance(checkpoint_every, bool)
+                                         or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ConfigError(f"checkpoint_every must be a positive number of epochs, with out=, "
+                          f"got {checkpoint_every!r}")
     world = World.current()  # one process unless launched by torchrun
     world.check_batch(cfg.resolved_batch_size)
     if cfg.family.needs_poses and getattr(data, "rot", None) is None:
@@ -684,6 +701,10 @@ def train(cfg: TrainConfig, data, *, out: str | Path | None = None, resume: bool
                         recon_, kl_, record.seconds, seen / record.seconds)
         if ckpt is not None and world.is_main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
+            if checkpoint_every and (record.epoch % checkpoint_every == 0
+                                     or record.epoch == cfg.epochs):
+                run.save(epoch_checkpoint(ckpt.parent, record.epoch))  # before checkpoint.pt:
+                # a run resumed after a kill between the two writes this one again
             run.save(ckpt, optimizers, gen)
     world.barrier()  # all ranks return together, after rank 0's last checkpoint
     model.eval()

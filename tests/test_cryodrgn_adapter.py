@@ -490,3 +490,44 @@ def test_bad_data_for_the_run_is_explained(run, tmp_path):
         with pytest.raises(InputError, match=why):
             check_cryodrgn(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
                            heldout_ind=path, budget="smoke")
+
+
+# ----------------------------------------------------------------------------- over epochs
+@pytest.mark.extras
+@pytest.mark.cryoem
+def test_the_profile_over_a_cryodrgn_runs_epochs(run, tmp_path, capsys):
+    """The fixture's run keeps weights.1.pkl and weights.2.pkl (train_vae's --checkpoint 1, its
+    default): each is measured once on the run's held-out images, and epoch 1 by the
+    single-epoch path gives the same numbers at the same sizes and seed."""
+    from ampcheck.adapters.cryodrgn import check_cryodrgn_run, open_cryodrgn_run
+    from ampcheck.adapters.cryodrgn_epochs import check_cryodrgn_epochs
+    from ampcheck.checks import settings_for
+    from ampcheck.cli import main
+    from ampcheck.epochs import parse_epochs
+
+    checks = ["amortization_gap", "heldout_generalisation", "rotation_invariance"]
+    profile, model, data = check_cryodrgn_epochs(
+        run.out, run.particles, run.poses, run.ctf, selection=parse_epochs("all"),
+        truth=run.truth, ind=run.train_ind, checks=checks, budget="smoke")
+    assert [e for e, _, _ in profile.epochs] == [1, 2] and model.epoch == 2
+    assert profile.recommended_epoch in (1, 2, None) and profile.reason
+    at1 = dict((e, m) for e, m, _ in profile.epochs)[1]
+    assert {"gap_fraction[heldout]", "r2_linear[heldout]", "rotation_displacement",
+            "loss_ratio", "volume_auc_fsc[train]"} <= set(at1)
+    one, whole = open_cryodrgn_run(run.out, run.particles, run.poses, run.ctf, truth=run.truth,
+                                   ind=run.train_ind, epoch=1)
+    gap, held, rot = check_cryodrgn_run(one, whole, particles=run.particles, ind=run.train_ind,
+                                        checks=checks, budget="smoke",
+                                        settings=settings_for("smoke", per_epoch=True))
+    assert gap.metrics["gap_fraction[heldout]"] == at1["gap_fraction[heldout]"]
+    assert held.metrics["r2_linear[heldout]"] == at1["r2_linear[heldout]"]
+    assert rot.metrics["displacement"] == at1["rotation_displacement"]
+
+    # the command line: a list with an epoch not saved, then no held-out images
+    args = ["check", "--cryodrgn", str(run.out), "--particles", str(run.particles),
+            "--poses", str(run.poses), "--ctf", str(run.ctf), "--out", str(tmp_path / "r")]
+    assert main([*args, "--ind", str(run.train_ind), "--epoch", "1,3"]) == 2
+    assert "no weights for epoch(s) 3 of --epoch 1,3; epochs saved: 1-2" in \
+        capsys.readouterr().err
+    assert main([*args, "--epoch", "all"]) == 2
+    assert "compares training with held-out images" in capsys.readouterr().err

@@ -59,8 +59,8 @@ from .cryodrgn_lib import checkpoint_epoch, import_cryodrgn
 from .cryodrgn_retrain import TABLE_LR, CryoDRGNNet, recorded_seed, retrain_config
 
 __all__ = ["CryoDRGNVAE", "RETRAIN_HINT", "check_cryodrgn", "check_cryodrgn_run",
-           "cryodrgn_dataset", "cryodrgn_latents", "open_cryodrgn_run", "describe_run",
-           "load_cryodrgn", "read_indices"]
+           "cryodrgn_dataset", "cryodrgn_latents", "cryodrgn_split", "describe_run",
+           "load_cryodrgn", "open_cryodrgn_run", "read_indices", "saved_epochs"]
 
 PathLike = str | os.PathLike
 
@@ -72,14 +72,21 @@ _MODEL_KEYS = ("qlayers", "qdim", "players", "pdim", "zdim", "encode_mode", "enc
 
 
 # ----------------------------------------------------------------------------- the run directory
-def _weights_path(run: Path, epoch: int | None) -> tuple[Path, int | None]:
-    """``weights.pkl`` (or the highest ``weights.N.pkl``) for ``epoch=None``, else
-    ``weights.<epoch>.pkl``; returns the path and its epoch (None: the final weights)."""
+def saved_epochs(run_dir: PathLike) -> dict[int, Path]:
+    """The numbered weights of a ``train_vae`` run, ``{epoch: weights.<epoch>.pkl}`` in epoch
+    order (cryoDRGN numbers them from 1 and keeps every ``--checkpoint``-th)."""
     numbered = {}
-    for p in run.iterdir():
+    for p in Path(run_dir).iterdir():
         m = re.fullmatch(r"weights\.(\d+)\.pkl", p.name)
         if m and p.is_file():
             numbered[int(m.group(1))] = p
+    return dict(sorted(numbered.items()))
+
+
+def _weights_path(run: Path, epoch: int | None) -> tuple[Path, int | None]:
+    """``weights.pkl`` (or the highest ``weights.N.pkl``) for ``epoch=None``, else
+    ``weights.<epoch>.pkl``; returns the path and its epoch (None: the final weights)."""
+    numbered = saved_epochs(run)
     if epoch is None:
         if (run / "weights.pkl").is_file():
             return run / "weights.pkl", None
@@ -448,34 +455,18 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
                        thresholds: Mapping[str, float] | None = None, budget: str = DEFAULT_BUDGET,
                        options: Mapping[str, Any] | None = None,
                        retrain: int | str | None = None, table_lr: float | None = None,
-                       show_progress: bool = False, cache=None) -> list:
+                       show_progress: bool = False, cache=None, settings=None) -> list:
     """The checks of :func:`check_cryodrgn` on a run opened by :func:`open_cryodrgn_run`
     (``cache``: a :class:`~ampcheck.checks.TrainingCache` that keeps the retrained variants,
-    for a report that lists them)."""
+    for a report that lists them; ``settings``: as :func:`~ampcheck.checks.check_vae`'s)."""
     from dataclasses import replace
 
     from ..checks import TrainingCache, check_vae, resolve_checks
     from ..kinds import validate_options
 
-    train_idx, in_stack, n = None, None, len(data)
-    held = None if heldout_ind is None else read_indices(heldout_ind, n)
-    if ind is not None:
-        train_idx = read_indices(ind, n)
-        in_stack = train_idx  # the run's training images, as positions in the stack
-        if held is not None:  # both given: the images of neither are not checked
-            both = np.intersect1d(train_idx, held)
-            if len(both):
-                raise InputError(f"{heldout_ind}: image {int(both[0])} is also in {ind}; "
-                                 "expected held-out images the run did not train on")
-            keep = np.union1d(train_idx, held)
-            data, train_idx = data.subset(keep), np.searchsorted(keep, train_idx)
-        if len(train_idx) == len(data):
-            train_idx = None  # the run trained on every image: none is held out
-    elif held is not None:
-        train_idx = in_stack = np.setdiff1d(np.arange(n), held)
-        if not len(train_idx):
-            raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
-                             "the held-out ones")
+    n = len(data)  # the whole stack's
+    data, train_idx, in_stack = cryodrgn_split(data, particles=particles,
+                                               heldout_ind=heldout_ind, ind=ind)
     names = resolve_checks(checks)
     options = validate_options(options)
     if table_lr is not None and options.get("table_lr") not in (None, table_lr):
@@ -511,13 +502,41 @@ def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,
     results = check_vae(model, data, checks=checks, budget=budget, seeds=[seed],
                         thresholds=thresholds, train_indices=train_idx, name="cryodrgn",
                         cache=cache, options=options, skip=skip, variant_config=cfg,
-                        model_is_variant=same)
+                        model_is_variant=same, settings=settings)
     source = ("given (table_lr, --table-lr)" if given_lr is not None else
               "ampcheck's rate for a cryoDRGN run's table (cryodrgn_retrain.TABLE_LR), not the "
               "run's learning rate: a table row moves once per epoch")
     return [replace(r, details={**r.details, "table": {**r.details["table"], "lr_from": source}})
             if "table" in r.details and not r.details["table"].get("frozen") else r
             for r in results]
+
+
+def cryodrgn_split(data, *, particles: PathLike, heldout_ind: PathLike | None = None,
+                   ind: PathLike | None = None):
+    """``(data, train_idx, in_stack)``: the images checked (with both ``ind`` and
+    ``heldout_ind``, only theirs), the positions in it of the run's training images (None:
+    every image, none held out) and those positions in the whole stack (None: not given).
+    Held-out indices that overlap the training ones are refused."""
+    train_idx, in_stack, n = None, None, len(data)
+    held = None if heldout_ind is None else read_indices(heldout_ind, n)
+    if ind is not None:
+        train_idx = read_indices(ind, n)
+        in_stack = train_idx  # the run's training images, as positions in the stack
+        if held is not None:  # both given: the images of neither are not checked
+            both = np.intersect1d(train_idx, held)
+            if len(both):
+                raise InputError(f"{heldout_ind}: image {int(both[0])} is also in {ind}; "
+                                 "expected held-out images the run did not train on")
+            keep = np.union1d(train_idx, held)
+            data, train_idx = data.subset(keep), np.searchsorted(keep, train_idx)
+        if len(train_idx) == len(data):
+            train_idx = None  # the run trained on every image: none is held out
+    elif held is not None:
+        train_idx = in_stack = np.setdiff1d(np.arange(n), held)
+        if not len(train_idx):
+            raise InputError(f"{heldout_ind}: holds every image of {particles}; expected only "
+                             "the held-out ones")
+    return data, train_idx, in_stack
 
 
 def _same_training_images(model: CryoDRGNVAE, in_stack: np.ndarray | None, n: int) -> None:

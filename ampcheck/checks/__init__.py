@@ -203,7 +203,8 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None,
               cache: TrainingCache | None = None, options: Mapping[str, Any] | None = None,
               show_progress: bool = False, strict: bool | None = None,
               skip: Mapping[str, str] | None = None, variant_config: Any = None,
-              model_is_variant: bool = True) -> list[CheckResult]:
+              model_is_variant: bool = True, settings: Settings | None = None
+              ) -> list[CheckResult]:
     """Run the amortization checks on ``model`` and return one :class:`CheckResult` each.
 
     Args:
@@ -228,10 +229,14 @@ def check_vae(model: Any, data, *, checks: Iterable[str] | None = None,
             its variants (its own network and settings: the checks that retrain then apply),
             and whether that config trains the model itself (see
             :func:`~ampcheck.checks.subject.subject_from`).
+        settings: evaluation sizes and thresholds in place of ``budget``'s and
+            ``thresholds`` (a profile over epochs measures each epoch at
+            ``settings_for(budget, per_epoch=True)``).
     """
     names = resolve_checks(checks)
     options = validate_options(options)
-    settings = settings_for(budget, resolve_thresholds(thresholds))
+    if settings is None:
+        settings = settings_for(budget, resolve_thresholds(thresholds))
     cache = cache if cache is not None else TrainingCache(show_progress=show_progress)
     subject = subject_from(model, data, budget=budget, seeds=seeds, device=device,
                            heldout_fraction=heldout_fraction, train_indices=train_indices,

@@ -25,12 +25,15 @@ class Settings(Evaluation):
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
 
-def settings_for(budget: str, thresholds: Mapping[str, Threshold] | None = None) -> Settings:
+def settings_for(budget: str, thresholds: Mapping[str, Threshold] | None = None, *,
+                 per_epoch: bool = False) -> Settings:
     """The :class:`Settings` of the named budget (:mod:`ampcheck.budgets`), with
-    ``thresholds`` (default: :data:`~ampcheck.thresholds.DEFAULT_THRESHOLDS`)."""
+    ``thresholds`` (default: :data:`~ampcheck.thresholds.DEFAULT_THRESHOLDS`); ``per_epoch``:
+    its sizes for each epoch of a profile over epochs (``Budget.per_epoch``)."""
     named = get_budget(budget)
     extra = {} if thresholds is None else {"thresholds": dict(thresholds)}
-    return Settings(**asdict(named.evaluation), budget=named.name, **extra)
+    sizes = named.per_epoch if per_epoch and named.per_epoch is not None else named.evaluation
+    return Settings(**asdict(sizes), budget=named.name, **extra)
 
 
 # ---------------------------------------------------------------------------- what checks need

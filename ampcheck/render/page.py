@@ -21,6 +21,7 @@ from ..display import RUN_FACTS, RunFacts, number_text
 from ..files import atomic_path
 from ..report import REPORT_HTML, load_report
 from ..results import bound_text, result_keys
+from .epochs import epochs_section
 from .figures import figures, loss_plot
 from .plotting import Arrays, Json
 from .text import (
@@ -60,6 +61,7 @@ def _page(report: Json, arrays: dict[str, Arrays]) -> str:
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
             "content='width=device-width, initial-scale=1'><title>ampcheck amortization report"
             f"</title><style>{_CSS}</style></head><body>{_header(report, checks)}"
+            f"{epochs_section(report.get('over_epochs'), checks, _figure_html)}"
             f"<h2 id='profile'>Amortization profile</h2>{_profile_table(checks, anchors)}"
             f"{sections}{_training_section(as_dict(report.get('runs')))}{_FOOTER}</body></html>\n")
 
