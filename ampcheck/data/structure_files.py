@@ -77,8 +77,12 @@ class Records:
     coords: np.ndarray
 
     def keys(self) -> np.ndarray:
-        """``"chain:resnum:name"`` of each atom, which identifies it across models."""
-        return np.char.add(np.char.add(np.char.add(self.chain.astype(str), ":"),
+        """``"k:resnum:name"`` of each atom, with ``k`` its chain's rank of appearance: what
+        identifies an atom across models (files name the same chain differently: a PDB file's
+        blank chain with a segment id, the same model written as mmCIF)."""
+        _, first, inverse = np.unique(self.chain, return_index=True, return_inverse=True)
+        rank = np.argsort(np.argsort(first))[inverse]
+        return np.char.add(np.char.add(np.char.add(rank.astype(str), ":"),
                                        np.char.add(self.resnum.astype(str), ":")),
                            self.name.astype(str))
 
