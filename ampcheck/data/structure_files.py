@@ -38,15 +38,26 @@ _BACKBONE = frozenset({"N", "CA", "C", "O"})
 _RANGE = re.compile(r"^(?:([A-Za-z0-9_]+):)?(-?\d+)(?:-(-?\d+))?$")
 
 
-def _need(module: str):
-    import importlib
+def _missing(module: str, err: ImportError) -> ConfigError:
+    return ConfigError(f"reading atomic models needs the optional package {module} "
+                       f"({first_line(err)}); install it with: pip install "
+                       "'ampcheck[structures]'")
 
+
+def _gemmi():
     try:
-        return importlib.import_module(module)
+        import gemmi
     except ImportError as err:
-        raise ConfigError(f"reading atomic models needs the optional package {module} "
-                          f"({first_line(err)}); install it with: pip install "
-                          "'ampcheck[structures]'") from None
+        raise _missing("gemmi", err) from None
+    return gemmi
+
+
+def _mdanalysis():
+    try:
+        import MDAnalysis
+    except ImportError as err:
+        raise _missing("MDAnalysis", err) from None
+    return MDAnalysis
 
 
 def parse_residues(spec: str | None, option: str = "--residues"
@@ -120,7 +131,7 @@ def select(rec: Records, atoms: str, residues, where: str) -> Records:
 
 def read_structure(path: str | Path) -> Records:
     """The first model of a PDB or mmCIF file (gemmi), first alternate conformations only."""
-    gemmi = _need("gemmi")
+    gemmi = _gemmi()
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected a PDB or mmCIF structure)")
@@ -158,7 +169,7 @@ def read_trajectory(trajectory: str | Path, topology: str | Path, stride: int = 
     """Every ``stride``-th frame of a trajectory (MDAnalysis, any format it reads) with its
     topology; returns the records and the frame numbers ``(F,)``. Elements are the
     topology's where it has them, else the first letter of each atom's name."""
-    mda = _need("MDAnalysis")
+    mda = _mdanalysis()
     for p, what in ((topology, "topology"), (trajectory, "trajectory")):
         if not Path(p).is_file():
             raise InputError(f"{p}: file not found (expected a {what} MDAnalysis reads)")
@@ -189,7 +200,7 @@ def read_trajectory(trajectory: str | Path, topology: str | Path, stride: int = 
 
 def element_weights(elements: np.ndarray, where: str) -> np.ndarray:
     """``f_e(0)`` (Å) of each element symbol (see the module's docstring)."""
-    gemmi = _need("gemmi")
+    gemmi = _gemmi()
     table = {}
     for sym in np.unique(elements):
         e = gemmi.Element(str(sym))
