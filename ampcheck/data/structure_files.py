@@ -14,7 +14,9 @@ dropped; ``residues`` and ``core`` are comma-separated residue ranges, each ``[C
 or ``[CHAIN:]N``, where the chain is the model's chain name (its segment id where the chain has
 no name; a trajectory's segment id). In standard residues (and force fields' variants) an
 atom's element is the first letter of its name (files from MD often lack the element column);
-elsewhere the file's.
+elsewhere the file's. A file named ``MDAnalysisTests:NAME`` is NAME in that package's test
+data (adenylate kinase's open and closed structures, ``adk_open.pdb`` and ``adk_closed.pdb``,
+and its closing trajectory, ``adk_dims.dcd`` with ``adk.psf``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,28 @@ def _mdanalysis():
     except ImportError as err:
         raise _missing("MDAnalysis", err) from None
     return MDAnalysis
+
+
+#: ``MDAnalysisTests:NAME`` names a file of that package's test data (adenylate kinase's
+#: structures and trajectory, among others): examples that run wherever the extra is installed.
+PACKAGE_PREFIX = "MDAnalysisTests:"
+
+
+def resolve(path: str | Path) -> Path:
+    """``path``, or for ``MDAnalysisTests:NAME`` the file NAME of that package's data."""
+    text = str(path)
+    if not text.lower().startswith(PACKAGE_PREFIX.lower()):
+        return Path(path)
+    name = text[len(PACKAGE_PREFIX):]
+    try:
+        import MDAnalysisTests
+    except ImportError as err:
+        raise _missing("MDAnalysisTests", err) from None
+    found = Path(MDAnalysisTests.__file__).parent / "data" / name
+    if not name or "/" in name or not found.is_file():
+        raise InputError(f"{text}: no file {name!r} in MDAnalysisTests' data (e.g. "
+                         "adk_open.pdb, adk_closed.pdb, adk.psf, adk_dims.dcd)")
+    return found
 
 
 def parse_residues(spec: str | None, option: str = "--residues"
@@ -132,7 +156,7 @@ def select(rec: Records, atoms: str, residues, where: str) -> Records:
 def read_structure(path: str | Path) -> Records:
     """The first model of a PDB or mmCIF file (gemmi), first alternate conformations only."""
     gemmi = _gemmi()
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected a PDB or mmCIF structure)")
     try:
@@ -170,6 +194,7 @@ def read_trajectory(trajectory: str | Path, topology: str | Path, stride: int = 
     topology; returns the records and the frame numbers ``(F,)``. Elements are the
     topology's where it has them, else the first letter of each atom's name."""
     mda = _mdanalysis()
+    trajectory, topology = resolve(trajectory), resolve(topology)
     for p, what in ((topology, "topology"), (trajectory, "trajectory")):
         if not Path(p).is_file():
             raise InputError(f"{p}: file not found (expected a {what} MDAnalysis reads)")
@@ -266,9 +291,9 @@ def load_ensemble(structures=None, trajectory=None, topology=None, *, atoms: str
     core_ranges = parse_residues(core, "--core")
     if structures:
         models = [select(read_structure(p), atoms, res_ranges, str(p)) for p in structures]
-        labels, frames, kind = [Path(p).name for p in structures], None, "structures"
+        labels, frames, kind = [resolve(p).name for p in structures], None, "structures"
         where = [str(p) for p in structures]
-        sources = {"structures": [str(Path(p).resolve()) for p in structures]}
+        sources = {"structures": [str(resolve(p).resolve()) for p in structures]}
     else:
         rec, frames = read_trajectory(trajectory, topology, stride)
         rec = select(rec, atoms, res_ranges, str(trajectory))
@@ -276,8 +301,8 @@ def load_ensemble(structures=None, trajectory=None, topology=None, *, atoms: str
                           rec.coords[f:f + 1]) for f in range(len(frames))]
         labels, kind = [f"frame {f}" for f in frames], "trajectory"
         where = [f"{trajectory} frame {f}" for f in frames]
-        sources = {"trajectory": str(Path(trajectory).resolve()),
-                   "topology": str(Path(topology).resolve()), "stride": stride}
+        sources = {"trajectory": str(resolve(trajectory).resolve()),
+                   "topology": str(resolve(topology).resolve()), "stride": stride}
     coords = [m.coords[0].copy() for m in models]
     weights = [element_weights(m.element, w) for m, w in zip(models, where, strict=True)]
     keys = [m.keys() for m in models]
