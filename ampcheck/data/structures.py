@@ -85,6 +85,8 @@ class AtomicSynthConfig:
             bad(f"n must be an integer >= 2, got {self.n!r}")
         if not isinstance(self.D, (int, np.integer)) or self.D < 16 or self.D % 2:
             bad(f"box size D must be an even integer >= 16, got {self.D!r}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            bad(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("apix", "resolution"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 bad(f"{name} must be positive, got {getattr(self, name)}")
