@@ -23,12 +23,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "a heterogeneous stack of a real molecule: one state per model, or per trajectory frame")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--structures", nargs="+", metavar="FILE",
-                     help="PDB or mmCIF models, one state each (truth: z_class, the index)")
+                     help="PDB or mmCIF models, one state each (truth: z_class, the index); "
+                          "MDAnalysisTests:NAME is a file of that package's test data")
     src.add_argument("--trajectory", metavar="FILE",
                      help="a trajectory MDAnalysis reads (needs --topology; truth: "
                           "z_continuous, the frame's position)")
     g.add_argument("--topology", metavar="FILE", help="the trajectory's topology (PSF, PDB, ...)")
-    g.add_argument("--stride", type=argtypes.positive_int, help="every Nth frame (default 1)")
+    g.add_argument("--stride", type=argtypes.positive_int, metavar="N",
+                   help="every Nth frame (default 1)")
     g.add_argument("--atoms", choices=("heavy", "all", "backbone", "ca"),
                    help="which atoms (default heavy: no hydrogens; waters never)")
     g.add_argument("--residues", metavar="SPEC",

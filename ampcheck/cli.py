@@ -57,7 +57,9 @@ def _add_synth_options(p: argparse.ArgumentParser, size: str) -> None:
                         f"(128 px, 50,000), tiny (32 px, 48); default {size}")
     p.add_argument("--n", type=_positive_int, help="number of images (overrides the preset)")
     p.add_argument("--box", type=_positive_int, metavar="D", help="image size in pixels (even)")
-    p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
+    p.add_argument("--apix", type=_positive_float,
+                   help="pixel size in Å (default 192 Å / D; from atomic models: from the "
+                        "molecule's size)")
     p.add_argument("--snr", type=_positive_float,
                    help="signal-to-noise ratio (default 0.1; 'inf' for noiseless)")
     p.add_argument("--seed", type=argtypes.seed, help="random seed (default 0)")
