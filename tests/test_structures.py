@@ -101,6 +101,14 @@ def test_a_trajectory_gives_each_image_its_frames_position(tmp_path, adk):
     assert res.manifest["alignment"]["rmsd_to_first_max"] > 5
 
 
+def test_images_per_state(tmp_path, adk):
+    out = tmp_path / "each"
+    assert main(["synth", "--out", str(out), "--structures", "MDAnalysisTests:adk_open.pdb",
+                 "MDAnalysisTests:adk_closed.pdb", "--per-state", "30", "--box", "24",
+                 "--quiet"]) == 0
+    assert np.bincount(np.load(out / "truth.npz")["z_class"]).tolist() == [30, 30]
+
+
 def test_alignment_on_the_core_removes_the_rigid_motion_and_keeps_the_internal_one(
         tmp_path, adk):
     import gemmi
@@ -152,6 +160,8 @@ def test_alignment_on_the_core_removes_the_rigid_motion_and_keeps_the_internal_o
     ("box_too_small", "does not fit a box"),
     ("bad_topology", "MDAnalysis cannot read them"),
     ("weights_count", "3 weights for 2 models"),
+    ("per_state_and_n", "--per-state and --n both"),
+    ("no_such_package_file", "no file 'adk.pdb' in MDAnalysisTests' data"),
 ])
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, adk, capsys, case, message):
     junk = tmp_path / "junk.txt"
@@ -165,6 +175,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, adk, capsys, case
         "box_too_small": ["--structures", *two, "--box", "32", "--apix", "1.5"],
         "bad_topology": ["--trajectory", adk.DCD, "--topology", str(junk)],
         "weights_count": ["--structures", *two, "--weights", "1", "2", "3"],
+        "per_state_and_n": ["--structures", *two, "--per-state", "3", "--n", "6"],
+        "no_such_package_file": ["--structures", "MDAnalysisTests:adk.pdb"],
     }[case]
     out = tmp_path / "out"
     assert main(["synth", "--out", str(out), *args, "--quiet"]) == 2
