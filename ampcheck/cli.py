@@ -3,7 +3,7 @@
 * ``ampcheck run``: the main job, every check on the embedded synthetic data set (or on
   ``--data DIR``, or on particles given as cryoDRGN's ``train_vae`` takes them: ``--particles``,
   ``--poses``, ``--ctf``, ``--ind``, ``--datadir``), with a report;
-* ``ampcheck synth``: write a synthetic data set;
+* ``ampcheck synth``: write a synthetic data set (of atomic models: :mod:`._synth_atoms`);
 * ``ampcheck train``: train one harness variant into a run directory (resumable);
 * ``ampcheck check``: run the checks on a run of ``ampcheck train`` or on a cryoDRGN model;
 * ``ampcheck report``: render a report directory's HTML again from its JSON.
@@ -57,7 +57,9 @@ def _add_synth_options(p: argparse.ArgumentParser, size: str) -> None:
                         f"(128 px, 50,000), tiny (32 px, 48); default {size}")
     p.add_argument("--n", type=_positive_int, help="number of images (overrides the preset)")
     p.add_argument("--box", type=_positive_int, metavar="D", help="image size in pixels (even)")
-    p.add_argument("--apix", type=_positive_float, help="pixel size in Å (default 192 Å / D)")
+    p.add_argument("--apix", type=_positive_float,
+                   help="pixel size in Å (default 192 Å / D; from atomic models: from the "
+                        "molecule's size)")
     p.add_argument("--snr", type=_positive_float,
                    help="signal-to-noise ratio (default 0.1; 'inf' for noiseless)")
     p.add_argument("--seed", type=argtypes.seed, help="random seed (default 0)")
@@ -76,9 +78,12 @@ def _given(args: argparse.Namespace, names) -> list[str]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from . import _synth_atoms
     from .data.synthetic import generate
     from .outdir import OutputDir
 
+    if _synth_atoms.wanted(args):
+        return _synth_atoms.run(args)
     with OutputDir(args.out, "ampcheck synth") as held:
         result = generate(held.path, _synth_config(args), force=args.force, star=args.star,
                           show_progress=not args.quiet)
@@ -553,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write a synthetic heterogeneous cryo-EM data set",
                            description="Write particles.mrcs, poses.pkl, ctf.pkl, truth.npz, "
-                                       "volumes/ and manifest.json to --out.")
+                                       "volumes/ and manifest.json to --out: of ampcheck's own "
+                                       "molecule, or of atomic models (--structures, "
+                                       "--trajectory).")
     synth.add_argument("--out", required=True, help="output directory (must not exist or be "
                                                     "empty, unless --force)")
     synth.add_argument("--force", action="store_true", help="replace an existing directory")
@@ -561,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--star", action="store_true",
                        help="also write particles.star (RELION 3.1) describing the same particles")
     _add_synth_options(synth, "standard")
+    from ._synth_atoms import add_options as add_atomic_options
+
+    add_atomic_options(synth)
     synth.set_defaults(func=_cmd_synth)
     _add_train_parser(sub)
     _add_check_parser(sub)

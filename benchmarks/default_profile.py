@@ -1,11 +1,13 @@
 """The main job's profile over data seeds and training seeds: does the default reproduce?
 
     python benchmarks/default_profile.py [--data-seeds 0 1 2] [--train-seeds 0 1]
-                                         [--other-molecule] [--budget standard] [--out DIR]
+                                         [--other-molecule | --data DIR] [--budget standard]
+                                         [--out DIR]
 
 For each data seed it generates the `standard` synthetic data set (or, with
 ``--other-molecule``, the solid-body molecule of ``tests/molecules.py``, projected in real
-space), and for each training seed it runs the main job's battery
+space; with ``--data DIR``, that data set, e.g. one of ``ampcheck synth --trajectory``), and
+for each training seed it runs the main job's battery
 (:func:`ampcheck.checks.main_battery`) with that one seed. It prints one row per run: every
 verdict with its governing value (``*`` marks a flagged verdict), the truth R² of every trained
 cryo-EM variant's latents, and the battery's wall time; ``--out`` also keeps each run's
@@ -59,12 +61,13 @@ def main() -> None:
     p.add_argument("--data-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--other-molecule", action="store_true")
+    p.add_argument("--data", type=Path, help="a data set directory instead of generated ones")
     p.add_argument("--budget", default="standard")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ampcheck-profile-"))
-    for ds in a.data_seeds:
-        data = _data(root, ds, a.other_molecule)
+    for ds in ["given"] if a.data else a.data_seeds:
+        data = ParticleDataset.from_dir(a.data) if a.data else _data(root, ds, a.other_molecule)
         for ts in a.train_seeds:
             cache = TrainingCache()
             start = time.perf_counter()

@@ -33,3 +33,21 @@ def test_render_one_chunk(benchmark, D):
     out = benchmark(render_clean, assembly, params, slice(0, 256), cfg)
     assert np.isfinite(out).all()
     benchmark.extra_info["images_per_s"] = 256 / benchmark.stats["median"]
+
+
+def test_generate_from_an_atomic_model(benchmark, tmp_path):
+    """``ampcheck synth --structures`` at the ci size (2,000 images of 64 px) from adenylate
+    kinase's two structures with every atom (3,341 each; needs the ``structures`` extra).
+    The manifest's ``images_per_second`` times the same run from the inside."""
+    pytest.importorskip("MDAnalysisTests", reason="needs the structures extra")
+    from ampcheck.data.structure_files import load_ensemble
+    from ampcheck.data.structures import AtomicSynthConfig
+    from ampcheck.data.structures import generate as generate_atomic
+
+    ens = load_ensemble(["MDAnalysisTests:adk_open.pdb", "MDAnalysisTests:adk_closed.pdb"],
+                        atoms="all", core="1-29,60-121,160-214")
+    cfg = AtomicSynthConfig(n=2000, D=64)
+    benchmark.pedantic(lambda: generate_atomic(tmp_path / f"set{next(_count)}", ens, cfg,
+                                               show_progress=False),
+                       rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["images_per_s"] = cfg.n / benchmark.stats["median"]

@@ -7,6 +7,7 @@
   verdicts: about three minutes);
 * ``.venv/bin/python -m pytest ...`` lines collect (running them is CI's or the reader's job);
 * ``cryodrgn`` lines and ``ampcheck check --cryodrgn`` run when cryoDRGN is installed;
+  ``ampcheck synth --structures / --trajectory`` lines when the ``structures`` extra is;
 * Python blocks run in order in one scratch directory; the pytest-module example runs under
   pytester with the README's ``[tool.ampcheck]`` block as its ``pyproject.toml``.
 """
@@ -22,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from launch import torchrun
 
@@ -88,7 +90,7 @@ def test_readme_ampcheck_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ran = 0
     for c in commands():
-        if c[0] == ".venv/bin/ampcheck" and "--cryodrgn" not in c:
+        if c[0] == ".venv/bin/ampcheck" and not {"--cryodrgn", *ATOMIC} & set(c):
             tiny = ["--size", "tiny"] if c[1:] == STEP_BY_STEP else []  # see the docstring
             assert main(c[1:] + tiny) == 0, shlex.join(c)
             ran += 1
@@ -115,6 +117,25 @@ def test_readme_step_by_step_as_written_gives_informative_verdicts(tmp_path, mon
     assert len(ran) == 6, report["profile"]
     flagged = {c["check"]: c["flags"] for c in ran if c["flags"]}
     assert not flagged, flagged
+
+
+#: The options of the commands that need the ``structures`` extra.
+ATOMIC = {"--structures", "--trajectory"}
+
+
+@pytest.mark.extras
+def test_readme_commands_from_atomic_models_run(tmp_path, monkeypatch):
+    for module in ("gemmi", "MDAnalysis", "MDAnalysisTests"):
+        pytest.importorskip(module, reason="needs the structures extra: pip install "
+                                           "'ampcheck[structures]'")
+    monkeypatch.chdir(tmp_path)
+    lines = [c for c in commands() if c[0] == ".venv/bin/ampcheck" and ATOMIC & set(c)]
+    assert len(lines) == 2
+    for c in lines:
+        assert main(c[1:] + ["--quiet"]) == 0, shlex.join(c)
+    truth = np.load(tmp_path / "adk-pair" / "truth.npz")
+    assert np.bincount(truth["z_class"]).tolist() == [313, 937]  # as the README says
+    assert (tmp_path / "adk-motion" / "manifest.json").is_file()
 
 
 def _cryodrgn_executable() -> str | None:

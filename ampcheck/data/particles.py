@@ -39,6 +39,7 @@ from ampcheck.cryoem.lattice import radial_window
 from ampcheck.cryoem.poses import check_ctf, check_poses, read_ctf, read_poses
 from ampcheck.cryoem.stack import ImageStack, read_stack
 from ampcheck.cryoem.star import read_star_particles
+from ampcheck.data.synthetic import GENERATORS
 from ampcheck.data.views import IndexedView
 from ampcheck.errors import ConfigError, InputError, first_line
 
@@ -437,7 +438,7 @@ def _manifest_listing(manifest: str, mtime_ns: int
         entries = json.loads(Path(manifest).read_text())
     except (OSError, ValueError):
         return None, ()
-    if not isinstance(entries, dict) or entries.get("generator") != "ampcheck.data.synthetic":
+    if not isinstance(entries, dict) or entries.get("generator") not in GENERATORS:
         return None, ()
     root = Path(manifest).parent
     D = entries.get("D")

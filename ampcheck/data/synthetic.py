@@ -49,6 +49,9 @@ from ..cryoem.volumes import BlobVolume, project_blobs_fourier, spectrum_to_imag
 from ..errors import ConfigError, InputError
 
 GENERATOR_VERSION = 1
+#: The ``generator`` of the manifests of ampcheck's data sets: this module's and
+#: :mod:`ampcheck.data.structures`' (from atomic models).
+GENERATORS = ("ampcheck.data.synthetic", "ampcheck.data.structures")
 BOX_ANGSTROMS = 192.0  # physical box edge; apix = BOX_ANGSTROMS / D unless given
 MOLECULE_RADIUS_ANGSTROMS = 76.0  # blob centres + 3 sigma, at any hinge angle (tested)
 _CHUNK = 256  # images rendered per step; fixed so that output bytes do not depend on it
@@ -231,20 +234,38 @@ class ImageParameters:
     hinge_deg: np.ndarray  # (N,)
 
 
-def draw_parameters(cfg: SynthConfig) -> ImageParameters:
-    """Draw poses, shifts, CTFs and conformations from independent seeded streams."""
+def draw_acquisition(n: int, D: int, apix: float, seed: int, shift_px: float,
+                     defocus_range_angstroms: tuple[float, float],
+                     astigmatism_max_angstroms: float, voltage_kv: float, cs_mm: float,
+                     amplitude_contrast: float):
+    """Poses ``(n, 3, 3)`` uniform on SO(3), in-plane shifts ``(n, 2)`` uniform in
+    ``[−shift_px, shift_px]²``, CTF rows ``(n, 9)``, each from its own seeded stream, and the
+    generator of the conformations (the fourth stream), in that order."""
     pose_rng, shift_rng, ctf_rng, conf_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4))
-    n = cfg.n
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     rot = random_rotations(n, pose_rng)
-    shift = shift_rng.uniform(-cfg.shift_px, cfg.shift_px, size=(n, 2))
-    dfu = ctf_rng.uniform(*cfg.defocus_range_angstroms, size=n)
-    dfv = dfu - ctf_rng.uniform(0, cfg.astigmatism_max_angstroms, size=n)
+    shift = shift_rng.uniform(-shift_px, shift_px, size=(n, 2))
+    dfu = ctf_rng.uniform(*defocus_range_angstroms, size=n)
+    dfv = dfu - ctf_rng.uniform(0, astigmatism_max_angstroms, size=n)
     dfang = ctf_rng.uniform(0, 180, size=n)
     ctf = np.column_stack([
-        np.full(n, cfg.D), np.full(n, cfg.pixel_size), dfu, dfv, dfang,
-        np.full(n, cfg.voltage_kv), np.full(n, cfg.cs_mm), np.full(n, cfg.amplitude_contrast),
+        np.full(n, D), np.full(n, apix), dfu, dfv, dfang,
+        np.full(n, voltage_kv), np.full(n, cs_mm), np.full(n, amplitude_contrast),
         np.zeros(n)])
+    return rot, shift, ctf, conf_rng
+
+
+def noise_generator(seed: int) -> np.random.Generator:
+    """The stream of the images' noise (the fifth of ``seed``'s)."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
+
+
+def draw_parameters(cfg: SynthConfig) -> ImageParameters:
+    """Draw poses, shifts, CTFs and conformations from independent seeded streams."""
+    n = cfg.n
+    rot, shift, ctf, conf_rng = draw_acquisition(
+        n, cfg.D, cfg.pixel_size, cfg.seed, cfg.shift_px, cfg.defocus_range_angstroms,
+        cfg.astigmatism_max_angstroms, cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
     z = conf_rng.uniform(size=n)
     z_class = (conf_rng.uniform(size=n) < cfg.p_subunit).astype(np.int64)
     lo, hi = cfg.hinge_range_deg
@@ -291,7 +312,8 @@ def render_clean(assembly: Assembly, params: ImageParameters, idx: slice,
     return -spectrum_to_images(spec, cfg.D, cfg.pixel_size, params.ctf[idx])
 
 
-def _mask(D: int) -> np.ndarray:
+def signal_mask(D: int) -> np.ndarray:
+    """``(D, D)`` the circular mask of radius ``D/2`` in which the SNR's signal is measured."""
     ax = np.arange(D) - D // 2
     return np.hypot(*np.meshgrid(ax, ax, indexing="ij")) <= D / 2
 
@@ -430,6 +452,16 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
     complete; an existing non-empty ``out`` is replaced only with ``force=True``.
     """
     cfg = cfg or SynthConfig()
+    start = time.perf_counter()
+    out, manifest = publish(out, force, lambda tmp: _write(tmp, cfg, star, show_progress))
+    return SynthResult(out, manifest, time.perf_counter() - start)
+
+
+def publish(out: str | os.PathLike, force: bool, write):
+    """Build a data set with ``write(tmp)`` in a temporary directory beside ``out`` and rename
+    it into place when complete; returns ``(out, write's result)``. An existing non-empty
+    ``out`` is replaced only with ``force`` and only if it holds an ampcheck data set; on any
+    error nothing is left behind and ``out`` is as it was."""
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
@@ -442,13 +474,12 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
                              "ampcheck synthetic data set (no manifest.json of ours), even with "
                              "--force; choose another directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a data set is shared like any folder
     try:
-        manifest = _write(tmp, cfg, star, show_progress)
+        result = write(tmp)
         for f in tmp.rglob("*"):  # everything on disk before the directory appears
             io.fsync(f)
         if out.exists():
@@ -466,7 +497,7 @@ def generate(out: str | os.PathLike, cfg: SynthConfig | None = None, *, force: b
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SynthResult(out, manifest, time.perf_counter() - start)
+    return out, result
 
 
 def _is_synthetic_set(folder: Path) -> bool:
@@ -474,21 +505,21 @@ def _is_synthetic_set(folder: Path) -> bool:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("generator") == "ampcheck.data.synthetic"
+    return isinstance(manifest, dict) and manifest.get("generator") in GENERATORS
 
 
 def _write(folder: Path, cfg: SynthConfig, star: bool, show_progress: bool) -> dict:
     D, apix = cfg.D, cfg.pixel_size
     assembly = Assembly.default(cfg.molecule_seed)
     params = draw_parameters(cfg)
-    mask = _mask(D)
+    mask = signal_mask(D)
 
     n_pilot = min(cfg.n, _PILOT)
     pilot = np.concatenate([render_clean(assembly, params, slice(s, min(s + _CHUNK, n_pilot)), cfg)
                             for s in range(0, n_pilot, _CHUNK)])
     signal_var = float(pilot[:, mask].var(axis=1).mean())
     noise_std = 0.0 if math.isinf(cfg.snr) else math.sqrt(signal_var / cfg.snr)
-    noise_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(5)[4])
+    noise_rng = noise_generator(cfg.seed)
 
     per_image_var = np.empty(cfg.n)
     chunks = range(0, cfg.n, _CHUNK)

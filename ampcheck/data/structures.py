@@ -1,0 +1,308 @@
+"""Particle stacks from atomic models: a list of structures or a trajectory (SPEC §2.1's
+formats, with per-image truth).
+
+:func:`generate` writes the files that :func:`ampcheck.data.synthetic.generate` writes, in the
+same layout and conventions (white particles, ``trans`` centres the particle, SNR measured in
+the circular mask over a pilot of the first 512 images), from an
+:class:`~ampcheck.data.structure_files.Ensemble`:
+
+* ``truth.npz``: for a list of models ``z_class`` (the model's index) and ``z_continuous``
+  (its position in the list, ``index / (M − 1)``: a conformation coordinate where the list is
+  ordered along a path) and ``model``; for a trajectory ``z_continuous`` (the frame's
+  position along the frames used, in [0, 1]) and ``frame`` (the trajectory's frame number);
+* ``volumes/``: the map of every model (a trajectory: of ``volume_grid`` frames evenly spaced)
+  on the images' grid, and ``average.mrc`` weighted by the images of each state;
+* ``manifest.json``: ``generator`` ``ampcheck.data.structures``, the sources, the selection,
+  the alignment's core RMSD, the physics, and ``seconds`` and ``images_per_second``.
+
+Images: each state's map (:func:`~ampcheck.data.atoms.rasterize_atoms`, the same as the one in
+``volumes/``) is projected by :class:`~ampcheck.data.atoms.SliceProjector`, then CTF and noise
+as in the synthetic generator. States get exact image counts (``n`` split by the weights by
+largest remainders), shuffled over the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .._progress import progress
+from ..cryoem import io
+from ..cryoem.volumes import spectrum_to_images
+from ..errors import ConfigError
+from .atoms import CUTOFF_SIGMAS, SIGMA_PER_RESOLUTION, SliceProjector, padding, rasterize_atoms
+from .structure_files import Ensemble
+from .synthetic import (
+    _CHUNK,
+    _PILOT,
+    draw_acquisition,
+    noise_generator,
+    publish,
+    signal_mask,
+)
+
+GENERATOR = "ampcheck.data.structures"
+GENERATOR_VERSION = 1
+DEFAULT_RESOLUTION_PX = 4.0  # resolution in pixels when not given: σ = 0.9 px
+FILL = 0.9  # the default pixel size puts the molecule, its 3σ and its shifts in 90% of D/2
+
+
+@dataclass(frozen=True)
+class AtomicSynthConfig:
+    """The images' settings (units in the names); the molecule comes as an Ensemble.
+
+    ``apix`` None: from the molecule's size (see :func:`default_apix`); ``resolution`` None:
+    ``4 × apix``; ``state_weights`` None: every state alike (a trajectory's frames always).
+    """
+
+    n: int = 1250
+    D: int = 24
+    apix: float | None = None
+    resolution: float | None = None
+    snr: float = 0.1
+    seed: int = 0
+    max_shift_px: float | None = None  # default 0.04·D, as the synthetic generator's
+    defocus_range_angstroms: tuple[float, float] = (10_000.0, 30_000.0)
+    astigmatism_max_angstroms: float = 500.0
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.1
+    state_weights: tuple[float, ...] | None = None
+    volume_grid: int = 5
+
+    def __post_init__(self):
+        def bad(msg: str):
+            raise ConfigError(f"data from atomic models: {msg}")
+
+        if not isinstance(self.n, (int, np.integer)) or self.n < 2:
+            bad(f"n must be an integer >= 2, got {self.n!r}")
+        if not isinstance(self.D, (int, np.integer)) or self.D < 16 or self.D % 2:
+            bad(f"box size D must be an even integer >= 16, got {self.D!r}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            bad(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("apix", "resolution"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                bad(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.snr > 0:
+            bad(f"snr must be positive (inf for noiseless), got {self.snr}")
+        if self.max_shift_px is not None and not 0 <= self.max_shift_px <= self.D / 8:
+            bad(f"max_shift_px must be in [0, D/8 = {self.D / 8}], got {self.max_shift_px}")
+        lo, hi = self.defocus_range_angstroms
+        if not 0 < lo <= hi:
+            bad(f"the defocus range must be 0 < lo <= hi, got {(lo, hi)}")
+        if not 0 <= self.amplitude_contrast < 1:
+            bad(f"amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
+        if self.state_weights is not None and (
+                any(not (w >= 0 and math.isfinite(w)) for w in self.state_weights)
+                or not sum(self.state_weights) > 0):
+            bad(f"state weights must be non-negative with a positive sum, got "
+                f"{list(self.state_weights)}")
+        if self.volume_grid < 1:
+            bad(f"volume_grid must be >= 1, got {self.volume_grid}")
+
+    @property
+    def shift_px(self) -> float:
+        return self.max_shift_px if self.max_shift_px is not None else 0.04 * self.D
+
+
+def default_apix(radius: float, cfg: AtomicSynthConfig) -> float:
+    """The pixel size (Å) at which the molecule (atom centres within ``radius`` Å), 3σ of its
+    atoms and the largest shift fill ``FILL`` of the half box."""
+    if cfg.resolution is None:  # σ = 0.9 px scales with the pixel
+        room = FILL * cfg.D / 2 - cfg.shift_px - 3 * SIGMA_PER_RESOLUTION * DEFAULT_RESOLUTION_PX
+        return radius / room
+    return (radius + 3 * SIGMA_PER_RESOLUTION * cfg.resolution) / (FILL * cfg.D / 2
+                                                                      - cfg.shift_px)
+
+
+def geometry(ens: Ensemble, cfg: AtomicSynthConfig) -> tuple[float, float, float]:
+    """``(apix, resolution, sigma)`` in Å; refuses a box too small for the molecule."""
+    apix = cfg.apix if cfg.apix is not None else default_apix(ens.radius, cfg)
+    resolution = cfg.resolution if cfg.resolution is not None else DEFAULT_RESOLUTION_PX * apix
+    sigma = SIGMA_PER_RESOLUTION * resolution
+    reach = ens.radius + 3 * sigma + cfg.shift_px * apix
+    if reach > cfg.D / 2 * apix:
+        raise ConfigError(
+            f"the molecule (atoms within {ens.radius:.1f} Å of its centre, plus 3σ = "
+            f"{3 * sigma:.1f} Å and shifts up to {cfg.shift_px * apix:.1f} Å) does not fit a "
+            f"box of {cfg.D * apix:.1f} Å (D = {cfg.D} at {apix:.3g} Å/px); raise --apix or "
+            "--box, or leave --apix out for a pixel size that fits")
+    return apix, resolution, sigma
+
+
+def state_counts(n: int, weights: np.ndarray) -> np.ndarray:
+    """``n`` images split in proportion to ``weights`` by largest remainders (exact counts)."""
+    share = n * np.asarray(weights, float) / np.sum(weights)
+    counts = np.floor(share).astype(np.int64)
+    counts[np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class AtomicSynthResult:
+    """What :func:`generate` wrote and measured."""
+
+    out: Path
+    manifest: dict
+
+    def summary(self) -> str:
+        m = self.manifest
+        src, states = m["source"], m["states"]
+        size = sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file())
+        what = (f"{len(states)} models" if src["kind"] == "structures"
+                else f"{len(states)} frames of {Path(src['trajectory']).name}")
+        counts = [s["images"] for s in states]
+        return "\n".join([
+            f"Heterogeneous data set from atomic models in {self.out}",
+            f"  images    {m['n']:,} × {m['D']}×{m['D']} px at {m['apix']:.3f} Å/px "
+            f"(box {m['D'] * m['apix']:.0f} Å), {size / 2**20:.1f} MiB",
+            f"  molecule  {what}, {min(src['atoms_per_state']):,}–"
+            f"{max(src['atoms_per_state']):,} atoms ({src['atoms']}); core RMSD after "
+            f"alignment ≤ {m['alignment']['core_rmsd_max']:.2g} Å",
+            f"  physics   Gaussian atoms at {m['resolution']:.1f} Å resolution "
+            f"(σ {m['atom_sigma']:.2f} Å), weights f_e(0)",
+            f"  states    {min(counts)}–{max(counts)} images each",
+            f"  noise     SNR {m['snr']:g} requested, {m['snr_measured']:.4g} measured",
+            f"  volumes   {len(m['volumes'])} ground-truth maps in volumes/",
+            f"  took      {m['seconds']:.1f} s ({m['images_per_second']:,.0f} images/s)",
+        ])
+
+
+def generate(out: str | os.PathLike, ensemble: Ensemble, cfg: AtomicSynthConfig | None = None,
+             *, force: bool = False, star: bool = False,
+             show_progress: bool = True) -> AtomicSynthResult:
+    """Write the data set of ``ensemble`` to ``out`` (see the module's docstring); built
+    beside ``out`` and renamed into place when complete, as the synthetic generator's."""
+    cfg = cfg or AtomicSynthConfig()
+    S = len(ensemble.coords)
+    if cfg.state_weights is not None and len(cfg.state_weights) != S:
+        raise ConfigError(f"{len(cfg.state_weights)} weights for {S} models; give one "
+                          "weight per model")
+    if ensemble.kind == "trajectory" and cfg.state_weights is not None:
+        raise ConfigError("state weights are for a list of models (--structures); a "
+                          "trajectory's frames are weighted alike")
+    geometry(ensemble, cfg)  # refuse before any folder is made
+    out, manifest = publish(out, force, lambda tmp: _write(tmp, ensemble, cfg, star,
+                                                           show_progress))
+    return AtomicSynthResult(out, manifest)
+
+
+def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
+           show_progress: bool) -> dict:
+    start = time.perf_counter()
+    D, n, S = cfg.D, cfg.n, len(ens.coords)
+    apix, resolution, sigma = geometry(ens, cfg)
+    rot, shift, ctf, conf_rng = draw_acquisition(
+        n, D, apix, cfg.seed, cfg.shift_px, cfg.defocus_range_angstroms,
+        cfg.astigmatism_max_angstroms, cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
+    counts = state_counts(n, cfg.state_weights if cfg.state_weights is not None else np.ones(S))
+    state = conf_rng.permutation(np.repeat(np.arange(S), counts))
+    grid = (set(range(S)) if ens.kind == "structures" else
+            set(np.rint(np.linspace(0, S - 1, min(cfg.volume_grid, S))).astype(int).tolist()))
+    position = np.arange(S) / max(S - 1, 1)
+
+    (folder / "volumes").mkdir()
+    clean_path = folder / ".clean.f32"
+    clean = np.lib.format.open_memmap(clean_path, mode="w+", dtype=np.float32, shape=(n, D, D))
+    average, volumes = np.zeros((D,) * 3), []
+    for s in progress(range(S), S, "projecting states", unit="state", enabled=show_progress):
+        vol = rasterize_atoms(ens.coords[s], ens.weights[s], sigma, D, apix)
+        average += vol * counts[s] / n
+        if s in grid:
+            name = f"state{s:04d}.mrc"
+            io.write_mrc(folder / "volumes" / name, vol.astype(np.float32), apix)
+            volumes.append({"file": f"volumes/{name}", "z_continuous": float(position[s]),
+                            "z_class": s if ens.kind == "structures" else 0,
+                            "state": ens.labels[s]})
+        idx = np.flatnonzero(state == s)
+        if not len(idx):
+            continue
+        projector = SliceProjector(vol, apix)
+        for c in range(0, len(idx), _CHUNK):
+            i = idx[c:c + _CHUNK]
+            spec = projector.spectra(rot[i], shift[i])
+            clean[i] = -spectrum_to_images(spec, D, apix, ctf[i])
+    io.write_mrc(folder / "volumes" / "average.mrc", average.astype(np.float32), apix)
+    volumes.append({"file": "volumes/average.mrc", "z_continuous": None, "z_class": None,
+                    "note": "mean of the states' maps weighted by their images"})
+
+    mask = signal_mask(D)
+    pilot = np.asarray(clean[:min(n, _PILOT)], dtype=np.float64)
+    signal_var = float(pilot[:, mask].var(axis=1).mean())
+    noise_std = 0.0 if math.isinf(cfg.snr) else math.sqrt(signal_var / cfg.snr)
+    noise_rng = noise_generator(cfg.seed)
+    per_image_var = np.empty(n)
+    with io.StackWriter(folder / "particles.mrcs", n, D, apix) as stack:
+        for s0 in range(0, n, _CHUNK):
+            x = np.asarray(clean[s0:s0 + _CHUNK], dtype=np.float64)
+            per_image_var[s0:s0 + len(x)] = x[:, mask].var(axis=1)
+            stack.write(s0, (x + noise_std * noise_rng.standard_normal(x.shape))
+                        .astype(np.float32))
+    del clean
+    clean_path.unlink()
+
+    rot32, trans = rot.astype(np.float32), (-shift / D).astype(np.float32)
+    io.write_poses(folder / "poses.pkl", rot32, trans)
+    io.write_ctf(folder / "ctf.pkl", ctf.astype(np.float32))
+    files = {"particles": "particles.mrcs", "poses": "poses.pkl", "ctf": "ctf.pkl",
+             "truth": "truth.npz"}
+    if star:
+        names = [f"{i + 1:06d}@particles.mrcs" for i in range(n)]
+        io.write_star(folder / "particles.star", names, rot32, trans, ctf, D, apix)
+        files["star"] = "particles.star"
+    if ens.kind == "structures":
+        truth = {"z_class": state.astype(np.int64), "z_continuous": position[state],
+                 "model": state.astype(np.int64)}
+        truth_note = {"z_class": "the model's index in the list",
+                      "z_continuous": "the model's position in the list, index / (M - 1)"}
+    else:
+        truth = {"z_continuous": position[state], "frame": np.asarray(ens.frames)[state]}
+        truth_note = {"z_continuous": "the frame's position along the frames used, in [0, 1]",
+                      "frame": "the trajectory's frame number"}
+    np.savez(folder / "truth.npz", **truth)
+    seconds = time.perf_counter() - start
+    manifest = {
+        "generator": GENERATOR,
+        "generator_version": GENERATOR_VERSION,
+        "ampcheck_version": __version__,
+        "config": asdict(cfg),
+        "n": n, "D": D, "apix": apix, "snr": cfg.snr, "seed": cfg.seed,
+        "resolution": resolution, "atom_sigma": sigma, "max_shift_px": cfg.shift_px,
+        "snr_measured": float(per_image_var.mean() / noise_std**2) if noise_std else math.inf,
+        "noise_std": noise_std,
+        "signal_variance": signal_var,
+        "contrast": "white particles: image = -CTF * projection (cryoDRGN's default inverts)",
+        "snr_definition": "variance of the noiseless signal inside the circular mask of radius "
+                          "D/2 over the noise variance",
+        "physics": {
+            "atoms": f"isotropic Gaussians, sigma = {SIGMA_PER_RESOLUTION:.4f} x resolution "
+                     "(Chimera molmap), integral f_e(0): the electron scattering factor at "
+                     "zero angle (International Tables Vol. C 4.3.2.2, via gemmi), cut at "
+                     f"{CUTOFF_SIGMAS} sigma",
+            "projection": f"central slices of the map's transform, zero-padded x{padding(D)}, "
+                          "gridding-corrected, trilinear",
+        },
+        "source": {"kind": ens.kind, **ens.sources, "atoms_per_state": ens.n_atoms,
+                   **ens.selection},
+        "alignment": {"core_atoms": ens.core_atoms,
+                      "core_rmsd_max": float(ens.core_rmsd.max()),
+                      "rmsd_to_first_max": (None if np.isnan(ens.rmsd).any()
+                                            else float(ens.rmsd.max()))},
+        "states": [{"state": lab, "images": int(k)} for lab, k in zip(ens.labels, counts,
+                                                                        strict=True)],
+        "files": files,
+        "truth": {**truth_note, "per_image": sorted(truth)},
+        "volumes": volumes,
+        "seconds": seconds,
+        "images_per_second": n / seconds,
+    }
+    with io.atomic_path(folder / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2, default=float) + "\n")
+    return manifest
