@@ -65,8 +65,9 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
         "|log2| of the spread of the posterior mean across noise draws of one clean particle "
         "over what the posterior's own width predicts for it (sigma² - sigma⁴ per dimension "
         "under a standard-normal prior; exactly 1 for a linear-Gaussian model's exact "
-        "posterior). Above 1 the posterior is off by more than a factor 2 in variance, either "
-        "way: overconfident (narrower than the noise moves it) or underconfident."),
+        "posterior in its eigenbasis). Above 1 the posterior is off by more than a factor 2 "
+        "in variance, either way: overconfident (narrower than the noise moves it) or "
+        "underconfident."),
     "mnist_control": Threshold(
         "recovery_drop", 0.2, False,
         "the classic MLP VAE on digits must generalise to held-out digits (the held-out "

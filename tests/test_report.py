@@ -474,3 +474,23 @@ def test_jitted_functions_of_a_package_are_kept_compiled_on_disk(tmp_path, monke
     assert jit_probe.plus_one(1) == 2
     kept = {p.suffix for p in (tmp_path / "__pycache__").iterdir()}
     assert {".nbi", ".nbc"} <= kept
+
+
+def test_where_no_cache_can_be_written_functions_are_compiled_as_before(tmp_path, monkeypatch):
+    from numba.core.dispatcher import Dispatcher
+
+    (tmp_path / "jit_probe_ro.py").write_text(
+        "import numba\n\n@numba.njit\ndef plus_two(x):\n    return x + 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import jit_probe_ro
+
+    def nowhere(self):  # what numba raises where no cache folder is writable
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(Dispatcher, "enable_caching", nowhere)
+    from ampcheck.render.plotting import keep_compiled
+
+    assert keep_compiled("jit_probe_ro") == 0
+    assert jit_probe_ro.plus_two(1) == 3
+    assert not (tmp_path / "__pycache__").exists() or not any(
+        p.suffix in (".nbi", ".nbc") for p in (tmp_path / "__pycache__").iterdir())

@@ -289,7 +289,7 @@ def check_epochs(models, data, *, train_indices, epochs: Sequence[int] | None = 
 
     if isinstance(models, Mapping):
         table = dict(models)
-        chosen = sorted(table) if epochs is None else list(epochs)
+        chosen = sorted(table if epochs is None else set(epochs))  # in training order
         missing = [e for e in chosen if e not in table]
         if missing:
             raise ConfigError(f"no model for epoch(s) {', '.join(map(str, missing))}; given: "
@@ -299,7 +299,7 @@ def check_epochs(models, data, *, train_indices, epochs: Sequence[int] | None = 
             m = table[epoch]
             return m() if callable(m) and not hasattr(m, "encode") else m
     elif callable(models) and epochs is not None:
-        chosen, get = list(epochs), models
+        chosen, get = sorted(set(epochs)), models
     else:
         raise ConfigError("models must be {epoch: model} or a callable epoch -> model with "
                           "epochs=[...]")

@@ -14,8 +14,10 @@ bootstrap interval over particles:
   the spread of the posterior mean across draws over what the posterior itself predicts for
   it. For the exact posterior of a linear-Gaussian model with the standard-normal prior of a
   VAE, the noise moves the mean with covariance ``Sigma - Sigma²`` (``Sigma`` the posterior
-  covariance; ``Sigma J Sigma`` with ``Sigma^-1 = I + J``), so the ratio is exactly 1; to
-  first order (the Laplace approximation) it is 1 for any model with that prior. When the
+  covariance; ``Sigma J Sigma`` with ``Sigma^-1 = I + J``), so the ratio is exactly 1 where
+  the encoder's dimensions are ``Sigma``'s eigenvectors (a diagonal ``Sigma``, as a VAE's
+  factorised posterior assumes; a mean-field fit of a correlated ``Sigma`` reads below 1);
+  to first order (the Laplace approximation) it is 1 for any model with that prior. When the
   data dominate the prior (``sigma² << 1``) it is the plain ratio of the spread of ``mu``
   across draws to ``sigma²``. Above 1 the posterior is overconfident (narrower than the
   noise makes the mean move), below 1 it claims more uncertainty than the noise causes

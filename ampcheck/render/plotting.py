@@ -84,8 +84,9 @@ def keep_compiled(*packages: str) -> int:
     one core, most of a small report's rendering); pynndescent caches only some of its own.
     numba stores the code beside each package's sources (``__pycache__``), or in its user-wide
     cache where that is read-only, keyed by the source file and the machine, so that every
-    later process loads it in a second or two. The same machine code either way: the
-    embedding, and so the report, are identical.
+    later process loads it in a second or two (where neither can be written, nothing changes:
+    every process compiles). The same machine code either way: the embedding, and so the
+    report, are identical.
     """
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
@@ -95,8 +96,11 @@ def keep_compiled(*packages: str) -> int:
         if module is None or name.split(".")[0] not in packages:
             continue
         for f in list(vars(module).values()):
-            if isinstance(f, Dispatcher) and isinstance(f._cache, NullCache):  # no cache=True
-                f.enable_caching()
+            if isinstance(f, Dispatcher) and isinstance(getattr(f, "_cache", None), NullCache):
+                try:  # no cache=True yet
+                    f.enable_caching()
+                except RuntimeError:  # nowhere writable to keep it: compile as before
+                    return n
                 n += 1
     return n
 
