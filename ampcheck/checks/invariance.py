@@ -48,6 +48,7 @@ from ._common import (
     boot,
     central_slices,
     decoder_use,
+    displacement_stat,
     encoded,
     floors_missed,
     informativeness,
@@ -74,26 +75,6 @@ def _transforms(subject: Subject, kind: str) -> tuple[Transform, ...]:
         raise ConfigError(f"the option {kind}_transforms must be a non-empty list of transforms "
                           f"such as ['roll:1'], got {given!r} (the first one governs)")
     return tuple(parse_transform(t) for t in given)
-
-
-def _displacement(mu: np.ndarray, moved: np.ndarray, settings: Settings, seed: int):
-    """The displacement as a statistic of a resample of images, for the bootstrap.
-
-    The point value is :func:`ampcheck.metrics.displacement`. A resample changes its numerator
-    (the median move of the resampled images); the denominator, a median over up to 20,000
-    pairs of images, is held fixed (its own spread is a percent or so), which keeps the
-    bootstrap cheap.
-    """
-    value = M.displacement(mu, moved, seed=seed)
-    moves = np.linalg.norm(moved - mu, axis=1)
-    centre = float(np.median(moves))
-
-    def stat(b: np.ndarray) -> float:
-        if centre == 0 or not np.isfinite(value):
-            return value
-        return value * float(np.median(moves[b])) / centre
-
-    return stat
 
 
 def _volume_displacement(model, mu: np.ndarray, moved: np.ndarray, n: int, seed: int):
@@ -138,7 +119,7 @@ def _invariance(name: str, kind: str, subject: Subject, settings: Settings) -> C
             arrays = {"mu": mu, **{f"moved[{t}]": m for t, m in moved.items()},
                       **{f"truth[{k}]": v for k, v in truth.items()}}
         for t, m in moved.items():
-            per_t[t]["d"].append(boot(_displacement(mu, m, settings, seed), len(idx), settings,
+            per_t[t]["d"].append(boot(displacement_stat(mu, m, seed), len(idx), settings,
                                       seed))
             per_t[t]["r1"].append(M.retrieval_at_k(mu, m, 1))
             per_t[t]["r10"].append(M.retrieval_at_k(mu, m, min(10, len(idx) - 1)))

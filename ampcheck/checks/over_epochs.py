@@ -39,12 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import metrics as M
 from ..contracts import data_capabilities
 from ..epochs import over_epochs_document, recommend_epoch
 from ..errors import InputError, first_line
 from ..results import CheckResult, Metric
-from ._common import Settings, boot, sample
+from ._common import Settings, boot, displacement_stat, sample
 from .fits import volume_agreement
 
 __all__ = ["EPOCH_CHECKS", "EpochProfile", "check_epochs", "epoch_checks", "measure_epochs"]
@@ -113,18 +112,8 @@ def _movement(now: np.ndarray, before: np.ndarray, settings: Settings, seed: int
     """How far the means ``now`` moved from ``before`` (same images, row by row), over the
     spread of ``now`` (:func:`ampcheck.metrics.displacement`), with its interval (resampled
     numerator, fixed denominator, as the invariance checks resample theirs)."""
-    value = M.displacement(now, before, seed=seed)
-    moves = np.linalg.norm(before - now, axis=1)
-    centre = float(np.median(moves))
-
-    def stat(b: np.ndarray) -> float:
-        if centre == 0 or not np.isfinite(value):
-            return value
-        return value * float(np.median(moves[b])) / centre
-
-    iv = boot(stat, len(now), settings, seed)
-    lo, hi = iv.lo, iv.hi
-    return Metric(iv.value, False, lo, hi)
+    iv = boot(displacement_stat(now, before, seed), len(now), settings, seed)
+    return Metric(iv.value, False, iv.lo, iv.hi)
 
 
 def _losses(model, train, heldout, settings: Settings, seed: int) -> dict[str, Metric]:
