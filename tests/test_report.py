@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -215,6 +218,23 @@ def test_high_dimensional_latents_are_embedded_with_umap(tmp_path):
         "mu": mu, "moved[roll(0,1)]": mu + 0.1, "truth[z_continuous]": z})], run_info={})
     assert "UMAP of the 8-D latents" in page
     assert [img[:8] for img in pngs(page)] == [PNG]
+
+
+def test_an_embedding_leaves_the_processs_openmp_threads_as_they_were():
+    # numba's OpenMP layer, started by UMAP's first fit in a process, set the threads of the
+    # libgomp that torch had loaded to the number of cores: every later test in that pytest
+    # worker trained with two threads on a core of its own (3 to 8 times the CPU time).
+    code = ("import torch, numpy as np\n"
+            "from ampcheck.render.plotting import embed\n"
+            "_, method = embed([np.random.default_rng(0).normal(size=(60, 8))])\n"
+            "print(method, torch.get_num_threads())\n")
+    # one thread from the environment, as `make test` gives its workers (torch then follows
+    # OpenMP's count; a torch.set_num_threads call would have kept its own)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["UMAP", "1"], done.stdout
 
 
 def test_load_report_explains_what_is_wrong(tmp_path):

@@ -71,10 +71,11 @@ def _recon(closure, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
 
 
 def _elbo(closure, kl_scale: float, mu: torch.Tensor, logvar: torch.Tensor,
-          eps: torch.Tensor) -> torch.Tensor:
-    """Per-image ELBO ``(B,)`` with the draws ``eps (S, B, zdim)``."""
-    recon = _recon(closure, mu, logvar, eps)
-    return -(recon.float().cpu() + kl_scale * kl_divergence(mu, logvar))  # on the CPU
+          eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image ELBO ``(B,)`` with the draws ``eps (S, B, zdim)``, and the expected
+    reconstruction loss ``(B,)`` it holds (both on the CPU)."""
+    recon = _recon(closure, mu, logvar, eps).float().cpu()
+    return -(recon + kl_scale * kl_divergence(mu, logvar)), recon
 
 
 def local_elbos(model, data, idx: np.ndarray, settings: Settings, seed: int = 0
@@ -88,22 +89,20 @@ def local_elbos(model, data, idx: np.ndarray, settings: Settings, seed: int = 0
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn((settings.gap_samples, *mu0.shape), generator=gen)
     with torch.no_grad():
-        e_enc = _elbo(closure, kl_scale, mu0, lv0, eps)
+        e_enc, r_enc = _elbo(closure, kl_scale, mu0, lv0, eps)
         const = (mu0.mean(0).expand_as(mu0), lv0.mean(0).expand_as(lv0))
-        e_0 = _elbo(closure, kl_scale, *const, eps)
+        e_0, r_0 = _elbo(closure, kl_scale, *const, eps)
     mu, lv = mu0.clone().requires_grad_(True), lv0.clone().requires_grad_(True)
     opt = torch.optim.Adam([mu, lv], lr=settings.gap_lr)
     with torch.enable_grad():
         for _ in range(settings.gap_steps):
             draw = torch.randn((1, *mu0.shape), generator=gen)
-            loss = -_elbo(closure, kl_scale, mu, lv, draw).sum()  # images are independent
+            loss = -_elbo(closure, kl_scale, mu, lv, draw)[0].sum()  # images are independent
             # gradients for q only: the (shared, cached) decoder is left untouched
             mu.grad, lv.grad = torch.autograd.grad(loss, [mu, lv])
             opt.step()
     with torch.no_grad():
-        e_opt = _elbo(closure, kl_scale, mu.detach(), lv.detach(), eps)
-        r_opt, r_enc, r_0 = (_recon(closure, *q, eps).float().cpu()
-                             for q in ((mu.detach(), lv.detach()), (mu0, lv0), const))
+        e_opt, r_opt = _elbo(closure, kl_scale, mu.detach(), lv.detach(), eps)
     e_local = torch.maximum(e_opt, e_enc)
     r_local = torch.where(e_opt >= e_enc, r_opt, r_enc)  # the q that E_local is the ELBO of
     return {"enc": e_enc.numpy(), "local": e_local.numpy(), "const": e_0.numpy(),

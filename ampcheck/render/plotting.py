@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from threadpoolctl import threadpool_limits
 
 Json = dict[str, Any]
 Arrays = dict[str, np.ndarray]
@@ -70,8 +71,11 @@ def embed(blocks: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
             import umap  # numba's import and first JIT cost seconds: only when needed
         keep_compiled("umap", "pynndescent")
         fit = umap.UMAP(n_neighbors=min(15, int(ok.sum()) - 1), random_state=SEED, n_jobs=1)
-        with warnings.catch_warnings():  # small or collapsed latents make UMAP chatty
-            warnings.simplefilter("ignore")
+        # numba's OpenMP layer, started by the first fit, sets the process's OpenMP threads
+        # to the number of cores, torch's among them where torch's libgomp is the one loaded:
+        # the limit's exit restores every OpenMP library's own count.
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
+            warnings.simplefilter("ignore")  # small or collapsed latents make UMAP chatty
             y[ok], method = fit.fit_transform(x[ok]), "UMAP"
     return np.split(y, np.cumsum([len(b) for b in blocks])[:-1]), method
 
