@@ -8,7 +8,10 @@ worker's; :class:`ReportMerger` merges them, and the training runs the reports c
 (``ampcheck_training``), into the session of the process that prints the summary. From the
 records come the test's "ampcheck metrics" section (:func:`section`), its junitxml properties
 (:func:`junit_properties`), the terminal summary (:func:`write_summary`) and the
-``--ampcheck-report`` document (:func:`session_report`).
+``--ampcheck-report`` document (:func:`session_report`). A profile over epochs (the
+``ampcheck_epochs`` fixture) is recorded and carried the same way (:func:`add_profile`, the
+attribute ``ampcheck_profiles``): its test's "ampcheck over epochs" section, junitxml
+properties, a summary line and the report's ``runs.over_epochs``.
 
 Torch-free, and matplotlib-free until a report is written: :mod:`ampcheck.report` is imported
 by :func:`session_report` only.
@@ -30,6 +33,8 @@ from .kinds import data_kind
 REPORT_CHECK_FIELDS = ("test", "baseline", "baseline_notes", "options")
 RECORDS = pytest.StashKey[list]()  # this test's records (dicts), in the order they ran
 SENT = pytest.StashKey[int]()  # how many of them a report already carries
+PROFILES = pytest.StashKey[list]()  # this test's profiles over epochs (dicts)
+PROFILES_SENT = pytest.StashKey[int]()
 
 
 class RecordBook(Protocol):
@@ -40,6 +45,7 @@ class RecordBook(Protocol):
     settings: AmpcheckSettings
     records: list[dict[str, Any]]  # what the test reports carried, merged
     training: list[dict[str, Any]]  # the training runs they carried
+    profiles: list[dict[str, Any]]  # the profiles over epochs they carried
     order: dict[str, int]  # node id -> position in the collection
     started: float  # time.perf_counter() at the session's start
 
@@ -120,6 +126,41 @@ def section(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- over epochs
+def add_profile(node: pytest.Item, model: str, block: Mapping[str, Any]) -> dict[str, Any]:
+    """Record a profile over epochs of ``model`` (its ``over_epochs`` block,
+    :meth:`~ampcheck.checks.over_epochs.EpochProfile.to_dict`) on the test ``node``, and add
+    its junitxml properties; returns the record."""
+    from ampcheck.results import jsonable
+
+    profiles = node.stash.setdefault(PROFILES, [])
+    record = {"test": node.nodeid, "index": len(profiles), "model": model, **jsonable(block)}
+    profiles.append(record)
+    node.user_properties.extend(profile_properties(record))
+    return record
+
+
+def _epochs_text(items: list[Mapping[str, Any]]) -> str:
+    return ",".join(str(x["epoch"]) for x in items)
+
+
+def profile_properties(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``ampcheck.<model>.over_epochs.<field>`` properties of a profile, for junitxml: the
+    epochs measured, those skipped and the recommended one."""
+    prefix = f"ampcheck.{record['model']}.over_epochs"
+    return [(f"{prefix}.epochs", _epochs_text(record["epochs"])),
+            (f"{prefix}.skipped", _epochs_text(record["skipped"])),
+            (f"{prefix}.recommended_epoch", str(record["recommended_epoch"]))]
+
+
+def profile_section(profiles: list[dict[str, Any]]) -> str:
+    """The test report's "ampcheck over epochs" section: each profile as the console prints
+    it (:func:`ampcheck.epochs.profile_text`)."""
+    from ampcheck.epochs import profile_text
+
+    return "\n\n".join(f"{p['model']}: {profile_text(p)}" for p in profiles)
+
+
 # ---------------------------------------------------------------------------- the session's
 class ReportMerger:
     """Merges what each test report carries into the session (on xdist's controller, the
@@ -132,6 +173,7 @@ class ReportMerger:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.state.records.extend(getattr(report, "ampcheck_records", None) or ())
         self.state.training.extend(getattr(report, "ampcheck_training", None) or ())
+        self.state.profiles.extend(getattr(report, "ampcheck_profiles", None) or ())
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.items:
@@ -144,12 +186,14 @@ class ReportMerger:
             self.state.order = {nodeid: i for i, nodeid in enumerate(ids)}
 
 
-def _sorted_records(state: RecordBook) -> list[dict[str, Any]]:
-    """Records in the collection's order (then in the order each test ran them): the same
-    whichever xdist worker ran which test, and the order of a serial run."""
+def _sorted_records(state: RecordBook, records: list[dict[str, Any]] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Records (default: the check results'; or the profiles) in the collection's order (then
+    in the order each test made them): the same whichever xdist worker ran which test, and
+    the order of a serial run."""
     last = len(state.order)
-    return sorted(state.records, key=lambda r: (state.order.get(r["test"], last), r["test"],
-                                                r["index"]))
+    return sorted(state.records if records is None else records,
+                  key=lambda r: (state.order.get(r["test"], last), r["test"], r["index"]))
 
 
 def _trained(state: RecordBook) -> dict[str, dict[str, Any]]:
@@ -196,6 +240,8 @@ def session_report(state: RecordBook) -> dict[str, Any]:
             "trained": _trained(state),
             "seconds": round(time.perf_counter() - state.started, 1),
             "settings": s.to_dict()}
+    if state.profiles:
+        runs["over_epochs"] = _sorted_records(state, state.profiles)
     return document(checks, dataset, runs)
 
 
@@ -218,6 +264,16 @@ def write_summary(tr: Any, state: RecordBook) -> None:
         _table(tr, rows)
         if any(rec["result"]["flags"] for rec in records):
             tr.write_line("* flagged (see the test's ampcheck metrics section)")
+    profiles = _sorted_records(state, state.profiles)
+    if profiles:
+        tr.write_line("over epochs (the table and the reason: the test's ampcheck over epochs "
+                      "section):")
+        rows = [("model", "epochs", "skipped", "recommended", "test")]
+        for p in profiles:
+            rows.append((p["model"], _epochs_text(p["epochs"]),
+                         _epochs_text(p["skipped"]) or "-", str(p["recommended_epoch"]),
+                         p["test"]))
+        _table(tr, rows)
     trained = _trained(state)
     if trained:
         tr.write_line("training (apart from the checks; charged to the duration of the test "

@@ -6,8 +6,9 @@ and data set, a subject per model (so that a user's factory trains once for all 
 its model), and the training runs to charge to the test that needed them.
 :class:`CheckRunner` is the ``ampcheck_check`` fixture: it runs a check with the test's check
 options, compares or writes its baseline, records it (:mod:`ampcheck._plugin_records`) and
-fails the test on a wrong verdict or a drift. :func:`load_model_factory` and
-:func:`model_cases` make the cases of ``--ampcheck-model``.
+fails the test on a wrong verdict or a drift. :class:`EpochRunner` is the ``ampcheck_epochs``
+fixture: a profile over epochs at the session's settings, recorded. :func:`load_model_factory`
+and :func:`model_cases` make the cases of ``--ampcheck-model``.
 
 Torch-free at import: the checks, the data and the training loop are imported inside the
 functions that need them.
@@ -15,6 +16,7 @@ functions that need them.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 
 from ._plugin_config import AmpcheckSettings, check_options
-from ._plugin_records import add_record
+from ._plugin_records import add_profile, add_record
 from .baselines import baseline_path, compare_baseline, write_baseline
 from .kinds import data_kind, is_trained_vae, model_name, preset_name
 
@@ -48,6 +50,7 @@ class AmpcheckSession:
         self.config, self.settings = config, settings
         self.records: list[dict[str, Any]] = []
         self.training: list[dict[str, Any]] = []
+        self.profiles: list[dict[str, Any]] = []  # the profiles over epochs, merged
         self.pending_training: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self._cache = None
@@ -400,3 +403,46 @@ class CheckRunner:
         if problems:
             pytest.fail("\n".join(problems))
         return result
+
+
+class EpochRunner:
+    """The ``ampcheck_epochs`` fixture: measures profiles over epochs for one test and
+    records them."""
+
+    def __init__(self, session: AmpcheckSession, node: pytest.Item):
+        self._session, self._node = session, node
+
+    def __call__(self, models: Any, data: Any = None, *, train_indices: Any = None,
+                 epochs: Any = None, checks: Iterable[str] | None = None,
+                 name: str | None = None):
+        """The :class:`~ampcheck.checks.over_epochs.EpochProfile` of ``models``
+        (:func:`ampcheck.check_epochs`: ``{epoch: model or checkpoint path}``, a callable
+        ``epoch -> model`` with ``epochs``, or a directory of numbered checkpoints) at the
+        session's budget, first seed, device and thresholds for ``name``. ``data``: default
+        the session's, except for a run directory of ``ampcheck train`` given alone
+        (measured on its own data, split, budget and seed). The profile is recorded (the
+        test's "ampcheck over epochs" section, junitxml properties, the summary and
+        ``--ampcheck-report``); the test asserts what it needs, e.g.
+        ``assert profile.no_worse("gap_fraction[heldout]", than_epoch=2)``. A model or file
+        that cannot be measured fails the test with one line."""
+        __tracebackhide__ = True
+        from ampcheck.checks.over_epochs import check_epochs
+        from ampcheck.errors import AmpcheckError
+        from ampcheck.runs import RUN_JSON
+
+        path = isinstance(models, str | os.PathLike)
+        own_run = (path and data is None and train_indices is None
+                   and (Path(models) / RUN_JSON).is_file())
+        label = name or (Path(models).name if path else
+                         getattr(models, "__name__", None) or "model")
+        s = self._session.settings
+        try:
+            profile = check_epochs(
+                models, None if own_run else (self._session.data if data is None else data),
+                train_indices=train_indices, epochs=epochs, checks=checks,
+                budget=None if own_run else s.budget, thresholds=s.thresholds_for(label),
+                seed=None if own_run else s.seed_list[0], name=label, device=s.device)
+        except AmpcheckError as e:
+            pytest.fail(f"ampcheck: {e}", pytrace=False)
+        add_profile(self._node, label, profile.to_dict())
+        return profile

@@ -225,12 +225,10 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict, *,
     from .report import write_report
 
     if over_epochs is not None:
-        from .epochs import epoch_table_text
+        from .epochs import profile_text
 
         block = over_epochs.to_dict()
-        print(f"\nAmortization profile over {len(block['epochs'])} epoch(s):")
-        print(epoch_table_text(block))
-        print(f"Recommended epoch: {block['recommended_epoch']} ({block['reason']})")
+        print(f"\n{profile_text(block)}")
         last = block["epochs"][-1]["epoch"]
         print(f"The checks below are those of epoch {last}, the last measured.")
     print(f"\nAmortization profile ({runs.get('budget', 'given')} budget, "

@@ -10,12 +10,27 @@ cache), so the numbers of one epoch are the same either way
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .checkpoints import epoch_checkpoints
 
-__all__ = ["check_run_epochs"]
+__all__ = ["check_run_epochs", "checkpoint_loader"]
+
+
+def checkpoint_loader(saved: Mapping[int, str | Path], train_set, device: str | None = None
+                      ) -> Callable[[int], Any]:
+    """``load(epoch)``: the :class:`~ampcheck.train.TrainedModel` of ``saved[epoch]`` (an
+    ``ampcheck train`` checkpoint) on ``train_set``, the images it trained on (``device``:
+    None, the checkpoint's own); a file that cannot be read raises one
+    :class:`~ampcheck.errors.InputError` line naming it."""
+    from .train import TrainedModel
+
+    def load(epoch: int):
+        return TrainedModel.load(saved[epoch], train_set, device=device)
+
+    return load
 
 
 def check_run_epochs(run_dir: str | Path, selection, *, checks=None, thresholds=None,
@@ -29,7 +44,7 @@ def check_run_epochs(run_dir: str | Path, selection, *, checks=None, thresholds=
     from .checks.over_epochs import epoch_checks, measure_epochs
     from .runs import open_run
     from .thresholds import resolve_thresholds
-    from .train import TrainedModel, training_split
+    from .train import training_split
 
     run_dir = Path(run_dir)
     meta, cfg, data, train_set, _ = open_run(run_dir, device, vae_only=True)
@@ -39,9 +54,7 @@ def check_run_epochs(run_dir: str | Path, selection, *, checks=None, thresholds=
     names = epoch_checks(checks, bool(usable_truth(data.truth)))
     _, heldout = training_split(cfg, data)
 
-    def load(epoch: int):
-        return TrainedModel.load(saved[epoch], train_set, device=cfg.device)
-
+    load = checkpoint_loader(saved, train_set, cfg.device)
     settings = settings_for(budget, resolve_thresholds(thresholds), per_epoch=True)
 
     def check(model):

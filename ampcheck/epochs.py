@@ -4,7 +4,10 @@
   ``2:12:2`` from 2 to 12 inclusive) as an :class:`EpochSelection`, which
   :meth:`EpochSelection.select` resolves against the epochs a run saved;
 * :func:`recommend_epoch`: the truth-free rule (below) on the per-epoch metrics;
-* :func:`over_epochs_document`: the ``over_epochs`` block of ``report.json``.
+* :func:`over_epochs_document`: the ``over_epochs`` block of ``report.json``, and
+  :func:`profile_text`: what the console prints of it;
+* :func:`compare_epochs`: whether a metric at one epoch is no worse than at another, intervals
+  considered as the rule considers them (a CI regression check's assertion).
 
 The rule, on the epochs measured, in order. An epoch *counts* when its decoder uses the
 latent (its ``amortization_gap`` is not flagged ``no_fit``: before that the gap means
@@ -31,8 +34,9 @@ from typing import Any
 from .errors import ConfigError, InputError
 from .results import Metric
 
-__all__ = ["COLUMNS", "DAMAGE", "RULE", "EpochSelection", "epoch_table_text", "metric_columns",
-           "over_epochs_document", "parse_epochs", "recommend_epoch"]
+__all__ = ["COLUMNS", "DAMAGE", "RULE", "EpochComparison", "EpochSelection", "compare_epochs",
+           "epoch_table_text", "metric_columns", "over_epochs_document", "parse_epochs",
+           "profile_text", "recommend_epoch"]
 
 #: The metrics whose significant rise marks damage (worse held-out inference), and the
 #: training-side metric that must not rise with it.
@@ -139,9 +143,51 @@ def _bounds(m: Metric | None) -> tuple[float, float] | None:
 
 
 def _worse(a: Metric | None, b: Metric | None) -> bool:
-    """Whether ``a`` is worse than ``b`` with intervals apart (lower is better)."""
+    """Whether ``a`` is worse than ``b`` with intervals apart, in ``a``'s direction (the
+    rule's metrics are all lower-is-better); False when either is absent or not finite."""
     x, y = _bounds(a), _bounds(b)
-    return x is not None and y is not None and x[0] > y[1]
+    if x is None or y is None:
+        return False
+    return x[1] < y[0] if a.higher_is_better else x[0] > y[1]
+
+
+@dataclass(frozen=True, repr=False)
+class EpochComparison:
+    """The answer of :func:`compare_epochs`: true when the metric at ``epoch`` is no worse
+    than at ``than_epoch``; ``message`` says both values and why (it is also its ``repr``,
+    so that a failing ``assert`` under pytest shows it)."""
+
+    name: str
+    epoch: int
+    than_epoch: int
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return self.message
+
+    __str__ = __repr__
+
+
+def compare_epochs(name: str, at: tuple[int, Metric], than: tuple[int, Metric]
+                   ) -> EpochComparison:
+    """Whether metric ``name`` at epoch ``at[0]`` (value ``at[1]``) is no worse than at
+    epoch ``than[0]``: worse means worse with intervals apart, as the recommended epoch's rule
+    decides it (:func:`_worse`, in the metric's own direction); a value that is not finite
+    cannot be judged no worse (false, and the message says so)."""
+    (e, m), (e0, m0) = at, than
+    way = "higher" if m.higher_is_better else "lower"
+    both = f"{name} at epoch {e}: {m}; at epoch {e0}: {m0} ({way} is better)"
+    if _bounds(m) is None or _bounds(m0) is None:
+        return EpochComparison(name, e, e0, False, f"cannot compare, a value is not finite: "
+                                                   f"{both}")
+    if _worse(m, m0):
+        return EpochComparison(name, e, e0, False, f"worse, intervals apart: {both}")
+    how = "better, intervals apart" if _worse(m0, m) else "no worse, the intervals overlap"
+    return EpochComparison(name, e, e0, True, f"{how}: {both}")
 
 
 def recommend_epoch(epochs: Sequence[tuple[int, Mapping[str, Metric], Sequence[str]]]
@@ -227,6 +273,14 @@ def metric_columns(block: Mapping[str, Any]) -> list[tuple[str, str]]:
                 if n.endswith(f"[{side}]") and (is_truth or n == pattern.format(side)):
                     out.append((n, f"{label} ({short})"))
     return out
+
+
+def profile_text(block: Mapping[str, Any]) -> str:
+    """What the console prints of an ``over_epochs`` block: a heading, the table
+    (:func:`epoch_table_text`) and ``Recommended epoch: K (reason)``."""
+    return (f"Amortization profile over {len(block['epochs'])} epoch(s):\n"
+            f"{epoch_table_text(block)}\n"
+            f"Recommended epoch: {block['recommended_epoch']} ({block['reason']})")
 
 
 def epoch_table_text(block: Mapping[str, Any]) -> str:

@@ -22,7 +22,17 @@ from typing import Any
 import pytest
 
 from ._plugin_config import AmpcheckSettings, add_options, check_options, resolve_settings
-from ._plugin_records import RECORDS, SENT, ReportMerger, section, session_report, write_summary
+from ._plugin_records import (
+    PROFILES,
+    PROFILES_SENT,
+    RECORDS,
+    SENT,
+    ReportMerger,
+    profile_section,
+    section,
+    session_report,
+    write_summary,
+)
 from ._plugin_records import REPORT_CHECK_FIELDS as REPORT_CHECK_FIELDS
 from ._plugin_session import (
     DATA_CACHE_KEY,
@@ -30,6 +40,7 @@ from ._plugin_session import (
     SESSION,
     AmpcheckSession,
     CheckRunner,
+    EpochRunner,
     data_cache_dir,
     item_cases,
     load_model_factory,
@@ -38,7 +49,7 @@ from ._plugin_session import (
     session_of,
 )
 
-__all__ = ["AmpcheckSettings", "CheckRunner", "load_model_factory"]
+__all__ = ["AmpcheckSettings", "CheckRunner", "EpochRunner", "load_model_factory"]
 
 MARKERS = {
     "cryoem": "cryo-EM amortization checks (ampcheck marks the tests it generates on "
@@ -72,6 +83,13 @@ def ampcheck_data(request: pytest.FixtureRequest):
 def ampcheck_check(request: pytest.FixtureRequest) -> CheckRunner:
     """Run a check: ``ampcheck_check.run(model, "shift_invariance")``."""
     return CheckRunner(session_of(request.config), request.node)
+
+
+@pytest.fixture
+def ampcheck_epochs(request: pytest.FixtureRequest) -> EpochRunner:
+    """Measure a profile over epochs: ``profile = ampcheck_epochs(models, data,
+    train_indices=...)`` (:func:`ampcheck.check_epochs` with the session's settings)."""
+    return EpochRunner(session_of(request.config), request.node)
 
 
 @pytest.fixture
@@ -175,7 +193,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     known = {c.name for c in state.cases} | {c.name for item in cased for c in item_cases(item)}
     unknown = sorted(configured - known)
     direct = [item for item in items if item not in cased
-              and "ampcheck_check" in getattr(item, "fixturenames", ())
+              and {"ampcheck_check", "ampcheck_epochs"} & set(getattr(item, "fixturenames", ()))
               and "ampcheck_case" not in getattr(item, "fixturenames", ())]
     if unknown and not direct and not _narrowed(config):
         path = Path(config.rootpath) / "pyproject.toml"
@@ -201,17 +219,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = outcome.get_result()
     state = item.config.stash.get(SESSION, None)
     records = item.stash.get(RECORDS, [])
-    sent = item.stash.get(SENT, 0)
-    if records[sent:]:  # carried by the report, so that xdist's controller gets them
-        report.ampcheck_records = [dict(r) for r in records[sent:]]
-        item.stash[SENT] = len(records)
+    profiles = item.stash.get(PROFILES, [])
+    # carried by the report, so that xdist's controller gets them
+    for made, sent_key, attr in ((records, SENT, "ampcheck_records"),
+                                 (profiles, PROFILES_SENT, "ampcheck_profiles")):
+        sent = item.stash.get(sent_key, 0)
+        if made[sent:]:
+            setattr(report, attr, [dict(r) for r in made[sent:]])
+            item.stash[sent_key] = len(made)
     if state is not None:
         state.note_trained()  # what a fixture trained outside a check
         if state.pending_training:
             report.ampcheck_training = [{**t, "test": item.nodeid, "worker": state.worker}
                                         for t in state.pending_training]
             state.pending_training.clear()
-    if call.when != "call" or not records:
+    if call.when != "call":
+        return
+    if profiles:
+        report.sections.append(("ampcheck over epochs", profile_section(profiles)))
+    if not records:
         return
     report.sections.append(("ampcheck metrics", section(records)))
     drifted = [r for r in records if r["baseline"] == "drift"]
@@ -245,6 +271,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = _summary_owner(config)
-    if state is None or not (state.records or state.training):
+    if state is None or not (state.records or state.training or state.profiles):
         return
     write_summary(terminalreporter, state)

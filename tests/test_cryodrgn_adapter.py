@@ -531,3 +531,29 @@ def test_the_profile_over_a_cryodrgn_runs_epochs(run, tmp_path, capsys):
         capsys.readouterr().err
     assert main([*args, "--epoch", "all"]) == 2
     assert "compares training with held-out images" in capsys.readouterr().err
+
+
+@pytest.mark.extras
+@pytest.mark.cryoem
+def test_an_unreadable_last_epoch_of_a_cryodrgn_run_is_skipped_and_listed(run, tmp_path):
+    """The last chosen epoch's weights describe the run (its preprocessing, its seed): when
+    they cannot be read, the latest readable epoch does, and the last is skipped and listed."""
+    from ampcheck.adapters.cryodrgn_epochs import check_cryodrgn_epochs
+    from ampcheck.epochs import parse_epochs
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.out, copy)
+    last = copy / "weights.2.pkl"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    args = (copy, run.particles, run.poses, run.ctf)
+    given = {"selection": parse_epochs("all"), "ind": run.train_ind,
+             "checks": ["amortization_gap"], "budget": "smoke"}
+    profile, model, _ = check_cryodrgn_epochs(*args, **given)
+    assert [e for e, _, _ in profile.epochs] == [1] and model.epoch == 1
+    assert list(profile.skipped) == [2] and "weights.2.pkl" in profile.skipped[2]
+    (copy / "weights.1.pkl").write_bytes(b"")
+    with pytest.raises(InputError) as err:
+        check_cryodrgn_epochs(*args, **given)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("no epoch could be measured")
+    assert "weights.1.pkl" in message and "weights.2.pkl" in message

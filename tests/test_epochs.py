@@ -292,3 +292,175 @@ def test_held_out_indices_that_overlap_the_training_ones_are_refused(tmp_path):
         paths[name].write_bytes(pickle.dumps(idx))
     with pytest.raises(InputError, match="image 35 is also in"):
         cryodrgn_split(data, particles="p.mrcs", heldout_ind=paths["held"], ind=paths["train"])
+
+
+# ----------------------------------------------------------------------- from Python and pytest
+def _profile(metrics: dict[int, dict[str, Metric]], skipped=None):
+    from ampcheck.checks.over_epochs import EpochProfile
+
+    return EpochProfile(epochs=[(e, m, {}) for e, m in sorted(metrics.items())],
+                        skipped=dict(skipped or {}))
+
+
+def test_no_worse_is_worse_only_with_intervals_apart():
+    held = {1: 0.40, 2: 0.43, 3: 0.50, 4: 0.38}  # intervals +- 0.02: 2 overlaps 1, 3 does not
+    profile = _profile({e: {"gap_fraction[heldout]": _m(v),
+                            "r2[heldout]": Metric(1 - v, True, 0.98 - v, 1.02 - v)}
+                        for e, v in held.items()}, skipped={5: "checkpoint.5.pt: truncated"})
+    # against an independent reading of the intervals: worse when this epoch's lower bound
+    # (upper, for a higher-is-better metric) is beyond the other's upper (lower) bound
+    for e in held:
+        for e0 in held:
+            got = profile.no_worse("gap_fraction[heldout]", than_epoch=e0, at_epoch=e)
+            assert bool(got) == (not held[e] - 0.02 > held[e0] + 0.02), (e, e0, got)
+            up = profile.no_worse("r2[heldout]", than_epoch=e0, at_epoch=e)
+            assert bool(up) == (not (1.02 - held[e]) < (0.98 - held[e0])), (e, e0, up)
+    worse = profile.no_worse("gap_fraction[heldout]", than_epoch=1, at_epoch=3)
+    assert not worse and repr(worse) == str(worse) == (
+        "worse, intervals apart: gap_fraction[heldout] at epoch 3: 0.5 [0.48, 0.52]; at epoch "
+        "1: 0.4 [0.38, 0.42] (lower is better)")
+    assert str(profile.no_worse("gap_fraction[heldout]", than_epoch=1, at_epoch=2)).startswith(
+        "no worse, the intervals overlap")
+    last = profile.no_worse("gap_fraction[heldout]", than_epoch=3)  # at the last measured: 4
+    assert last and last.epoch == 4 and str(last).startswith("better, intervals apart")
+    nan = _profile({1: {"g": Metric(float("nan"), False)}, 2: {"g": _m(0.1)}})
+    assert not nan.no_worse("g", than_epoch=1) and "not finite" in str(
+        nan.no_worse("g", than_epoch=1))
+    with pytest.raises(KeyError, match="epoch 5 not measured .skipped: checkpoint.5.pt"):
+        profile.no_worse("gap_fraction[heldout]", than_epoch=5)
+    # the rule's damage is what no_worse calls worse
+    rule = _epochs([0.9, 0.7, 0.5, 0.4, 0.41, 0.6], [0.9, 0.7, 0.5, 0.4, 0.35, 0.3])
+    assert "0.6 at epoch 6 above 0.5 at epoch 3" in recommend_epoch(rule)[1]
+    assert not _profile({e: m for e, m, _ in rule}).no_worse("gap_fraction[heldout]",
+                                                             than_epoch=3)
+
+
+@pytest.fixture(scope="module")
+def digit_run(tmp_path_factory):
+    """``ampcheck train --data mnist --checkpoint-every 1`` for 3 smoke epochs (the offline
+    digits: 1,150 trained on, 288 held out; two seconds), whose held-out reconstruction falls
+    from 349 [346, 351] at epoch 1 to 212 [210, 213] at epoch 3."""
+    from ampcheck.cli import main
+
+    run = tmp_path_factory.mktemp("digits") / "digits"
+    assert main(["train", "--data", "mnist", "--out", str(run), "--quiet", "--budget",
+                 "smoke", "--epochs", "3", "--checkpoint-every", "1"]) == 0
+    return run
+
+
+def test_check_epochs_reads_checkpoint_files_once_each(digit_run, monkeypatch):
+    from ampcheck import check_epochs
+    from ampcheck.checkpoints import epoch_checkpoints
+    from ampcheck.runs import open_run
+    from ampcheck.train import TrainedModel
+
+    meta, cfg, data, train_set, _ = open_run(digit_run)
+    loads = []
+    load = TrainedModel.load.__func__
+    monkeypatch.setattr(TrainedModel, "load", classmethod(
+        lambda cls, path, *a, **k: loads.append(path.name) or load(cls, path, *a, **k)))
+    checks = ["amortization_gap"]
+    own = check_epochs(digit_run, checks=checks)  # a run directory: its own data and split
+    given = {"budget": meta["budget"], "seed": cfg.seed, "checks": checks}
+    files = check_epochs(epoch_checkpoints(digit_run), data, train_indices=train_set.indices,
+                         **given)
+    folder = check_epochs(str(digit_run), data, train_indices=train_set.indices,
+                          epochs="2:3", **given)
+    assert sorted(loads) == ["checkpoint.1.pt", "checkpoint.1.pt", "checkpoint.2.pt",
+                             "checkpoint.2.pt", "checkpoint.2.pt", "checkpoint.3.pt",
+                             "checkpoint.3.pt", "checkpoint.3.pt", "checkpoint.pt"]
+    assert [e for e, _, _ in own.epochs] == [e for e, _, _ in files.epochs] == [1, 2, 3]
+    for e in (2, 3):  # the same weights, samples and seed: the same numbers, by every path
+        for name in ("gap_fraction[heldout]", "loss_ratio", "latent_movement[heldout]"):
+            assert own.metric(name, e) == files.metric(name, e)
+    assert folder.metric("gap_fraction[heldout]", 3) == own.metric("gap_fraction[heldout]", 3)
+    # the regression assertion, both ways: held-out images reconstruct better at the end
+    assert files.no_worse("recon[heldout]", than_epoch=1)
+    assert not files.no_worse("recon[heldout]", than_epoch=3, at_epoch=1)
+    with pytest.raises(ConfigError, match="measured at its own budget and seed"):
+        check_epochs(digit_run, budget="smoke")
+    with pytest.raises(InputError, match="no such directory"):
+        check_epochs(digit_run / "nowhere", data, train_indices=train_set.indices)
+    with pytest.raises(InputError, match=r"no weights for epoch\(s\) 5 of --epoch 1,5"):
+        check_epochs(digit_run, epochs=[1, 5])
+
+
+def test_an_unreadable_first_epoch_is_skipped_and_listed(digit_run, tmp_path):
+    import shutil
+
+    from ampcheck import check_epochs
+    from ampcheck.checkpoints import epoch_checkpoints
+    from ampcheck.runs import open_run
+    from ampcheck.train import TrainedModel
+
+    run = tmp_path / "run"
+    shutil.copytree(digit_run, run)
+    first = run / "checkpoint.1.pt"
+    first.write_bytes(first.read_bytes()[:1000])  # truncated
+    meta, cfg, data, train_set, _ = open_run(run)
+    checks = ["amortization_gap"]
+    given = {"train_indices": train_set.indices, "budget": meta["budget"], "checks": checks}
+    saved = epoch_checkpoints(run)
+
+    def load(epoch: int):  # a user's loader: an InputError skips the epoch
+        return TrainedModel.load(saved[epoch], train_set)
+
+    for profile in (check_epochs(run, checks=checks), check_epochs(saved, data, **given),
+                    check_epochs(load, data, epochs=[1, 2, 3], **given)):
+        assert [e for e, _, _ in profile.epochs] == [2, 3]
+        assert list(profile.skipped) == [1] and "checkpoint.1.pt" in profile.skipped[1]
+        assert profile.to_dict()["skipped"][0]["epoch"] == 1
+    for e in (2, 3):
+        (run / f"checkpoint.{e}.pt").write_bytes(b"")
+    with pytest.raises(InputError) as err:
+        check_epochs(run, checks=checks)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("no epoch could be measured")
+    assert all(f"epoch {e}: " in message for e in (1, 2, 3))
+
+
+PLUGIN_TEST = '''
+RUN = {run!r}
+
+
+def test_the_last_epoch_is_no_worse(ampcheck_epochs):
+    profile = ampcheck_epochs(RUN, checks=["amortization_gap"])
+    assert profile.no_worse("recon[heldout]", than_epoch=1)
+
+
+def test_a_regression_fails_with_both_values(ampcheck_epochs):
+    profile = ampcheck_epochs(RUN, checks=["amortization_gap"], epochs=[1, 3])
+    assert profile.no_worse("recon[heldout]", than_epoch=3, at_epoch=1)
+'''
+
+
+def test_the_plugin_measures_and_records_a_profile(digit_run, pytester):
+    from ampcheck import check_epochs
+
+    # an in-process run drops what it imported: import what the profile needs here first
+    check_epochs(digit_run, checks=["amortization_gap"], epochs=[1])
+    pytester.makepyfile(test_user=PLUGIN_TEST.format(run=str(digit_run)))
+    result = pytester.runpytest_inprocess("-rA", "-p", "no:cacheprovider", "--junitxml",
+                                          "out/junit.xml", "--ampcheck-report",
+                                          "out/report.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*AssertionError: assert worse, intervals apart: recon[[]heldout] at epoch 1: *; at "
+        "epoch 3: * (lower is better)",
+        "*- ampcheck over epochs -*",
+        "digits: Amortization profile over 3 epoch(s):",
+        "Recommended epoch: *",
+        "*= ampcheck summary =*",
+        "over epochs*",
+        "model*epochs*skipped*recommended*test",
+        "digits*1,2,3*-*test_user.py::test_the_last_epoch_is_no_worse",
+        "digits*1,3*-*test_user.py::test_a_regression_fails_with_both_values",
+    ])
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    profiles = report["runs"]["over_epochs"]
+    assert [(p["model"], [e["epoch"] for e in p["epochs"]]) for p in profiles] == [
+        ("digits", [1, 2, 3]), ("digits", [1, 3])]
+    assert profiles[0]["test"].endswith("test_the_last_epoch_is_no_worse")
+    assert set(profiles[0]) >= {"epochs", "recommended_epoch", "reason", "rule", "skipped"}
+    junit = (pytester.path / "out" / "junit.xml").read_text()
+    assert 'name="ampcheck.digits.over_epochs.epochs" value="1,2,3"' in junit

@@ -51,6 +51,15 @@ def test_every_option_and_file_key_is_documented():
                           if c.startswith('models."<name>".')}
 
 
+def test_every_fixture_is_documented():
+    source = (ROOT / "ampcheck" / "plugin.py").read_text()
+    fixtures = set(re.findall(r"^@pytest\.fixture[^\n]*\ndef (\w+)\(", source, flags=re.M))
+    assert {"ampcheck_check", "ampcheck_epochs"} <= fixtures
+    table = SECTION.split("**Fixtures.**")[1].split("**Command-line options.**")[0]
+    first_cells = {c for row in _rows(table) for c in _ticked(row[0])}
+    assert fixtures <= first_cells, fixtures - first_cells
+
+
 def test_every_marker_and_check_option_is_documented():
     from ampcheck.checks import OPTIONS
     from ampcheck.plugin import MARKERS

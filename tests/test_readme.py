@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 PROGRAMS = {"make", ".venv/bin/ampcheck", ".venv/bin/python", ".venv/bin/torchrun", "cryodrgn"}
 PYTEST_EXAMPLE = "# test_amortization.py"
+PYTEST_EPOCHS = "# test_epochs.py"  # the profile over epochs, on the Python example's run
 
 
 def blocks(lang: str) -> list[str]:
@@ -166,7 +167,8 @@ def test_readme_cryodrgn_commands_run(tmp_path, monkeypatch):
 @pytest.mark.mnist
 def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    examples = [b for b in blocks("python") if not b.startswith(PYTEST_EXAMPLE)]
+    examples = [b for b in blocks("python")
+                if not b.startswith((PYTEST_EXAMPLE, PYTEST_EPOCHS))]
     assert len(examples) >= 3
     for code in examples:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
@@ -187,3 +189,19 @@ def test_readme_pytest_example_runs_with_the_readme_settings(pytester):
     # the linear encoder is not shift invariant (a strict expected failure) and generalises
     result.assert_outcomes(passed=1, xfailed=1)
     result.stdout.fnmatch_lines(["*ampcheck*summary*"])
+
+
+@pytest.mark.mnist
+def test_readme_pytest_epochs_example_runs_on_the_python_examples_checkpoints(pytester):
+    (example,) = [b for b in blocks("python") if b.startswith(PYTEST_EPOCHS)]
+    (trains,) = [b for b in blocks("python") if "checkpoint_every=1" in b
+                 and "check_epochs" in b]
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as m:
+        m.chdir(pytester.path)
+        exec(compile(trains, "README.md", "exec"), {"__name__": "readme"})  # runs/digits
+    pytester.makepyfile(test_epochs=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=600)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*ampcheck*summary*", "over epochs*",
+                                 "digits*1,2,3*test_epochs.py::*"])

@@ -59,8 +59,8 @@ from .cryodrgn_lib import checkpoint_epoch, import_cryodrgn
 from .cryodrgn_retrain import TABLE_LR, CryoDRGNNet, recorded_seed, retrain_config
 
 __all__ = ["CryoDRGNVAE", "RETRAIN_HINT", "check_cryodrgn", "check_cryodrgn_run",
-           "cryodrgn_dataset", "cryodrgn_latents", "cryodrgn_split", "describe_run",
-           "load_cryodrgn", "open_cryodrgn_run", "read_indices", "saved_epochs"]
+           "cryodrgn_dataset", "cryodrgn_latents", "cryodrgn_run_data", "cryodrgn_split",
+           "describe_run", "load_cryodrgn", "open_cryodrgn_run", "read_indices", "saved_epochs"]
 
 PathLike = str | os.PathLike
 
@@ -438,6 +438,14 @@ def open_cryodrgn_run(run_dir: PathLike, particles: PathLike, poses: PathLike | 
     """``(model, data)`` of :func:`check_cryodrgn`: the run's weights and the whole stack
     (with ``ind`` (--ind), a count mismatch says that held-out images need poses too)."""
     model = load_cryodrgn(run_dir, epoch=epoch, device=device)
+    return model, cryodrgn_run_data(model, particles, poses, ctf, truth=truth, ind=ind,
+                                    datadir=datadir)
+
+
+def cryodrgn_run_data(model: CryoDRGNVAE, particles: PathLike, poses: PathLike | None,
+                      ctf: PathLike | None = None, *, truth: PathLike | None = None,
+                      ind: PathLike | None = None, datadir: PathLike | None = None):
+    """The whole stack of :func:`open_cryodrgn_run` for a ``model`` already loaded."""
     try:
         data = cryodrgn_dataset(model, particles, poses, ctf, truth, datadir=datadir)
     except InputError as e:
@@ -446,7 +454,7 @@ def open_cryodrgn_run(run_dir: PathLike, particles: PathLike, poses: PathLike | 
         # cryoDRGN accepts poses already filtered to --ind; held-out images need their own
         raise InputError(f"{e}; with ind (--ind), give the poses and CTF of the whole stack: "
                          "the held-out images are checked at their poses too") from None
-    return model, data
+    return data
 
 
 def check_cryodrgn_run(model: CryoDRGNVAE, data, *, particles: PathLike,

@@ -18,9 +18,9 @@ from .cryodrgn import (
     GIVE_HELDOUT,
     PathLike,
     check_cryodrgn_run,
+    cryodrgn_run_data,
     cryodrgn_split,
     load_cryodrgn,
-    open_cryodrgn_run,
     saved_epochs,
 )
 from .cryodrgn_retrain import recorded_seed
@@ -37,18 +37,24 @@ def check_cryodrgn_epochs(run_dir: PathLike, particles: PathLike, poses: PathLik
                           on_epoch=None, processes: int = 1) -> tuple[Any, Any, Any]:
     """``(profile, model, data)``: the :class:`~ampcheck.checks.over_epochs.EpochProfile` of
     the epochs ``selection`` (:class:`~ampcheck.epochs.EpochSelection`) picks among the
-    run's ``weights.N.pkl``, the last epoch's model and the data set checked. Arguments as
-    :func:`~ampcheck.adapters.cryodrgn.check_cryodrgn`; held-out images are required."""
+    run's ``weights.N.pkl``, the last readable epoch's model and the data set checked (an
+    epoch whose weights cannot be read is skipped and listed in ``profile.skipped``).
+    Arguments as :func:`~ampcheck.adapters.cryodrgn.check_cryodrgn`; held-out images are
+    required."""
     from ..checks import ProtocolModel, settings_for, subject_from, usable_truth
-    from ..checks.over_epochs import epoch_checks, measure_epochs
+    from ..checks.over_epochs import epoch_checks, measure_epochs, preload
     from ..thresholds import resolve_thresholds
 
     epochs = selection.select(saved_epochs(run_dir), str(run_dir))
     if ind is None and heldout_ind is None:
         raise ConfigError(f"the profile over epochs compares training with held-out images: "
                           f"{GIVE_HELDOUT}")
-    first, whole = open_cryodrgn_run(run_dir, particles, poses, ctf, truth=truth, ind=ind,
-                                     datadir=datadir, epoch=epochs[-1], device=device)
+    # the latest readable epoch's weights describe the run (the data set's preprocessing,
+    # the seed); an unreadable one is skipped and listed like any other
+    _, first, load = preload(epochs[::-1], lambda e: load_cryodrgn(run_dir, epoch=e,
+                                                                   device=device))
+    whole = cryodrgn_run_data(first, particles, poses, ctf, truth=truth, ind=ind,
+                              datadir=datadir)
     data, train_idx, _ = cryodrgn_split(whole, particles=particles, heldout_ind=heldout_ind,
                                         ind=ind)
     if train_idx is None:
@@ -56,11 +62,6 @@ def check_cryodrgn_epochs(run_dir: PathLike, particles: PathLike, poses: PathLik
     names = epoch_checks(checks, bool(usable_truth(data.truth)))
     seed = recorded_seed(first.config) or 0  # the checks' (check_cryodrgn_run)
     views = subject_from(first, data, train_indices=train_idx, seeds=[seed])
-    loaded = {epochs[-1]: first}
-
-    def load(epoch: int):
-        return loaded.pop(epoch, None) or load_cryodrgn(run_dir, epoch=epoch, device=device)
-
     settings = settings_for(budget, resolve_thresholds(thresholds), per_epoch=True)
 
     def check(model):

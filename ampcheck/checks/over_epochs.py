@@ -39,14 +39,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..budgets import DEFAULT_BUDGET
 from ..contracts import data_capabilities
-from ..epochs import over_epochs_document, recommend_epoch
+from ..epochs import EpochComparison, compare_epochs, over_epochs_document, recommend_epoch
 from ..errors import InputError, first_line
 from ..results import CheckResult, Metric
 from ._common import Settings, boot, displacement_stat, sample
 from .fits import volume_agreement
 
-__all__ = ["EPOCH_CHECKS", "EpochProfile", "check_epochs", "epoch_checks", "measure_epochs"]
+__all__ = ["EPOCH_CHECKS", "EpochProfile", "check_epochs", "epoch_checks", "measure_epochs",
+           "preload"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +72,28 @@ class EpochProfile:
     sizes: dict[str, int] = field(default_factory=dict)
 
     def metric(self, name: str, epoch: int) -> Metric:
-        """The metric ``name`` at ``epoch``; a KeyError naming what was measured otherwise."""
+        """The metric ``name`` at ``epoch``; a KeyError naming what was measured otherwise
+        (and why, for an epoch that was skipped)."""
         for e, m, _ in self.epochs:
             if e == epoch:
                 if name not in m:
                     raise KeyError(f"{name!r} not measured at epoch {epoch}; measured: "
                                    f"{', '.join(m)}")
                 return m[name]
-        raise KeyError(f"epoch {epoch} not measured; measured: "
+        why = f" (skipped: {self.skipped[epoch]})" if epoch in self.skipped else ""
+        raise KeyError(f"epoch {epoch} not measured{why}; measured: "
                        f"{', '.join(str(e) for e, _, _ in self.epochs)}")
+
+    def no_worse(self, name: str, *, than_epoch: int, at_epoch: int | None = None
+                 ) -> EpochComparison:
+        """Whether metric ``name`` at ``at_epoch`` (default: the last measured) is no worse
+        than at ``than_epoch``: worse only with intervals apart, in the metric's direction,
+        as the recommended epoch's rule decides it (:func:`ampcheck.epochs.compare_epochs`).
+        The answer is true or false and says both values, so that a CI regression check is
+        one line: ``assert profile.no_worse("gap_fraction[heldout]", than_epoch=4)``."""
+        at = self.epochs[-1][0] if at_epoch is None else int(at_epoch)
+        return compare_epochs(name, (at, self.metric(name, at)),
+                              (int(than_epoch), self.metric(name, than_epoch)))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``over_epochs`` block of ``report.json``
@@ -189,8 +204,7 @@ def measure_epochs(epochs: Sequence[int], load: Callable[[int], Any],
         profile.epochs.append((epoch, metrics, info))
         profile.last = results
     if not profile.epochs:
-        listed = "; ".join(f"epoch {e}: {r}" for e, r in profile.skipped.items())
-        raise InputError(f"no epoch could be measured ({listed})")
+        raise _none_readable(profile.skipped)
     profile.recommended_epoch, profile.reason = recommend_epoch(
         [(e, m, flags_of[e]) for e, m, _ in profile.epochs])
     return profile
@@ -198,6 +212,39 @@ def measure_epochs(epochs: Sequence[int], load: Callable[[int], Any],
 
 #: The measurement in progress (:func:`measure_epochs`), which forked workers inherit.
 _JOB: tuple | None = None
+
+
+def _none_readable(skipped: Mapping[int, str]) -> InputError:
+    listed = "; ".join(f"epoch {e}: {r}" for e, r in skipped.items())
+    return InputError(f"no epoch could be measured, none could be read ({listed})")
+
+
+def preload(epochs: Sequence[int], load: Callable[[int], Any]
+            ) -> tuple[int, Any, Callable[[int], Any]]:
+    """``(epoch, model, load_once)``: the first of ``epochs`` (in the order given) whose
+    model ``load`` reads, that model, and a ``load`` for :func:`measure_epochs` that hands
+    that model back once, and raises again, without reading it again, the
+    :class:`InputError` of each epoch tried before it (so that it is skipped and listed like
+    any other). What needs a model before measuring (the views, the data set) takes the
+    first readable one; none readable is one InputError line listing each epoch's reason."""
+    failed: dict[int, InputError] = {}
+    held: dict[int, Any] = {}
+    for epoch in epochs:
+        try:
+            held[epoch] = load(epoch)
+            break
+        except InputError as err:
+            failed[epoch] = err
+    if not held:
+        raise _none_readable({e: first_line(err) for e, err in sorted(failed.items())})
+    (epoch, model), = held.items()
+
+    def load_once(e: int):
+        if e in failed:
+            raise failed[e]
+        return held.pop(e) if e in held else load(e)
+
+    return epoch, model, load_once
 
 
 def _one_thread() -> None:
@@ -254,28 +301,70 @@ def epoch_checks(checks: Sequence[str] | None, truth: bool) -> list[str]:
     return list(checks)
 
 
-def check_epochs(models, data, *, train_indices, epochs: Sequence[int] | None = None,
-                 checks: Sequence[str] | None = None, budget: str = "standard",
-                 thresholds: Mapping[str, float] | None = None, seed: int = 0,
-                 name: str | None = None, processes: int = 1) -> EpochProfile:
+def check_epochs(models, data=None, *, train_indices=None, epochs=None,
+                 checks: Sequence[str] | None = None, budget: str | None = None,
+                 thresholds: Mapping[str, float] | None = None, seed: int | None = None,
+                 name: str | None = None, device: str = "auto",
+                 processes: int = 1) -> EpochProfile:
     """The profile over epochs of a model given epoch by epoch (``check_vae`` for several
     epochs: a CI regression test can then assert "the held-out gap at the final epoch is no
-    worse than at epoch K" with :meth:`EpochProfile.metric`).
+    worse than at epoch K" with :meth:`EpochProfile.no_worse`).
 
     Args:
-        models: ``{epoch: model}``, each a trained :class:`~ampcheck.contracts.VAE` (or a
-            ``TrainedModel``, or a callable ``() -> VAE`` that loads it when measured), or a
-            callable ``epoch -> VAE`` with ``epochs``.
+        models: one of
+
+            * ``{epoch: model}``, each a trained :class:`~ampcheck.contracts.VAE` (or a
+              ``TrainedModel``), a callable ``() -> VAE`` that loads it, or the path of an
+              ``ampcheck train`` checkpoint (``checkpoint.N.pt``, read on ``data``'s images
+              at ``train_indices``, those it trained on);
+            * a callable ``epoch -> VAE`` with ``epochs``;
+            * a directory of numbered checkpoints (``ampcheck train --checkpoint-every N``,
+              or ``ampcheck.train.train(..., out=DIR, checkpoint_every=N)``): with ``data``
+              and ``train_indices``, its files are read as the paths above; without them it
+              is a run directory of ``ampcheck train``, measured on its own data, split,
+              budget and seed, as ``ampcheck check --run RUN --epoch`` measures it
+              (:func:`ampcheck.epoch_check.check_run_epochs`).
+
+            Each is loaded once, when measured, in epoch order; one whose loading raises an
+            :class:`~ampcheck.errors.InputError` (a truncated file) is skipped and listed in
+            ``skipped``, and the others are still measured.
         data, train_indices: the whole data set and the positions in it of the images the
-            model trained on (the others are held out; required).
+            model trained on (the others are held out; required but for a run directory).
+        epochs: which epochs (default: every one given or saved); for a directory also the
+            text of ``--epoch`` (``"all"``, ``"2,4,8"``, ``"2:12:2"``).
         checks: a subset of :data:`EPOCH_CHECKS` (default: those that apply).
-        budget: whose per-epoch sizes measure each epoch (``Budget.per_epoch``).
+        budget, seed: whose per-epoch sizes measure each epoch (``Budget.per_epoch``;
+            default ``standard``) and the samples' seed (default 0); a run directory's are
+            its own.
+        device: where checkpoint files are loaded (``auto``: where they trained).
+        processes: epochs measured side by side (:func:`measure_epochs`).
     """
+    import os
+    from pathlib import Path
+
+    from ..checkpoints import epoch_checkpoints
+    from ..epoch_check import checkpoint_loader
     from ..errors import ConfigError
     from ..thresholds import resolve_thresholds
     from . import check_vae, settings_for, usable_truth
-    from .subject import ProtocolModel, subject_from
+    from .subject import ProtocolModel, split_by_indices
 
+    if isinstance(models, str | os.PathLike):
+        folder, selection = Path(models), _selection(epochs)
+        if data is None and train_indices is None:
+            if budget is not None or seed is not None:
+                raise ConfigError(f"{folder}: a run directory is measured at its own budget "
+                                  "and seed (its run.json); give data= and train_indices= "
+                                  "to measure its checkpoints otherwise")
+            from ..epoch_check import check_run_epochs
+
+            return check_run_epochs(folder, selection, checks=checks, thresholds=thresholds,
+                                    device=device, processes=processes)[0]
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such directory; expected one that holds numbered "
+                             "checkpoints (checkpoint.N.pt)")
+        saved = epoch_checkpoints(folder)
+        models, epochs = {e: saved[e] for e in selection.select(saved, str(folder))}, None
     if isinstance(models, Mapping):
         table = dict(models)
         chosen = sorted(table if epochs is None else set(epochs))  # in training order
@@ -286,25 +375,25 @@ def check_epochs(models, data, *, train_indices, epochs: Sequence[int] | None = 
 
         def get(epoch: int):
             m = table[epoch]
+            if isinstance(m, str | os.PathLike):
+                return checkpoint_loader(table, views[0], None if device == "auto"
+                                         else device)(epoch)
             return m() if callable(m) and not hasattr(m, "encode") else m
     elif callable(models) and epochs is not None:
         chosen, get = sorted(set(epochs)), models
     else:
-        raise ConfigError("models must be {epoch: model} or a callable epoch -> model with "
-                          "epochs=[...]")
-    if train_indices is None or not len(chosen):
-        raise ConfigError("check_epochs needs train_indices (the others are the held-out "
-                          "images it compares with) and at least one epoch")
-    names = epoch_checks(checks, bool(usable_truth(data.truth)))
-    settings = settings_for(budget, resolve_thresholds(thresholds), per_epoch=True)
-    first = get(chosen[0])
-    views = subject_from(first, data, train_indices=train_indices, seeds=[seed])
-    if views.heldout is None:
+        raise ConfigError("models must be {epoch: model or checkpoint path}, a callable "
+                          "epoch -> model with epochs=[...], or a directory of checkpoints")
+    if train_indices is None or data is None or not len(chosen):
+        raise ConfigError("check_epochs needs data and train_indices (the others are the "
+                          "held-out images it compares with) and at least one epoch")
+    views = split_by_indices(data, train_indices)
+    if views[1] is None:
         raise ConfigError("train_indices names every image: none is held out")
-    cached = {chosen[0]: first}
-
-    def load(epoch: int):
-        return cached.pop(epoch) if epoch in cached else get(epoch)
+    seed = 0 if seed is None else int(seed)
+    names = epoch_checks(checks, bool(usable_truth(data.truth)))
+    settings = settings_for(budget or DEFAULT_BUDGET, resolve_thresholds(thresholds),
+                            per_epoch=True)
 
     def check(model):
         return check_vae(model, data, checks=names, train_indices=train_indices, seeds=[seed],
@@ -313,6 +402,19 @@ def check_epochs(models, data, *, train_indices, epochs: Sequence[int] | None = 
     def checkable(model):
         return model if hasattr(model, "recon_closure") else ProtocolModel(model)
 
-    return measure_epochs(chosen, load, check, data=data, train=views.train,
-                          heldout=views.heldout, settings=settings, seed=seed,
-                          checkable=checkable, processes=processes)
+    return measure_epochs(chosen, get, check, data=data, train=views[0], heldout=views[1],
+                          settings=settings, seed=seed, checkable=checkable,
+                          processes=processes)
+
+
+def _selection(epochs):
+    """The :class:`~ampcheck.epochs.EpochSelection` of ``check_epochs``'s ``epochs`` for a
+    directory: None (all), the text of ``--epoch``, or a sequence of epochs."""
+    from ..epochs import EpochSelection, parse_epochs
+
+    if epochs is None:
+        return parse_epochs("all")
+    if isinstance(epochs, str):
+        return parse_epochs(epochs)
+    listed = tuple(int(e) for e in epochs)
+    return EpochSelection(",".join(map(str, listed)), listed=listed)

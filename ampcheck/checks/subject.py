@@ -66,7 +66,7 @@ from ..train import (
 from ._common import usable_truth
 
 __all__ = ["VAE", "CheckableModel", "ProtocolModel", "Subject", "TrainingCache", "data_key",
-           "subject_from", "validate_data", "validate_vae"]
+           "split_by_indices", "subject_from", "validate_data", "validate_vae"]
 
 logger = logging.getLogger(__name__)
 
@@ -488,13 +488,8 @@ def subject_from(model: Any, data, *, budget: str = DEFAULT_BUDGET,
         validate_vae(model)
         raise AssertionError("unreachable")  # validate_vae raised
 
-    if train_indices is not None:
-        train_idx = np.unique(np.asarray(train_indices, dtype=np.int64))
-        rest = np.setdiff1d(np.arange(len(data)), train_idx)
-        train_set = data.subset(train_idx)
-        heldout = data.subset(rest) if len(rest) else None
-    else:
-        train_set, heldout = data, None
+    train_set, heldout = (data, None) if train_indices is None else \
+        split_by_indices(data, train_indices)
     vae_like = model if isinstance(model, TrainedModel) else ProtocolModel(model, data=train_set)
     if heldout is not None:
         tags.add("heldout")
@@ -507,6 +502,14 @@ def subject_from(model: Any, data, *, budget: str = DEFAULT_BUDGET,
     return Subject(label, data, train_set, heldout, seed_list, lambda seed: vae_like,
                    frozenset(tags), config=variant_config, cache=cache, capabilities=caps,
                    model_is_variant=model_is_variant)
+
+
+def split_by_indices(data, train_indices: Sequence[int]):
+    """``(train_set, heldout)``: the views of ``data`` at ``train_indices`` (positions in it,
+    sorted, repeats dropped) and at the other positions (None when there are none)."""
+    train_idx = np.unique(np.asarray(train_indices, dtype=np.int64))
+    rest = np.setdiff1d(np.arange(len(data)), train_idx)
+    return data.subset(train_idx), (data.subset(rest) if len(rest) else None)
 
 
 def _config_from(model: str | TrainConfig, budget: str, device: str) -> TrainConfig:
