@@ -29,6 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,16 +38,10 @@ from .._progress import progress
 from ..cryoem import io
 from ..cryoem.volumes import spectrum_to_images
 from ..errors import ConfigError
+from .acquisition import Acquisition, noise_generator
 from .atoms import CUTOFF_SIGMAS, SIGMA_PER_RESOLUTION, SliceProjector, padding, rasterize_atoms
 from .structure_files import Ensemble
-from .synthetic import (
-    _CHUNK,
-    _PILOT,
-    draw_acquisition,
-    noise_generator,
-    publish,
-    signal_mask,
-)
+from .synthetic import _CHUNK, _PILOT, publish, signal_mask
 
 GENERATOR = "ampcheck.data.structures"
 GENERATOR_VERSION = 1
@@ -55,61 +50,29 @@ FILL = 0.9  # the default pixel size puts the molecule, its 3σ and its shifts i
 
 
 @dataclass(frozen=True)
-class AtomicSynthConfig:
-    """The images' settings (units in the names); the molecule comes as an Ensemble.
+class AtomicSynthConfig(Acquisition):
+    """The images' settings (units in the names; the acquisition's are
+    :class:`~ampcheck.data.acquisition.Acquisition`'s); the molecule comes as an Ensemble.
 
     ``apix`` None: from the molecule's size (see :func:`default_apix`); ``resolution`` None:
     ``4 × apix``; ``state_weights`` None: every state alike (a trajectory's frames always).
     """
 
-    n: int = 1250
-    D: int = 24
-    apix: float | None = None
+    _WHAT: ClassVar[str] = "data from atomic models"
+    _DEFOCUS: ClassVar[str] = "the defocus range"
+
     resolution: float | None = None
-    snr: float = 0.1
-    seed: int = 0
-    max_shift_px: float | None = None  # default 0.04·D, as the synthetic generator's
-    defocus_range_angstroms: tuple[float, float] = (10_000.0, 30_000.0)
-    astigmatism_max_angstroms: float = 500.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.1
     state_weights: tuple[float, ...] | None = None
-    volume_grid: int = 5
 
     def __post_init__(self):
-        def bad(msg: str):
-            raise ConfigError(f"data from atomic models: {msg}")
-
-        if not isinstance(self.n, (int, np.integer)) or self.n < 2:
-            bad(f"n must be an integer >= 2, got {self.n!r}")
-        if not isinstance(self.D, (int, np.integer)) or self.D < 16 or self.D % 2:
-            bad(f"box size D must be an even integer >= 16, got {self.D!r}")
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            bad(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("apix", "resolution"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                bad(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.snr > 0:
-            bad(f"snr must be positive (inf for noiseless), got {self.snr}")
-        if self.max_shift_px is not None and not 0 <= self.max_shift_px <= self.D / 8:
-            bad(f"max_shift_px must be in [0, D/8 = {self.D / 8}], got {self.max_shift_px}")
-        lo, hi = self.defocus_range_angstroms
-        if not 0 < lo <= hi:
-            bad(f"the defocus range must be 0 < lo <= hi, got {(lo, hi)}")
-        if not 0 <= self.amplitude_contrast < 1:
-            bad(f"amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
+        super().__post_init__()
+        if self.resolution is not None and not self.resolution > 0:
+            self.bad(f"resolution must be positive, got {self.resolution}")
         if self.state_weights is not None and (
                 any(not (w >= 0 and math.isfinite(w)) for w in self.state_weights)
                 or not sum(self.state_weights) > 0):
-            bad(f"state weights must be non-negative with a positive sum, got "
-                f"{list(self.state_weights)}")
-        if self.volume_grid < 1:
-            bad(f"volume_grid must be >= 1, got {self.volume_grid}")
-
-    @property
-    def shift_px(self) -> float:
-        return self.max_shift_px if self.max_shift_px is not None else 0.04 * self.D
+            self.bad(f"state weights must be non-negative with a positive sum, got "
+                     f"{list(self.state_weights)}")
 
 
 def default_apix(radius: float, cfg: AtomicSynthConfig) -> float:
@@ -199,9 +162,7 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
     start = time.perf_counter()
     D, n, S = cfg.D, cfg.n, len(ens.coords)
     apix, resolution, sigma = geometry(ens, cfg)
-    rot, shift, ctf, conf_rng = draw_acquisition(
-        n, D, apix, cfg.seed, cfg.shift_px, cfg.defocus_range_angstroms,
-        cfg.astigmatism_max_angstroms, cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
+    rot, shift, ctf, conf_rng = cfg.draw(apix)
     counts = state_counts(n, cfg.state_weights if cfg.state_weights is not None else np.ones(S))
     state = conf_rng.permutation(np.repeat(np.arange(S), counts))
     grid = (set(range(S)) if ens.kind == "structures" else
