@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from .acquisition import Acquisition, noise_generator
 from .atoms import CUTOFF_SIGMAS, SIGMA_PER_RESOLUTION, SliceProjector, padding, rasterize_atoms
 from .structure_files import Ensemble
 from .synthetic import _CHUNK, _PILOT, publish, signal_mask
+from .workers import ordered_map, resolve_workers
 
 GENERATOR = "ampcheck.data.structures"
 GENERATOR_VERSION = 1
@@ -134,16 +135,20 @@ class AtomicSynthResult:
             f"  states    {min(counts)}–{max(counts)} images each",
             f"  noise     SNR {m['snr']:g} requested, {m['snr_measured']:.4g} measured",
             f"  volumes   {len(m['volumes'])} ground-truth maps in volumes/",
-            f"  took      {m['seconds']:.1f} s ({m['images_per_second']:,.0f} images/s)",
+            f"  took      {m['seconds']:.1f} s ({m['images_per_second']:,.0f} images/s, "
+            f"{m['workers']} {'process' if m['workers'] == 1 else 'processes'})",
         ])
 
 
 def generate(out: str | os.PathLike, ensemble: Ensemble, cfg: AtomicSynthConfig | None = None,
-             *, force: bool = False, star: bool = False,
-             show_progress: bool = True) -> AtomicSynthResult:
+             *, force: bool = False, star: bool = False, show_progress: bool = True,
+             workers: int | None = None) -> AtomicSynthResult:
     """Write the data set of ``ensemble`` to ``out`` (see the module's docstring); built
-    beside ``out`` and renamed into place when complete, as the synthetic generator's."""
+    beside ``out`` and renamed into place when complete, as the synthetic generator's.
+    ``workers``: processes that render the images side by side (default: the cores this
+    process may use); the bytes written are the same whatever their number."""
     cfg = cfg or AtomicSynthConfig()
+    workers = resolve_workers(workers, "data from atomic models")
     S = len(ensemble.coords)
     if cfg.state_weights is not None and len(cfg.state_weights) != S:
         raise ConfigError(f"{len(cfg.state_weights)} weights for {S} models; give one "
@@ -153,12 +158,68 @@ def generate(out: str | os.PathLike, ensemble: Ensemble, cfg: AtomicSynthConfig 
                           "trajectory's frames are weighted alike")
     geometry(ensemble, cfg)  # refuse before any folder is made
     out, manifest = publish(out, force, lambda tmp: _write(tmp, ensemble, cfg, star,
-                                                           show_progress))
+                                                           show_progress, workers))
     return AtomicSynthResult(out, manifest)
 
 
+class _Job(NamedTuple):
+    """What :func:`_render` reads (forked workers inherit it): the states' atoms ``(K, 3)``
+    Å and weights ``(K,)``, σ (Å), the box, every image's pose ``(n, 3, 3)``, shift ``(n, 2)``
+    px and CTF row ``(n, 9)``, each state's images, and the ``(n, D, D)`` float32 ``.npy``
+    file of the noiseless images."""
+
+    coords: list
+    weights: list
+    sigma: float
+    D: int
+    apix: float
+    rot: np.ndarray
+    shift: np.ndarray
+    ctf: np.ndarray
+    members: list
+    clean_path: Path
+
+
+#: The rendering in progress (:func:`_write`), which forked workers inherit.
+_JOB: _Job | None = None
+
+
+def render_plan(counts: np.ndarray, workers: int) -> list[tuple[int, int, int]]:
+    """The parts ``(state, first chunk, end chunk)`` of the rendering, in the states' order:
+    each state's images in chunks of ``_CHUNK`` (fixed: the bytes do not depend on the plan),
+    its chunks in ``round(workers × its share of the images)`` runs (at least one; one per
+    state where there are more states than workers, so that a state's map is made once)."""
+    n, plan = int(np.sum(counts)), []
+    for s, k in enumerate(counts):
+        chunks = -(-int(k) // _CHUNK)
+        runs = max(1, min(chunks, round(workers * int(k) / n)))
+        edges = np.linspace(0, chunks, runs + 1).round().astype(int)
+        plan += [(s, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return plan
+
+
+def _render(part: tuple[int, int, int]) -> np.ndarray | None:
+    """Render chunks ``first .. end − 1`` of a state's images into the noiseless stack (one
+    FFT thread: the processes are the parallelism); the state's map ``(D, D, D)`` where
+    ``first`` is 0 (the part that :func:`_write` takes it from), else None."""
+    s, first, end = part
+    job = _JOB
+    vol = rasterize_atoms(job.coords[s], job.weights[s], job.sigma, job.D, job.apix)
+    if end > first:
+        projector = SliceProjector(vol, job.apix, fft_threads=1)
+        clean = np.load(job.clean_path, mmap_mode="r+")
+        idx = job.members[s]
+        for c in range(first, end):
+            i = idx[c * _CHUNK:(c + 1) * _CHUNK]
+            clean[i] = -spectrum_to_images(projector.spectra(job.rot[i], job.shift[i]), job.D,
+                                           job.apix, job.ctf[i], fft_threads=1)
+        clean.flush()
+        del clean
+    return vol if first == 0 else None
+
+
 def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
-           show_progress: bool) -> dict:
+           show_progress: bool, workers: int) -> dict:
     start = time.perf_counter()
     D, n, S = cfg.D, cfg.n, len(ens.coords)
     apix, resolution, sigma = geometry(ens, cfg)
@@ -171,28 +232,31 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
 
     (folder / "volumes").mkdir()
     clean_path = folder / ".clean.f32"
-    clean = np.lib.format.open_memmap(clean_path, mode="w+", dtype=np.float32, shape=(n, D, D))
+    np.lib.format.open_memmap(clean_path, mode="w+", dtype=np.float32, shape=(n, D, D)).flush()
+    global _JOB
+    _JOB = _Job(ens.coords, ens.weights, sigma, D, apix, rot, shift, ctf,
+                [np.flatnonzero(state == s) for s in range(S)], clean_path)
     average, volumes = np.zeros((D,) * 3), []
-    for s in progress(range(S), S, "projecting states", unit="state", enabled=show_progress):
-        vol = rasterize_atoms(ens.coords[s], ens.weights[s], sigma, D, apix)
-        average += vol * counts[s] / n
-        if s in grid:
-            name = f"state{s:04d}.mrc"
-            io.write_mrc(folder / "volumes" / name, vol.astype(np.float32), apix)
-            volumes.append({"file": f"volumes/{name}", "z_continuous": float(position[s]),
-                            "z_class": s if ens.kind == "structures" else 0,
-                            "state": ens.labels[s]})
-        idx = np.flatnonzero(state == s)
-        if not len(idx):
-            continue
-        projector = SliceProjector(vol, apix)
-        for c in range(0, len(idx), _CHUNK):
-            i = idx[c:c + _CHUNK]
-            spec = projector.spectra(rot[i], shift[i])
-            clean[i] = -spectrum_to_images(spec, D, apix, ctf[i])
+    plan = render_plan(counts, workers)
+    try:
+        done = zip(plan, ordered_map(_render, plan, workers), strict=True)
+        for (s, _, _), vol in progress(done, len(plan), "projecting states", unit="part",
+                                       enabled=show_progress):
+            if vol is None:  # a later part of a state: its map came with the first
+                continue
+            average += vol * counts[s] / n  # in the states' order, whoever rendered them
+            if s in grid:
+                name = f"state{s:04d}.mrc"
+                io.write_mrc(folder / "volumes" / name, vol.astype(np.float32), apix)
+                volumes.append({"file": f"volumes/{name}", "z_continuous": float(position[s]),
+                                "z_class": s if ens.kind == "structures" else 0,
+                                "state": ens.labels[s]})
+    finally:
+        _JOB = None
     io.write_mrc(folder / "volumes" / "average.mrc", average.astype(np.float32), apix)
     volumes.append({"file": "volumes/average.mrc", "z_continuous": None, "z_class": None,
                     "note": "mean of the states' maps weighted by their images"})
+    clean = np.load(clean_path, mmap_mode="r")
 
     mask = signal_mask(D)
     pilot = np.asarray(clean[:min(n, _PILOT)], dtype=np.float64)
@@ -263,6 +327,7 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
         "volumes": volumes,
         "seconds": seconds,
         "images_per_second": n / seconds,
+        "workers": workers,
     }
     with io.atomic_path(folder / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2, default=float) + "\n")
