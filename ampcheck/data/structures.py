@@ -19,6 +19,12 @@ Images: each state's map (:func:`~ampcheck.data.atoms.rasterize_atoms`, the same
 ``volumes/``) is projected by :class:`~ampcheck.data.atoms.SliceProjector`, then CTF and noise
 as in the synthetic generator. States get exact image counts (``n`` split by the weights by
 largest remainders), shuffled over the stack.
+
+Speed: the noiseless images are rendered by worker processes side by side
+(:func:`render_plan`: a state, or a run of a state's chunks of ``_CHUNK`` images, per task),
+written straight into a shared ``.npy`` file; the noise, which one seeded stream draws in the
+stack's order, is added afterwards in this process. Every chunk is rendered alike whoever
+renders it, so the bytes are the same whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -198,24 +204,30 @@ def render_plan(counts: np.ndarray, workers: int) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _render(part: tuple[int, int, int]) -> np.ndarray | None:
+def _render(part: tuple[int, int, int]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Render chunks ``first .. end − 1`` of a state's images into the noiseless stack (one
-    FFT thread: the processes are the parallelism); the state's map ``(D, D, D)`` where
-    ``first`` is 0 (the part that :func:`_write` takes it from), else None."""
+    FFT thread: the processes are the parallelism). Returns the state's map ``(D, D, D)``
+    where ``first`` is 0 (the part that :func:`_write` takes it from, else None), the images
+    rendered ``(B,)`` and the variance of each in the SNR's mask ``(B,)``, of its float32
+    values (as written)."""
     s, first, end = part
     job = _JOB
     vol = rasterize_atoms(job.coords[s], job.weights[s], job.sigma, job.D, job.apix)
-    if end > first:
+    idx = job.members[s][first * _CHUNK:end * _CHUNK]
+    var = np.empty(len(idx))
+    if len(idx):
         projector = SliceProjector(vol, job.apix, fft_threads=1)
         clean = np.load(job.clean_path, mmap_mode="r+")
-        idx = job.members[s]
-        for c in range(first, end):
-            i = idx[c * _CHUNK:(c + 1) * _CHUNK]
-            clean[i] = -spectrum_to_images(projector.spectra(job.rot[i], job.shift[i]), job.D,
-                                           job.apix, job.ctf[i], fft_threads=1)
+        mask = signal_mask(job.D)
+        for c in range(0, len(idx), _CHUNK):
+            i = idx[c:c + _CHUNK]
+            x = (-spectrum_to_images(projector.spectra(job.rot[i], job.shift[i]), job.D,
+                                     job.apix, job.ctf[i], fft_threads=1)).astype(np.float32)
+            clean[i] = x
+            var[c:c + len(i)] = x.astype(np.float64)[:, mask].var(axis=1)
         clean.flush()
         del clean
-    return vol if first == 0 else None
+    return (vol if first == 0 else None), idx, var
 
 
 def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
@@ -236,12 +248,13 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
     global _JOB
     _JOB = _Job(ens.coords, ens.weights, sigma, D, apix, rot, shift, ctf,
                 [np.flatnonzero(state == s) for s in range(S)], clean_path)
-    average, volumes = np.zeros((D,) * 3), []
+    average, volumes, per_image_var = np.zeros((D,) * 3), [], np.empty(n)
     plan = render_plan(counts, workers)
     try:
         done = zip(plan, ordered_map(_render, plan, workers), strict=True)
-        for (s, _, _), vol in progress(done, len(plan), "projecting states", unit="part",
-                                       enabled=show_progress):
+        for (s, _, _), (vol, idx, var) in progress(done, len(plan), "projecting states",
+                                                   unit="part", enabled=show_progress):
+            per_image_var[idx] = var
             if vol is None:  # a later part of a state: its map came with the first
                 continue
             average += vol * counts[s] / n  # in the states' order, whoever rendered them
@@ -258,16 +271,12 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
                     "note": "mean of the states' maps weighted by their images"})
     clean = np.load(clean_path, mmap_mode="r")
 
-    mask = signal_mask(D)
-    pilot = np.asarray(clean[:min(n, _PILOT)], dtype=np.float64)
-    signal_var = float(pilot[:, mask].var(axis=1).mean())
+    signal_var = float(per_image_var[:min(n, _PILOT)].mean())
     noise_std = 0.0 if math.isinf(cfg.snr) else math.sqrt(signal_var / cfg.snr)
     noise_rng = noise_generator(cfg.seed)
-    per_image_var = np.empty(n)
     with io.StackWriter(folder / "particles.mrcs", n, D, apix) as stack:
         for s0 in range(0, n, _CHUNK):
             x = np.asarray(clean[s0:s0 + _CHUNK], dtype=np.float64)
-            per_image_var[s0:s0 + len(x)] = x[:, mask].var(axis=1)
             stack.write(s0, (x + noise_std * noise_rng.standard_normal(x.shape))
                         .astype(np.float32))
     del clean
