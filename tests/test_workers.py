@@ -3,6 +3,7 @@ processes when asked, and the number of workers checked."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import pytest
@@ -25,6 +26,24 @@ def test_results_come_in_order_from_other_processes_only_when_asked():
         else:
             assert os.getpid() not in pids and 1 <= len(pids) <= workers
     assert list(ordered_map(_square_and_pid, [], 2)) == []
+
+
+def _fails_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def _in_a_pool_worker(_) -> set[int]:
+    return {pid for _, pid in ordered_map(_square_and_pid, range(4), 2)}
+
+
+def test_a_workers_error_reaches_the_caller_and_a_daemon_works_alone():
+    with pytest.raises(ValueError, match="three"):
+        list(ordered_map(_fails_on_three, range(6), 2))
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # a daemon may have no children
+        worker_pid, pids = pool.apply(os.getpid), pool.apply(_in_a_pool_worker, (None,))
+    assert pids == {worker_pid}
 
 
 def test_the_default_is_the_cores_this_process_may_use_and_bad_numbers_are_refused():

@@ -250,8 +250,9 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
                 [np.flatnonzero(state == s) for s in range(S)], clean_path)
     average, volumes, per_image_var = np.zeros((D,) * 3), [], np.empty(n)
     plan = render_plan(counts, workers)
+    results = ordered_map(_render, plan, workers)
     try:
-        done = zip(plan, ordered_map(_render, plan, workers), strict=True)
+        done = zip(plan, results, strict=True)
         for (s, _, _), (vol, idx, var) in progress(done, len(plan), "projecting states",
                                                    unit="part", enabled=show_progress):
             per_image_var[idx] = var
@@ -265,6 +266,7 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
                                 "z_class": s if ens.kind == "structures" else 0,
                                 "state": ens.labels[s]})
     finally:
+        results.close()  # the workers end here, even on an error
         _JOB = None
     io.write_mrc(folder / "volumes" / "average.mrc", average.astype(np.float32), apix)
     volumes.append({"file": "volumes/average.mrc", "z_continuous": None, "z_class": None,

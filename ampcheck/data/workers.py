@@ -41,10 +41,13 @@ def resolve_workers(workers: int | None, what: str) -> int:
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """``fn(item)`` for each of ``items``, in order, computed by up to ``workers`` forked
-    processes (one task at a time each, so that the first results come early)."""
+    processes (one task at a time each, so that the first results come early). In a daemon
+    process (a pool's worker, which may not have children) it runs in this process. Close
+    the iterator (or exhaust it) to end the processes."""
     items = list(items)
     n = min(int(workers), len(items))
-    if n < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if n < 2 or "fork" not in multiprocessing.get_all_start_methods() \
+            or multiprocessing.current_process().daemon:
         yield from map(fn, items)
         return
     with multiprocessing.get_context("fork").Pool(n) as pool:
