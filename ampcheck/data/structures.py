@@ -225,8 +225,7 @@ def _render(part: tuple[int, int, int]) -> tuple[np.ndarray | None, np.ndarray, 
                                      job.apix, job.ctf[i], fft_threads=1)).astype(np.float32)
             clean[i] = x
             var[c:c + len(i)] = x.astype(np.float64)[:, mask].var(axis=1)
-        clean.flush()
-        del clean
+        del clean  # shared pages: the main process reads them without a sync to disk
     return (vol if first == 0 else None), idx, var
 
 
