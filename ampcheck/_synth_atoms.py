@@ -11,7 +11,7 @@ from .errors import ConfigError
 
 #: ``dest`` names of the options that only a data set from atomic models takes.
 ATOMIC_OPTIONS = ("topology", "stride", "atoms", "residues", "core", "no_align", "resolution",
-                  "weights", "per_state", "max_shift", "defocus", "volume_grid")
+                  "weights", "per_state", "max_shift", "defocus", "volume_grid", "workers")
 
 
 _non_negative_float = argtypes.number(float, 0, False, "a non-negative number")
@@ -51,6 +51,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="defocus range in µm (default 1 3)")
     g.add_argument("--volume-grid", type=argtypes.positive_int, metavar="N",
                    help="ground-truth maps of N frames of a trajectory (default 5)")
+    g.add_argument("--workers", type=argtypes.positive_int, metavar="N",
+                   help="processes that render the images side by side (default: the cores "
+                        "available; the same images whatever the number)")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -96,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = AtomicSynthConfig(**fields)
     with OutputDir(args.out, "ampcheck synth") as held:
         result = generate(held.path, ensemble, cfg, force=args.force, star=args.star,
-                          show_progress=not args.quiet)
+                          show_progress=not args.quiet, workers=args.workers)
     print(result.summary())
     return 0

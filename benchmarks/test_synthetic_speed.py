@@ -35,10 +35,12 @@ def test_render_one_chunk(benchmark, D):
     benchmark.extra_info["images_per_s"] = 256 / benchmark.stats["median"]
 
 
-def test_generate_from_an_atomic_model(benchmark, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_generate_from_an_atomic_model(benchmark, tmp_path, workers):
     """``ampcheck synth --structures`` at the ci size (2,000 images of 64 px) from adenylate
-    kinase's two structures with every atom (3,341 each; needs the ``structures`` extra).
-    The manifest's ``images_per_second`` times the same run from the inside."""
+    kinase's two structures with every atom (3,341 each; needs the ``structures`` extra), its
+    images rendered by one process or two side by side (``--workers``). The manifest's
+    ``images_per_second`` times the same run from the inside."""
     pytest.importorskip("MDAnalysisTests", reason="needs the structures extra")
     from ampcheck.data.structure_files import load_ensemble
     from ampcheck.data.structures import AtomicSynthConfig
@@ -48,6 +50,6 @@ def test_generate_from_an_atomic_model(benchmark, tmp_path):
                         atoms="all", core="1-29,60-121,160-214")
     cfg = AtomicSynthConfig(n=2000, D=64)
     benchmark.pedantic(lambda: generate_atomic(tmp_path / f"set{next(_count)}", ens, cfg,
-                                               show_progress=False),
+                                               show_progress=False, workers=workers),
                        rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info["images_per_s"] = cfg.n / benchmark.stats["median"]

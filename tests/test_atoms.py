@@ -17,7 +17,7 @@ from ampcheck.data.atoms import (
     project_atoms_real,
     rasterize_atoms,
 )
-from ampcheck.data.structures import AtomicSynthConfig, state_counts
+from ampcheck.data.structures import AtomicSynthConfig, render_plan, state_counts
 
 
 def _rel(a, b) -> float:
@@ -124,3 +124,19 @@ def test_bad_settings_are_refused(fields, message):
 
     with pytest.raises(ConfigError, match=message):
         AtomicSynthConfig(**fields)
+
+
+@pytest.mark.parametrize("counts, workers, parts", [
+    ([1000, 1000], 2, [(0, 0, 4), (1, 0, 4)]),  # a state each: each map made once
+    ([500, 1500], 2, [(0, 0, 2), (1, 0, 3), (1, 3, 6)]),  # the larger state in two parts
+    ([2000], 2, [(0, 0, 4), (0, 4, 8)]),
+    ([300, 0, 10], 4, [(0, 0, 1), (0, 1, 2), (1, 0, 0), (2, 0, 1)]),  # no image: its map only
+    ([1000, 1000], 1, [(0, 0, 4), (1, 0, 4)]),
+])
+def test_the_render_plan_covers_every_chunk_once_in_the_states_order(counts, workers, parts):
+    plan = render_plan(np.array(counts), workers)
+    assert plan == parts
+    for s, k in enumerate(counts):  # contiguous runs from 0 to the state's last chunk
+        runs = [(a, b) for t, a, b in plan if t == s]
+        assert runs[0][0] == 0 and runs[-1][1] == -(-k // 256)
+        assert all(b0 == a1 for (_, b0), (a1, _) in zip(runs, runs[1:], strict=False))

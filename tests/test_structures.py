@@ -101,6 +101,38 @@ def test_a_trajectory_gives_each_image_its_frames_position(tmp_path, adk):
     assert res.manifest["alignment"]["rmsd_to_first_max"] > 5
 
 
+def test_the_same_seed_gives_the_same_bytes_whatever_the_number_of_workers(tmp_path, adk):
+    from dataclasses import replace
+
+    from ampcheck.data.structure_files import load_ensemble
+    from ampcheck.data.structures import AtomicSynthConfig, generate, render_plan
+
+    ens = load_ensemble([adk.PDB_small, adk.PDB_closed], core=CORE)
+    # 150 and 450 images: with two or three workers the second state is rendered in parts
+    cfg = AtomicSynthConfig(n=600, D=32, state_weights=(1.0, 3.0))
+    assert [len(render_plan(np.array([150, 450]), w)) for w in (1, 2, 3)] == [2, 3, 3]
+
+    def written(res) -> dict[str, bytes]:
+        return {p.relative_to(res.out).as_posix(): p.read_bytes()
+                for p in res.out.rglob("*") if p.is_file() and p.name != "manifest.json"}
+
+    sets = {w: generate(tmp_path / f"w{w}", ens, cfg, show_progress=False, workers=w)
+            for w in (1, 2, 3)}
+    one = written(sets[1])
+    assert len(one) == 7  # the stack, poses, CTF, truth, two states' maps and their average
+    timing = {"seconds", "images_per_second", "workers"}
+    for w in (2, 3):
+        assert written(sets[w]) == one, w
+        assert sets[w].manifest["workers"] == w
+        assert ({k: v for k, v in sets[w].manifest.items() if k not in timing}
+                == {k: v for k, v in sets[1].manifest.items() if k not in timing})
+    # control: the comparison sees another seed's images, poses, CTFs and truth
+    other = written(generate(tmp_path / "seed1", ens, replace(cfg, seed=1),
+                             show_progress=False, workers=2))
+    assert {k for k in one if other[k] != one[k]} >= {"particles.mrcs", "poses.pkl", "ctf.pkl",
+                                                      "truth.npz"}
+
+
 def test_images_per_state(tmp_path, adk):
     out = tmp_path / "each"
     assert main(["synth", "--out", str(out), "--structures", "MDAnalysisTests:adk_open.pdb",

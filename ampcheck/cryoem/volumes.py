@@ -103,12 +103,14 @@ def project_blobs_fourier(centers: np.ndarray, sigmas: np.ndarray, weights: np.n
 
 
 def spectrum_to_images(spectrum: np.ndarray, D: int, apix: float,
-                       ctf_table: np.ndarray | None = None) -> np.ndarray:
+                       ctf_table: np.ndarray | None = None, *,
+                       fft_threads: int = -1) -> np.ndarray:
     """Real-space images ``(B, D, D)`` from half-plane spectra of :func:`project_blobs_fourier`.
 
     Optionally multiplies by the CTF of each image first (``ctf_table`` rows as in ``ctf.pkl``).
     The result is the projection sampled at pixel centres (units: density·Å), periodic in the
-    box and band-limited at Nyquist.
+    box and band-limited at Nyquist. ``fft_threads``: the inverse FFT's threads (scipy's
+    ``workers``; −1 every core); each image's values are the same whatever the number.
     """
     if ctf_table is not None:
         ky, kx = rfft_frequencies(D, apix)
@@ -117,7 +119,7 @@ def spectrum_to_images(spectrum: np.ndarray, D: int, apix: float,
         spectrum = spectrum * ctf.reshape(-1, D, D // 2 + 1)
     # Riemann sum of the inverse transform: p(x) = Σ_k P(k) e^{2πikx} Δk², Δk = 1/(D·apix),
     # and irfft2 divides by D², so scale by 1/apix². fftshift moves the origin to index D/2.
-    img = scipy.fft.irfft2(spectrum, s=(D, D), axes=(-2, -1), workers=-1) / apix**2
+    img = scipy.fft.irfft2(spectrum, s=(D, D), axes=(-2, -1), workers=fft_threads) / apix**2
     return np.fft.fftshift(img, axes=(-2, -1))
 
 

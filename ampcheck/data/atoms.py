@@ -24,6 +24,7 @@ the same Gaussian atoms.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -102,9 +103,12 @@ class SliceProjector:
     Args:
         volume: ``(D, D, D)`` map indexed ``[z, y, x]``, voxel ``j`` at ``(j − D/2)·apix``.
         apix: voxel size in Å.
+        pad: the zero-padding factor (default :func:`padding`).
+        fft_threads: the map's FFT's threads (scipy's ``workers``; −1 every core).
     """
 
-    def __init__(self, volume: np.ndarray, apix: float, pad: int | None = None):
+    def __init__(self, volume: np.ndarray, apix: float, pad: int | None = None,
+                 fft_threads: int = -1):
         volume = np.asarray(volume, dtype=np.float64)
         D = volume.shape[0]
         if volume.shape != (D, D, D) or D % 2:
@@ -121,14 +125,19 @@ class SliceProjector:
         at = (np.arange(D) - D // 2) % N
         padded[np.ix_(at, at, at)] = volume / (corr[:, None, None] * corr[None, :, None]
                                                * corr[None, None])
-        spec = scipy.fft.rfftn(padded, workers=-1)  # (N, N, N//2 + 1), axes [z, y, x]
+        spec = scipy.fft.rfftn(padded, workers=fft_threads)  # (N, N, N//2 + 1), axes [z, y, x]
         spec *= np.float32(self.apix**3)
-        # z and y in centred order (index N/2 is frequency 0): interpolation needs no wrapping
-        spec = np.fft.fftshift(spec, axes=(0, 1))
+        # z and y in centred order (index N/2 is frequency 0): interpolation needs no wrapping;
         # two more samples along each axis (z, y: the periodic continuation; x: zeros beyond
-        # Nyquist), so that a neighbour of any point in the sphere |k| <= N/2 is stored
-        spec = np.pad(np.pad(spec, ((0, 2), (0, 2), (0, 0)), mode="wrap"), ((0, 0), (0, 0), (0, 2)))
-        self.N, self._flat = N, spec.reshape(-1)
+        # Nyquist), so that a neighbour of any point in the sphere |k| <= N/2 is stored.
+        # Row j of the table holds frequency j − N/2: its first N/2 rows are the spectrum's
+        # last N/2, the rest its first N/2 + 2; copied block by block, once.
+        half = N // 2
+        table = np.zeros((N + 2, N + 2, half + 3), dtype=spec.dtype)
+        parts = ((slice(0, half), slice(half, N)), (slice(half, N + 2), slice(0, half + 2)))
+        for (tz, sz), (ty, sy) in itertools.product(parts, parts):
+            table[tz, ty, :half + 1] = spec[sz, sy]
+        self.N, self._flat = N, table.reshape(-1)
         my = np.arange(D) - D // 2  # centred ky order
         mx = np.arange(D // 2 + 1)
         self._m = np.stack(np.broadcast_arrays(mx[None, :], my[:, None], 0 * mx[None, :]),

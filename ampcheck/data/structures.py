@@ -19,6 +19,12 @@ Images: each state's map (:func:`~ampcheck.data.atoms.rasterize_atoms`, the same
 ``volumes/``) is projected by :class:`~ampcheck.data.atoms.SliceProjector`, then CTF and noise
 as in the synthetic generator. States get exact image counts (``n`` split by the weights by
 largest remainders), shuffled over the stack.
+
+Speed: the noiseless images are rendered by worker processes side by side
+(:func:`render_plan`: a state, or a run of a state's chunks of ``_CHUNK`` images, per task),
+written straight into a shared ``.npy`` file; the noise, which one seeded stream draws in the
+stack's order, is added afterwards in this process. Every chunk is rendered alike whoever
+renders it, so the bytes are the same whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -37,16 +44,11 @@ from .._progress import progress
 from ..cryoem import io
 from ..cryoem.volumes import spectrum_to_images
 from ..errors import ConfigError
+from .acquisition import Acquisition, noise_generator
 from .atoms import CUTOFF_SIGMAS, SIGMA_PER_RESOLUTION, SliceProjector, padding, rasterize_atoms
 from .structure_files import Ensemble
-from .synthetic import (
-    _CHUNK,
-    _PILOT,
-    draw_acquisition,
-    noise_generator,
-    publish,
-    signal_mask,
-)
+from .synthetic import _CHUNK, _PILOT, publish, signal_mask
+from .workers import ordered_map, resolve_workers
 
 GENERATOR = "ampcheck.data.structures"
 GENERATOR_VERSION = 1
@@ -55,61 +57,29 @@ FILL = 0.9  # the default pixel size puts the molecule, its 3σ and its shifts i
 
 
 @dataclass(frozen=True)
-class AtomicSynthConfig:
-    """The images' settings (units in the names); the molecule comes as an Ensemble.
+class AtomicSynthConfig(Acquisition):
+    """The images' settings (units in the names; the acquisition's are
+    :class:`~ampcheck.data.acquisition.Acquisition`'s); the molecule comes as an Ensemble.
 
     ``apix`` None: from the molecule's size (see :func:`default_apix`); ``resolution`` None:
     ``4 × apix``; ``state_weights`` None: every state alike (a trajectory's frames always).
     """
 
-    n: int = 1250
-    D: int = 24
-    apix: float | None = None
+    _WHAT: ClassVar[str] = "data from atomic models"
+    _DEFOCUS: ClassVar[str] = "the defocus range"
+
     resolution: float | None = None
-    snr: float = 0.1
-    seed: int = 0
-    max_shift_px: float | None = None  # default 0.04·D, as the synthetic generator's
-    defocus_range_angstroms: tuple[float, float] = (10_000.0, 30_000.0)
-    astigmatism_max_angstroms: float = 500.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.1
     state_weights: tuple[float, ...] | None = None
-    volume_grid: int = 5
 
     def __post_init__(self):
-        def bad(msg: str):
-            raise ConfigError(f"data from atomic models: {msg}")
-
-        if not isinstance(self.n, (int, np.integer)) or self.n < 2:
-            bad(f"n must be an integer >= 2, got {self.n!r}")
-        if not isinstance(self.D, (int, np.integer)) or self.D < 16 or self.D % 2:
-            bad(f"box size D must be an even integer >= 16, got {self.D!r}")
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            bad(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("apix", "resolution"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                bad(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.snr > 0:
-            bad(f"snr must be positive (inf for noiseless), got {self.snr}")
-        if self.max_shift_px is not None and not 0 <= self.max_shift_px <= self.D / 8:
-            bad(f"max_shift_px must be in [0, D/8 = {self.D / 8}], got {self.max_shift_px}")
-        lo, hi = self.defocus_range_angstroms
-        if not 0 < lo <= hi:
-            bad(f"the defocus range must be 0 < lo <= hi, got {(lo, hi)}")
-        if not 0 <= self.amplitude_contrast < 1:
-            bad(f"amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
+        super().__post_init__()
+        if self.resolution is not None and not self.resolution > 0:
+            self.bad(f"resolution must be positive, got {self.resolution}")
         if self.state_weights is not None and (
                 any(not (w >= 0 and math.isfinite(w)) for w in self.state_weights)
                 or not sum(self.state_weights) > 0):
-            bad(f"state weights must be non-negative with a positive sum, got "
-                f"{list(self.state_weights)}")
-        if self.volume_grid < 1:
-            bad(f"volume_grid must be >= 1, got {self.volume_grid}")
-
-    @property
-    def shift_px(self) -> float:
-        return self.max_shift_px if self.max_shift_px is not None else 0.04 * self.D
+            self.bad(f"state weights must be non-negative with a positive sum, got "
+                     f"{list(self.state_weights)}")
 
 
 def default_apix(radius: float, cfg: AtomicSynthConfig) -> float:
@@ -171,16 +141,20 @@ class AtomicSynthResult:
             f"  states    {min(counts)}–{max(counts)} images each",
             f"  noise     SNR {m['snr']:g} requested, {m['snr_measured']:.4g} measured",
             f"  volumes   {len(m['volumes'])} ground-truth maps in volumes/",
-            f"  took      {m['seconds']:.1f} s ({m['images_per_second']:,.0f} images/s)",
+            f"  took      {m['seconds']:.1f} s ({m['images_per_second']:,.0f} images/s, "
+            f"{m['workers']} {'process' if m['workers'] == 1 else 'processes'})",
         ])
 
 
 def generate(out: str | os.PathLike, ensemble: Ensemble, cfg: AtomicSynthConfig | None = None,
-             *, force: bool = False, star: bool = False,
-             show_progress: bool = True) -> AtomicSynthResult:
+             *, force: bool = False, star: bool = False, show_progress: bool = True,
+             workers: int | None = None) -> AtomicSynthResult:
     """Write the data set of ``ensemble`` to ``out`` (see the module's docstring); built
-    beside ``out`` and renamed into place when complete, as the synthetic generator's."""
+    beside ``out`` and renamed into place when complete, as the synthetic generator's.
+    ``workers``: processes that render the images side by side (default: the cores this
+    process may use); the bytes written are the same whatever their number."""
     cfg = cfg or AtomicSynthConfig()
+    workers = resolve_workers(workers, "data from atomic models")
     S = len(ensemble.coords)
     if cfg.state_weights is not None and len(cfg.state_weights) != S:
         raise ConfigError(f"{len(cfg.state_weights)} weights for {S} models; give one "
@@ -190,18 +164,77 @@ def generate(out: str | os.PathLike, ensemble: Ensemble, cfg: AtomicSynthConfig 
                           "trajectory's frames are weighted alike")
     geometry(ensemble, cfg)  # refuse before any folder is made
     out, manifest = publish(out, force, lambda tmp: _write(tmp, ensemble, cfg, star,
-                                                           show_progress))
+                                                           show_progress, workers))
     return AtomicSynthResult(out, manifest)
 
 
+class _Job(NamedTuple):
+    """What :func:`_render` reads (forked workers inherit it): the states' atoms ``(K, 3)``
+    Å and weights ``(K,)``, σ (Å), the box, every image's pose ``(n, 3, 3)``, shift ``(n, 2)``
+    px and CTF row ``(n, 9)``, each state's images, and the ``(n, D, D)`` float32 ``.npy``
+    file of the noiseless images."""
+
+    coords: list
+    weights: list
+    sigma: float
+    D: int
+    apix: float
+    rot: np.ndarray
+    shift: np.ndarray
+    ctf: np.ndarray
+    members: list
+    clean_path: Path
+
+
+#: The rendering in progress (:func:`_write`), which forked workers inherit.
+_JOB: _Job | None = None
+
+
+def render_plan(counts: np.ndarray, workers: int) -> list[tuple[int, int, int]]:
+    """The parts ``(state, first chunk, end chunk)`` of the rendering, in the states' order:
+    each state's images in chunks of ``_CHUNK`` (fixed: the bytes do not depend on the plan),
+    its chunks in ``round(workers × its share of the images)`` runs (at least one; one per
+    state where there are more states than workers, so that a state's map is made once)."""
+    n, plan = int(np.sum(counts)), []
+    for s, k in enumerate(counts):
+        chunks = -(-int(k) // _CHUNK)
+        runs = max(1, min(chunks, round(workers * int(k) / n)))
+        edges = np.linspace(0, chunks, runs + 1).round().astype(int)
+        plan += [(s, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return plan
+
+
+def _render(part: tuple[int, int, int]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Render chunks ``first .. end − 1`` of a state's images into the noiseless stack (one
+    FFT thread: the processes are the parallelism). Returns the state's map ``(D, D, D)``
+    where ``first`` is 0 (the part that :func:`_write` takes it from, else None), the images
+    rendered ``(B,)`` and the variance of each in the SNR's mask ``(B,)``, of its float32
+    values (as written)."""
+    s, first, end = part
+    job = _JOB
+    vol = rasterize_atoms(job.coords[s], job.weights[s], job.sigma, job.D, job.apix)
+    idx = job.members[s][first * _CHUNK:end * _CHUNK]
+    var = np.empty(len(idx))
+    if len(idx):
+        projector = SliceProjector(vol, job.apix, fft_threads=1)
+        clean = np.load(job.clean_path, mmap_mode="r+")
+        mask = signal_mask(job.D)
+        for c in range(0, len(idx), _CHUNK):
+            i = idx[c:c + _CHUNK]
+            x = (-spectrum_to_images(projector.spectra(job.rot[i], job.shift[i]), job.D,
+                                     job.apix, job.ctf[i], fft_threads=1)).astype(np.float32)
+            clean[i] = x
+            var[c:c + len(i)] = x.astype(np.float64)[:, mask].var(axis=1)
+        del clean  # shared pages: the main process reads them without a sync to disk
+    return (vol if first == 0 else None), idx, var
+
+
 def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
-           show_progress: bool) -> dict:
+           show_progress: bool, workers: int) -> dict:
     start = time.perf_counter()
     D, n, S = cfg.D, cfg.n, len(ens.coords)
     apix, resolution, sigma = geometry(ens, cfg)
-    rot, shift, ctf, conf_rng = draw_acquisition(
-        n, D, apix, cfg.seed, cfg.shift_px, cfg.defocus_range_angstroms,
-        cfg.astigmatism_max_angstroms, cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
+    rot, shift, ctf, conf_rng = cfg.draw(apix)
     counts = state_counts(n, cfg.state_weights if cfg.state_weights is not None else np.ones(S))
     state = conf_rng.permutation(np.repeat(np.arange(S), counts))
     grid = (set(range(S)) if ens.kind == "structures" else
@@ -210,39 +243,41 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
 
     (folder / "volumes").mkdir()
     clean_path = folder / ".clean.f32"
-    clean = np.lib.format.open_memmap(clean_path, mode="w+", dtype=np.float32, shape=(n, D, D))
-    average, volumes = np.zeros((D,) * 3), []
-    for s in progress(range(S), S, "projecting states", unit="state", enabled=show_progress):
-        vol = rasterize_atoms(ens.coords[s], ens.weights[s], sigma, D, apix)
-        average += vol * counts[s] / n
-        if s in grid:
-            name = f"state{s:04d}.mrc"
-            io.write_mrc(folder / "volumes" / name, vol.astype(np.float32), apix)
-            volumes.append({"file": f"volumes/{name}", "z_continuous": float(position[s]),
-                            "z_class": s if ens.kind == "structures" else 0,
-                            "state": ens.labels[s]})
-        idx = np.flatnonzero(state == s)
-        if not len(idx):
-            continue
-        projector = SliceProjector(vol, apix)
-        for c in range(0, len(idx), _CHUNK):
-            i = idx[c:c + _CHUNK]
-            spec = projector.spectra(rot[i], shift[i])
-            clean[i] = -spectrum_to_images(spec, D, apix, ctf[i])
+    np.lib.format.open_memmap(clean_path, mode="w+", dtype=np.float32, shape=(n, D, D)).flush()
+    global _JOB
+    _JOB = _Job(ens.coords, ens.weights, sigma, D, apix, rot, shift, ctf,
+                [np.flatnonzero(state == s) for s in range(S)], clean_path)
+    average, volumes, per_image_var = np.zeros((D,) * 3), [], np.empty(n)
+    plan = render_plan(counts, workers)
+    results = ordered_map(_render, plan, workers)
+    try:
+        done = zip(plan, results, strict=True)
+        for (s, _, _), (vol, idx, var) in progress(done, len(plan), "projecting states",
+                                                   unit="part", enabled=show_progress):
+            per_image_var[idx] = var
+            if vol is None:  # a later part of a state: its map came with the first
+                continue
+            average += vol * counts[s] / n  # in the states' order, whoever rendered them
+            if s in grid:
+                name = f"state{s:04d}.mrc"
+                io.write_mrc(folder / "volumes" / name, vol.astype(np.float32), apix)
+                volumes.append({"file": f"volumes/{name}", "z_continuous": float(position[s]),
+                                "z_class": s if ens.kind == "structures" else 0,
+                                "state": ens.labels[s]})
+    finally:
+        results.close()  # the workers end here, even on an error
+        _JOB = None
     io.write_mrc(folder / "volumes" / "average.mrc", average.astype(np.float32), apix)
     volumes.append({"file": "volumes/average.mrc", "z_continuous": None, "z_class": None,
                     "note": "mean of the states' maps weighted by their images"})
+    clean = np.load(clean_path, mmap_mode="r")
 
-    mask = signal_mask(D)
-    pilot = np.asarray(clean[:min(n, _PILOT)], dtype=np.float64)
-    signal_var = float(pilot[:, mask].var(axis=1).mean())
+    signal_var = float(per_image_var[:min(n, _PILOT)].mean())
     noise_std = 0.0 if math.isinf(cfg.snr) else math.sqrt(signal_var / cfg.snr)
     noise_rng = noise_generator(cfg.seed)
-    per_image_var = np.empty(n)
     with io.StackWriter(folder / "particles.mrcs", n, D, apix) as stack:
         for s0 in range(0, n, _CHUNK):
             x = np.asarray(clean[s0:s0 + _CHUNK], dtype=np.float64)
-            per_image_var[s0:s0 + len(x)] = x[:, mask].var(axis=1)
             stack.write(s0, (x + noise_std * noise_rng.standard_normal(x.shape))
                         .astype(np.float32))
     del clean
@@ -302,6 +337,7 @@ def _write(folder: Path, ens: Ensemble, cfg: AtomicSynthConfig, star: bool,
         "volumes": volumes,
         "seconds": seconds,
         "images_per_second": n / seconds,
+        "workers": workers,
     }
     with io.atomic_path(folder / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2, default=float) + "\n")

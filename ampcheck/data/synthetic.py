@@ -38,15 +38,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from .. import __version__
 from .._progress import progress
 from ..cryoem import io
-from ..cryoem.rotations import random_rotations, rotation_about_axis
+from ..cryoem.rotations import rotation_about_axis
 from ..cryoem.volumes import BlobVolume, project_blobs_fourier, spectrum_to_images
 from ..errors import ConfigError, InputError
+from .acquisition import Acquisition, is_integer, noise_generator
 
 GENERATOR_VERSION = 1
 #: The ``generator`` of the manifests of ampcheck's data sets: this module's and
@@ -70,72 +72,40 @@ DOMAIN_CORE, DOMAIN_ARM, DOMAIN_SUBUNIT = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    """Everything that determines a synthetic data set (units in the names).
+class SynthConfig(Acquisition):
+    """Everything that determines a synthetic data set (units in the names): the acquisition
+    (:class:`~ampcheck.data.acquisition.Acquisition`; ``apix`` None is ``BOX_ANGSTROMS / D``)
+    and the molecule's heterogeneity.
 
     ``snr = inf`` gives noiseless images; ``hinge_range_deg = (a, a)`` with ``p_subunit`` 0 or 1
     gives a homogeneous data set.
     """
 
-    n: int = 1250  # the standard size (SIZES), ampcheck run's
-    D: int = 24
-    apix: float | None = None  # Å/pixel; default BOX_ANGSTROMS / D
-    snr: float = 0.1
-    seed: int = 0
+    _WHAT: ClassVar[str] = "synthetic data"
+
     molecule_seed: int = 0
     hinge_range_deg: tuple[float, float] = (-30.0, 30.0)
     p_subunit: float = 0.5
-    max_shift_px: float | None = None  # uniform in [-m, m]²; default 0.04·D
-    defocus_range_angstroms: tuple[float, float] = (10_000.0, 30_000.0)
-    astigmatism_max_angstroms: float = 500.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.1
-    volume_grid: int = 5  # ground-truth volumes per class, at evenly spaced z_continuous
     # the share of images whose viewing direction is drawn near their state's preferred view
     # (class 1 near +x, class 0 near +y): a genuine correlation of conformation with pose
     view_preference: float = 0.0
 
     def __post_init__(self):
-        def bad(msg: str):
-            raise ConfigError(f"synthetic data: {msg}")
-
-        def integer(value) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        if not integer(self.n) or self.n < 2:
-            bad(f"n must be an integer >= 2, got {self.n!r}")
-        if not integer(self.D) or self.D < 16 or self.D % 2:
-            bad(f"box size D must be an even integer >= 16, got {self.D!r}")
-        for name in ("seed", "molecule_seed"):
-            if not integer(getattr(self, name)) or getattr(self, name) < 0:
-                bad(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if self.apix is not None and not self.apix > 0:
-            bad(f"apix must be positive, got {self.apix}")
-        if not self.snr > 0:
-            bad(f"snr must be positive (inf for noiseless), got {self.snr}")
+        super().__post_init__()
+        bad = self.bad
+        if not is_integer(self.molecule_seed) or self.molecule_seed < 0:
+            bad(f"molecule_seed must be a non-negative integer, got {self.molecule_seed!r}")
         lo, hi = self.hinge_range_deg
         if not (-90 <= lo <= hi <= 90):
             bad(f"hinge_range_deg must be (lo, hi) within [-90, 90], got {self.hinge_range_deg}")
         if not 0 <= self.p_subunit <= 1:
             bad(f"p_subunit must be in [0, 1], got {self.p_subunit}")
-        if self.max_shift_px is not None and not 0 <= self.max_shift_px <= self.D / 8:
-            bad(f"max_shift_px must be in [0, D/8 = {self.D / 8}], got {self.max_shift_px}")
-        dlo, dhi = self.defocus_range_angstroms
-        if not 0 < dlo <= dhi:
-            bad(f"defocus_range_angstroms must be 0 < lo <= hi, got {(dlo, dhi)}")
-        if not 0 <= self.amplitude_contrast < 1:
-            bad(f"amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
-        if not (self.voltage_kv > 0 and self.cs_mm >= 0 and self.astigmatism_max_angstroms >= 0):
-            bad("voltage_kv must be positive, cs_mm and astigmatism_max_angstroms non-negative")
         half_box = 0.5 * self.D * self.pixel_size
         reach = MOLECULE_RADIUS_ANGSTROMS + self.shift_px * self.pixel_size
         if reach > half_box:
             bad(f"the molecule (radius {MOLECULE_RADIUS_ANGSTROMS:g} Å, shifted by up to "
                 f"{self.shift_px * self.pixel_size:.1f} Å) does not fit a box of "
                 f"{2 * half_box:g} Å (D = {self.D} at {self.pixel_size:g} Å/px); raise apix or D")
-        if self.volume_grid < 1:
-            bad(f"volume_grid must be >= 1, got {self.volume_grid}")
         if not 0 <= self.view_preference <= 1:
             bad(f"view_preference must be in [0, 1], got {self.view_preference}")
 
@@ -153,9 +123,6 @@ class SynthConfig:
         """Å per pixel."""
         return self.apix if self.apix is not None else BOX_ANGSTROMS / self.D
 
-    @property
-    def shift_px(self) -> float:
-        return self.max_shift_px if self.max_shift_px is not None else 0.04 * self.D
 
 
 @dataclass(frozen=True)
@@ -234,38 +201,10 @@ class ImageParameters:
     hinge_deg: np.ndarray  # (N,)
 
 
-def draw_acquisition(n: int, D: int, apix: float, seed: int, shift_px: float,
-                     defocus_range_angstroms: tuple[float, float],
-                     astigmatism_max_angstroms: float, voltage_kv: float, cs_mm: float,
-                     amplitude_contrast: float):
-    """Poses ``(n, 3, 3)`` uniform on SO(3), in-plane shifts ``(n, 2)`` uniform in
-    ``[−shift_px, shift_px]²``, CTF rows ``(n, 9)``, each from its own seeded stream, and the
-    generator of the conformations (the fourth stream), in that order."""
-    pose_rng, shift_rng, ctf_rng, conf_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
-    rot = random_rotations(n, pose_rng)
-    shift = shift_rng.uniform(-shift_px, shift_px, size=(n, 2))
-    dfu = ctf_rng.uniform(*defocus_range_angstroms, size=n)
-    dfv = dfu - ctf_rng.uniform(0, astigmatism_max_angstroms, size=n)
-    dfang = ctf_rng.uniform(0, 180, size=n)
-    ctf = np.column_stack([
-        np.full(n, D), np.full(n, apix), dfu, dfv, dfang,
-        np.full(n, voltage_kv), np.full(n, cs_mm), np.full(n, amplitude_contrast),
-        np.zeros(n)])
-    return rot, shift, ctf, conf_rng
-
-
-def noise_generator(seed: int) -> np.random.Generator:
-    """The stream of the images' noise (the fifth of ``seed``'s)."""
-    return np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
-
-
 def draw_parameters(cfg: SynthConfig) -> ImageParameters:
     """Draw poses, shifts, CTFs and conformations from independent seeded streams."""
     n = cfg.n
-    rot, shift, ctf, conf_rng = draw_acquisition(
-        n, cfg.D, cfg.pixel_size, cfg.seed, cfg.shift_px, cfg.defocus_range_angstroms,
-        cfg.astigmatism_max_angstroms, cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
+    rot, shift, ctf, conf_rng = cfg.draw(cfg.pixel_size)
     z = conf_rng.uniform(size=n)
     z_class = (conf_rng.uniform(size=n) < cfg.p_subunit).astype(np.int64)
     lo, hi = cfg.hinge_range_deg
