@@ -137,8 +137,8 @@ def _bounds(m: Metric | None) -> tuple[float, float] | None:
     not finite."""
     if m is None or not math.isfinite(m.value):
         return None
-    lo = m.lo if math.isfinite(m.lo) else m.value
-    hi = m.hi if math.isfinite(m.hi) else m.value
+    lo = m.lo if not math.isnan(m.lo) else m.value  # an infinite end stays: unbounded
+    hi = m.hi if not math.isnan(m.hi) else m.value
     return lo, hi
 
 

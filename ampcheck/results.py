@@ -101,13 +101,13 @@ class Threshold:
 
 def centred(value: float, replicates: np.ndarray) -> np.ndarray:
     """``replicates`` moved so that the median of the finite ones is ``value`` (same shape;
-    NaN stays NaN, and all are NaN when ``value`` is not finite): the resampling's bias is
-    removed and its spread kept."""
+    NaN stays NaN and an infinite replicate infinite, and all are NaN when ``value`` is not
+    finite or none is): the resampling's bias is removed and its spread kept."""
     r = np.asarray(replicates, dtype=float).ravel()
     ok = np.isfinite(r)
     if not ok.any() or not np.isfinite(value):
         return np.full(r.shape, np.nan)
-    return np.where(ok, r - np.median(r[ok]) + value, np.nan)
+    return np.where(ok, r - np.median(r[ok]) + value, r)
 
 
 def centred_interval(value: float, replicates: np.ndarray, level: float = 0.95
@@ -118,14 +118,33 @@ def centred_interval(value: float, replicates: np.ndarray, level: float = 0.95
 
 
 def _quantiles(replicates: np.ndarray, value: float, level: float) -> tuple[float, float]:
+    """The ``(1 ± level) / 2`` quantiles of the replicates that are not NaN. An infinite
+    replicate is a resample's own answer (a ratio over a resample with a zero denominator):
+    it stays among them, and an end whose quantile reaches it is infinite."""
     r = np.asarray(replicates, dtype=float).ravel()
-    r = r[np.isfinite(r)]
+    r = r[~np.isnan(r)]
     if r.size == 0 or not np.isfinite(value):
         return float("nan"), float("nan")
-    lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
+    q = [(1 - level) / 2, (1 + level) / 2]
+    if np.isfinite(r).all():
+        lo, hi = np.quantile(r, q)
+    else:  # numpy's linear rule between two order statistics, an infinite one kept as it is
+        s = np.sort(r)
+        lo, hi = (_order_statistic(s, p * (len(s) - 1)) for p in q)
     # Centred replicates have value as their median; the bounds below only move a quantile
     # that rounding put just inside it.
     return float(min(lo, value)), float(max(hi, value))
+
+
+def _order_statistic(s: np.ndarray, at: float) -> float:
+    """The value at fractional position ``at`` of the sorted ``s``: linear between its two
+    neighbours, or the infinite one of them where one is infinite (numpy would give NaN)."""
+    i, j = math.floor(at), math.ceil(at)
+    if i == j or not np.isfinite(s[i]):
+        return float(s[i])
+    if not np.isfinite(s[j]):
+        return float(s[j])
+    return float(s[i] + (at - i) * (s[j] - s[i]))
 
 
 def interval(samples: Sequence[np.ndarray] | np.ndarray, value: float, higher_is_better: bool,
@@ -144,7 +163,7 @@ def interval(samples: Sequence[np.ndarray] | np.ndarray, value: float, higher_is
     # each seed's value is the median of its centred replicates: held even where a quantile
     # of the mixture falls just inside it (a 20th seed at 95%, or ties)
     seeds = [float(np.median(a[np.isfinite(a)])) for a in arrays if np.isfinite(a).any()]
-    if seeds and math.isfinite(lo):
+    if seeds and not math.isnan(lo):
         lo, hi = min(lo, *seeds), max(hi, *seeds)
     return Metric(float(value), higher_is_better, lo, hi)
 

@@ -110,6 +110,31 @@ def test_seeds_that_all_pass_pool_into_a_pass():
     assert decide(m, Threshold("memorisation", 0.5, False)) == "PASS"
 
 
+def test_infinite_replicates_keep_their_end_of_the_interval_open():
+    # a ratio over resamples whose denominator can sum to zero: 5% of the replicates are
+    # infinite. Dropped, they left an interval that passed; kept, the upper end is infinite
+    rng = np.random.default_rng(0)
+    raw = 1.0 + 0.05 * rng.standard_normal(400)
+    raw[rng.choice(400, 20, replace=False)] = np.inf
+    m = interval([M.centred(1.0, raw)], 1.0, False)
+    assert m.hi == np.inf and 0.8 < m.lo < 1.0
+    assert decide(m, Threshold("miscalibration", 1.5, False)) == "WARN"
+    finite = interval([M.centred(1.0, raw[np.isfinite(raw)])], 1.0, False)
+    assert decide(finite, Threshold("miscalibration", 1.5, False)) == "PASS"  # the control
+    # fewer infinite replicates than the tail: the end is numpy's quantile, as without them
+    raw[np.isinf(raw)] = np.nan
+    raw[:5] = np.inf
+    few = interval([M.centred(1.0, raw)], 1.0, False)
+    assert np.isfinite(few.hi) and few.hi > 1.0
+    # and the noise-resampling check's scale maps an infinite calibration end to its own
+    from ampcheck.checks.resampling import miscalibration
+    from ampcheck.results import Metric
+
+    mis = miscalibration(Metric(1.2, True, 0.9, np.inf))
+    assert mis.lo == 0 and mis.hi == np.inf and decide(mis, Threshold("m", 1.0, False)) != "PASS"
+    assert miscalibration(Metric(1.2, True, 0.9, 1.4)).hi < 1.0  # the control
+
+
 def test_an_empty_pool_is_a_metric_without_interval():
     m = interval([], 0.3, True)
     assert m.value == 0.3 and np.isnan(m.lo)

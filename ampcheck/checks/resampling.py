@@ -102,8 +102,8 @@ def miscalibration(calibration: Metric) -> Metric:
     value = log(calibration.value) if math.isfinite(calibration.value) or \
         calibration.value == math.inf else math.nan
     lo_c, hi_c = calibration.lo, calibration.hi
-    if not (math.isfinite(value) and math.isfinite(lo_c) and math.isfinite(hi_c)):
-        return Metric(value, False)
+    if not math.isfinite(value) or math.isnan(lo_c) or math.isnan(hi_c):
+        return Metric(value, False)  # no interval (an infinite end maps to one below)
     ends = sorted((log(lo_c), log(hi_c)))
     return Metric(value, False, 0.0 if lo_c <= 1 <= hi_c else ends[0], ends[1])
 
