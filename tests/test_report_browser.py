@@ -1,7 +1,8 @@
 """report.html in a real browser: headless Chromium lays the page out at 1280 and at 800 px,
 and the page's own layout (measured by a script run in it) says that the profile table never
 scrolls sideways, that every row's explanation lies inside the window, and, at 1280 px, that
-no table scrolls. A screenshot of each width is kept in the test's folder.
+no table scrolls, the 13 columns of a profile over 12 epochs included. A screenshot of each
+width is kept in the test's folder.
 
 The page is the main job's report when ``AMPCHECK_MAIN_REPORT`` names its ``report.json`` (CI,
 after ``make run``), else a report of the same shape made here. Skipped, with the reason, where
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_report import DATASET, runs
 
@@ -81,13 +83,38 @@ def _battery() -> list[CheckResult]:
                                       "z_class", (0,))]
 
 
+#: The per-epoch metrics of a profile over 12 epochs (every column the page's table can have).
+EPOCH_METRICS = ("gap_fraction[train]", "gap_fraction[heldout]", "loss_ratio",
+                 "shift_displacement", "rotation_displacement", "latent_movement[train]",
+                 "latent_movement[heldout]", "r2_linear[train]", "r2_linear[heldout]",
+                 "volume_auc_fsc[train]", "volume_auc_fsc[heldout]")
+
+
+def _over_epochs() -> dict:
+    """The ``over_epochs`` block of a 12-epoch profile, intervals of five-digit ends."""
+    from ampcheck.epochs import over_epochs_document
+
+    rng = np.random.default_rng(0)
+    epochs = []
+    for e in range(1, 13):
+        metrics = {}
+        for name in EPOCH_METRICS:
+            v = float(rng.uniform(0.1, 1.3))
+            metrics[name] = Metric(v, False, v - 0.123456, v + 0.0987654)
+        epochs.append((e, metrics, {}))
+    return over_epochs_document(epochs, 7, "held-out inference gets worse at epoch 8 while "
+                                           "the training fit holds")
+
+
 def _page(tmp_path: Path) -> Path:
-    """A copy of the report page with :data:`MEASURE` in it."""
+    """A copy of the report page with :data:`MEASURE` in it (the report made here has a
+    profile over 12 epochs, whose table must fit too)."""
     main = os.environ.get("AMPCHECK_MAIN_REPORT")
     if main:
         html = Path(main).with_name("report.html").read_text(encoding="utf-8")
     else:
-        rp.write_report(tmp_path / "report", _battery(), DATASET, runs(), render=render_html)
+        rp.write_report(tmp_path / "report", _battery(), DATASET, runs(), render=render_html,
+                        over_epochs=_over_epochs())
         html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     page = tmp_path / "measured.html"
     page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
@@ -115,6 +142,8 @@ def test_the_profile_reads_without_scrolling_sideways(tmp_path, width):
     if width >= 1280:  # at a desktop width no table of the page scrolls
         wide = [t for t in layout["tables"] if t["scroll"] > t["client"]]
         assert not wide, wide
+        if not os.environ.get("AMPCHECK_MAIN_REPORT"):  # the page made here: 12 epochs
+            assert [t for t in layout["tables"] if t["cls"] == "epochs"], layout["tables"]
         assert layout["page"] <= width
     shot = tmp_path / f"report-{width}.png"
     _chromium(page, width, f"--screenshot={shot}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ..display import number_text
 from ..epochs import metric_columns
@@ -108,6 +109,7 @@ def epochs_plot(block: Json, checks: list[Json]) -> str | None:
             ax.axvline(rec, color="#2e7d32", lw=1.2, ls="--", label=f"recommended ({rec})")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 2.25
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
         ax.legend(fontsize=6.5)

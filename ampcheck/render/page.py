@@ -263,6 +263,8 @@ tbody tr:nth-child(even){background:#fbfbfc}table.metrics{width:auto;min-width:5
 table.metrics td,table.profile td:nth-child(2),.nw{white-space:nowrap}
 table.profile td:first-child{overflow-wrap:anywhere;min-width:8rem}
 table.profile td:nth-child(3){min-width:12rem}table.profile td:last-child{width:55%}
+table.epochs{font-size:13px}table.epochs th{white-space:normal;vertical-align:bottom}
+table.epochs th,table.epochs td{padding:.3rem .4rem}table.epochs small{font-size:11px}
 .flag{display:inline-block;background:#fff3cd;color:#7a5200;border-radius:4px;font-size:.8rem;
  padding:0 .35rem;margin-right:.2rem}
 .badge{display:inline-block;color:#fff;font-weight:700;font-size:.8rem;padding:.1rem .5rem;
