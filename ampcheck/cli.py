@@ -231,8 +231,8 @@ def _finish(out: Path, results, seconds: float, dataset: dict, runs: dict, *,
         print(f"\n{profile_text(block)}")
         last = block["epochs"][-1]["epoch"]
         print(f"The checks below are those of epoch {last}, the last measured.")
-    print(f"\nAmortization profile ({runs.get('budget', 'given')} budget, "
-          f"{seconds / 60:.1f} min):")
+    budget = f"{runs['budget']} budget, " if runs.get("budget") else ""  # a cryoDRGN run: none
+    print(f"\nAmortization profile ({budget}{seconds / 60:.1f} min):")
     several, model = len({r.model for r in results}) > 1, None
     for r in results:
         if several and r.model != model:  # a heading for each model's results
