@@ -177,13 +177,20 @@ def compare_epochs(name: str, at: tuple[int, Metric], than: tuple[int, Metric]
     """Whether metric ``name`` at epoch ``at[0]`` (value ``at[1]``) is no worse than at
     epoch ``than[0]``: worse means worse with intervals apart, as the recommended epoch's rule
     decides it (:func:`_worse`, in the metric's own direction); a value that is not finite
-    cannot be judged no worse (false, and the message says so)."""
+    cannot be judged no worse (false, and the message says so). A metric without an interval
+    (the AUC-FSC of a few volumes) is compared by its values alone, and the message says that
+    its noise is not accounted for."""
     (e, m), (e0, m0) = at, than
     way = "higher" if m.higher_is_better else "lower"
     both = f"{name} at epoch {e}: {m}; at epoch {e0}: {m0} ({way} is better)"
     if _bounds(m) is None or _bounds(m0) is None:
         return EpochComparison(name, e, e0, False, f"cannot compare, a value is not finite: "
                                                    f"{both}")
+    if any(math.isnan(x.lo) or math.isnan(x.hi) for x in (m, m0)):
+        worse = m.value < m0.value if m.higher_is_better else m.value > m0.value
+        return EpochComparison(name, e, e0, not worse,
+                               f"{'worse' if worse else 'no worse'} by value, without an "
+                               f"interval (its noise not accounted for): {both}")
     if _worse(m, m0):
         return EpochComparison(name, e, e0, False, f"worse, intervals apart: {both}")
     how = "better, intervals apart" if _worse(m0, m) else "no worse, the intervals overlap"

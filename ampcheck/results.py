@@ -71,10 +71,15 @@ class Metric:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Metric:
+        """The metric of :meth:`to_dict`. Strict JSON writes an infinite end as ``null``; an
+        interval has both ends or neither, so a lone ``null`` beside a number is infinite."""
         def f(x):
             return float("nan") if x is None else float(x)
 
-        return cls(f(d["value"]), bool(d["higher_is_better"]), f(d.get("lo")), f(d.get("hi")))
+        lo, hi = f(d.get("lo")), f(d.get("hi"))
+        if math.isnan(lo) != math.isnan(hi):
+            lo, hi = (-math.inf if math.isnan(lo) else lo), (math.inf if math.isnan(hi) else hi)
+        return cls(f(d["value"]), bool(d["higher_is_better"]), lo, hi)
 
     def __str__(self) -> str:
         if math.isnan(self.lo):
@@ -102,11 +107,13 @@ class Threshold:
 def centred(value: float, replicates: np.ndarray) -> np.ndarray:
     """``replicates`` moved so that the median of the finite ones is ``value`` (same shape;
     NaN stays NaN and an infinite replicate infinite, and all are NaN when ``value`` is not
-    finite or none is): the resampling's bias is removed and its spread kept."""
+    finite): the resampling's bias is removed and its spread kept."""
     r = np.asarray(replicates, dtype=float).ravel()
     ok = np.isfinite(r)
-    if not ok.any() or not np.isfinite(value):
+    if not np.isfinite(value):
         return np.full(r.shape, np.nan)
+    if not ok.any():  # nothing to centre: infinite replicates stay as they are
+        return np.where(np.isinf(r), r, np.nan)
     return np.where(ok, r - np.median(r[ok]) + value, r)
 
 

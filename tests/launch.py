@@ -27,9 +27,11 @@ import warnings
 #: Lines of a failed launch worth showing: errors, C++ aborts, torchrun's failure summary.
 TELLING = re.compile(r"Error|Exception|terminate called|what\(\)|Traceback|Signal \d+|"
                      r"exitcode|error_file|\[rank\d+\]|^ampcheck: ", re.M)
-#: A rank's one-line error (``ampcheck: error: ...``, status 2) that is its socket's.
+#: A rank's error that is its socket's: ampcheck's one line (an OSError, status 2), or the
+#: last line of a traceback of torch.distributed's network or store errors (status 1).
 TRANSPORT = re.compile(r"^ampcheck: error: .*(address already in use|connection (refused|reset)|"
-                       r"broken pipe|timed out|DistNetworkError)", re.M | re.I)
+                       r"broken pipe|timed out)|^torch\.distributed\.(DistNetworkError|"
+                       r"DistStoreError)\b", re.M | re.I)
 #: The exit codes in torchrun's summary of a failed launch (negative: killed by that signal).
 EXITCODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)", re.M)
 
@@ -48,7 +50,9 @@ def torchrun(args: list[str], *, env: dict[str, str] | None = None,
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     codes = [int(c) for c in EXITCODE.findall(proc.stderr)]
     crashed = codes and all(c < 0 for c in codes)  # no rank exited by itself
-    if proc.returncode != 0 and (crashed or TRANSPORT.search(proc.stderr)):
+    # one rank exited by itself (the others stopped by the launcher), with a socket's error
+    lost = sum(c > 0 for c in codes) == 1 and TRANSPORT.search(proc.stderr)
+    if proc.returncode != 0 and (crashed or lost):
         warnings.warn(f"torchrun: a rank {'crashed by a signal' if crashed else 'lost its socket'}"
                       f", tried once more:\n{_explain(proc)}", stacklevel=2)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -163,6 +163,11 @@ def test_check_epochs_refuses_what_it_cannot_measure():
 
     with pytest.raises(ConfigError, match="no model for epoch"):
         check_epochs({1: object()}, None, train_indices=[0], epochs=[1, 2])
+    # --epoch's text chooses among the epochs given (not among its characters)
+    with pytest.raises(InputError, match=r"epoch\(s\) 3 of --epoch 1,3; epochs saved: 1-2"):
+        check_epochs({1: object(), 2: object()}, None, train_indices=[0], epochs="1,3")
+    with pytest.raises(ConfigError, match="list the epochs"):
+        check_epochs(lambda e: None, None, train_indices=[0], epochs="1:4")
     with pytest.raises(ConfigError, match="cannot be measured over epochs"):
         from ampcheck.checks.over_epochs import epoch_checks
 
@@ -328,6 +333,11 @@ def test_no_worse_is_worse_only_with_intervals_apart():
         nan.no_worse("g", than_epoch=1))
     with pytest.raises(KeyError, match="epoch 5 not measured .skipped: checkpoint.5.pt"):
         profile.no_worse("gap_fraction[heldout]", than_epoch=5)
+    # without an interval (one AUC-FSC), the values alone, and the message says so
+    auc = _profile({1: {"auc": Metric(0.8124, True)}, 2: {"auc": Metric(0.8123, True)}})
+    drop = auc.no_worse("auc", than_epoch=1)
+    assert not drop and "without an interval" in str(drop)
+    assert auc.no_worse("auc", than_epoch=2, at_epoch=1)
     # the rule's damage is what no_worse calls worse
     rule = _epochs([0.9, 0.7, 0.5, 0.4, 0.41, 0.6], [0.9, 0.7, 0.5, 0.4, 0.35, 0.3])
     assert "0.6 at epoch 6 above 0.5 at epoch 3" in recommend_epoch(rule)[1]

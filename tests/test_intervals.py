@@ -3,6 +3,8 @@ check governed by the paper's probe, not by the worst of its transforms."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -121,14 +123,24 @@ def test_infinite_replicates_keep_their_end_of_the_interval_open():
     assert decide(m, Threshold("miscalibration", 1.5, False)) == "WARN"
     finite = interval([M.centred(1.0, raw[np.isfinite(raw)])], 1.0, False)
     assert decide(finite, Threshold("miscalibration", 1.5, False)) == "PASS"  # the control
-    # fewer infinite replicates than the tail: the end is numpy's quantile, as without them
+    # written to report.json (strict JSON: null) and read back, the end is still infinite
+    from ampcheck.results import Metric
+
+    back = Metric.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.hi == np.inf and back.lo == m.lo and decide(back, Threshold("m", 1.5, False)) \
+        == "WARN"
+    assert np.isnan(Metric.from_dict(Metric(1.0, False).to_dict()).lo)  # no interval: none
+    # fewer infinite replicates than the tail: a finite end
     raw[np.isinf(raw)] = np.nan
     raw[:5] = np.inf
     few = interval([M.centred(1.0, raw)], 1.0, False)
     assert np.isfinite(few.hi) and few.hi > 1.0
+    # every replicate infinite: still an infinite end, not a value judged alone
+    every = interval([M.centred(1.0, np.full(50, np.inf))], 1.0, False)
+    assert every.lo == 1.0 and every.hi == np.inf
+    assert decide(every, Threshold("m", 1.5, False)) == "WARN"
     # and the noise-resampling check's scale maps an infinite calibration end to its own
     from ampcheck.checks.resampling import miscalibration
-    from ampcheck.results import Metric
 
     mis = miscalibration(Metric(1.2, True, 0.9, np.inf))
     assert mis.lo == 0 and mis.hi == np.inf and decide(mis, Threshold("m", 1.0, False)) != "PASS"

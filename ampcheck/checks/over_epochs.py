@@ -367,18 +367,24 @@ def check_epochs(models, data=None, *, train_indices=None, epochs=None,
         models, epochs = {e: saved[e] for e in selection.select(saved, str(folder))}, None
     if isinstance(models, Mapping):
         table = dict(models)
+        if isinstance(epochs, str):  # --epoch's text, against the epochs given
+            epochs = _selection(epochs).select(table, "the models given")
         chosen = sorted(table if epochs is None else set(epochs))  # in training order
         missing = [e for e in chosen if e not in table]
         if missing:
             raise ConfigError(f"no model for epoch(s) {', '.join(map(str, missing))}; given: "
                               f"{', '.join(map(str, sorted(table)))}")
+        files = {e: m for e, m in table.items() if isinstance(m, str | os.PathLike)}
 
         def get(epoch: int):
             m = table[epoch]
-            if isinstance(m, str | os.PathLike):
-                return checkpoint_loader(table, views[0], None if device == "auto"
+            if epoch in files:
+                return checkpoint_loader(files, views[0], None if device == "auto"
                                          else device)(epoch)
             return m() if callable(m) and not hasattr(m, "encode") else m
+    elif isinstance(epochs, str):
+        raise ConfigError(f"epochs={epochs!r}: --epoch's text chooses among epochs given or "
+                          "saved; with a callable epoch -> model, list the epochs")
     elif callable(models) and epochs is not None:
         chosen, get = sorted(set(epochs)), models
     else:

@@ -10,7 +10,7 @@ molecule needs. :func:`draw_acquisition` draws each image's pose, shift and CTF 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -41,6 +41,9 @@ class Acquisition:
     apix: float | None = None  # Å/pixel
     snr: float = 0.1
     seed: int = 0
+    # the rest by name only: each generator's own fields follow these, so that a position
+    # past the seed would name another field than it did before the settings were shared
+    _: KW_ONLY
     max_shift_px: float | None = None  # uniform in [-m, m]²; default 0.04·D
     defocus_range_angstroms: tuple[float, float] = (10_000.0, 30_000.0)
     astigmatism_max_angstroms: float = 500.0

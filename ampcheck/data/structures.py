@@ -56,7 +56,7 @@ DEFAULT_RESOLUTION_PX = 4.0  # resolution in pixels when not given: σ = 0.9 px
 FILL = 0.9  # the default pixel size puts the molecule, its 3σ and its shifts in 90% of D/2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AtomicSynthConfig(Acquisition):
     """The images' settings (units in the names; the acquisition's are
     :class:`~ampcheck.data.acquisition.Acquisition`'s); the molecule comes as an Ensemble.

@@ -71,7 +71,7 @@ SIZES: dict[str, dict[str, int]] = {
 DOMAIN_CORE, DOMAIN_ARM, DOMAIN_SUBUNIT = 0, 1, 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthConfig(Acquisition):
     """Everything that determines a synthetic data set (units in the names): the acquisition
     (:class:`~ampcheck.data.acquisition.Acquisition`; ``apix`` None is ``BOX_ANGSTROMS / D``)

@@ -1,8 +1,8 @@
 """Work spread over processes side by side, with results in order (the generators' rendering).
 
 :func:`ordered_map` runs a function over a list in forked worker processes, which inherit what
-it reads (module globals set before the call: nothing is pickled on the way in), and yields the
-results in the list's order; with one worker, or where ``fork`` is unavailable, it runs in this
+it reads (module globals set before the call: only the function, a module-level one, and the
+items are pickled on the way in), and yields the results in the list's order; with one worker, or where ``fork`` is unavailable, it runs in this
 process. What a result is never depends on which process made it, so a caller whose items are
 fixed gets the same output whatever the number of workers.
 """

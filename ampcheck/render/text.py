@@ -32,6 +32,8 @@ def duration_text(seconds: Any) -> str | None:
 
 def interval_text(m: Json) -> str:
     lo, hi = number_text(m.get("lo")), number_text(m.get("hi"))
+    if (m.get("lo") is None) != (m.get("hi") is None):  # JSON's null for an infinite end
+        lo, hi = ("−∞" if m.get("lo") is None else lo), ("∞" if m.get("hi") is None else hi)
     return "—" if "—" in (lo, hi) else f"[{lo}, {hi}]"
 
 
